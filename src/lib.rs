@@ -1,0 +1,29 @@
+//! mnpflow: a streaming network-flow anomaly detector.
+//!
+//! ```text
+//!  capture ──> decode ──> flow ──> features ──> score ──> alert
+//!  (pcap,      (link,     (bidir.   (UNSW-NB15,  (MNPWAD   (EVE JSON,
+//!   pcapng,     IP, L4,    table,    Zeek conn,   in burn)  community_id)
+//!   synth)      frags)     timeouts) ct_* windows)   ^
+//!                                                    │ model ── learning loop
+//! ```
+//!
+//! - [`capture`] reads packets with their capture timestamps from pcap/pcapng files (pure
+//!   Rust, no system library) or generates labeled synthetic traffic.
+//! - [`decode`] turns a frame into a fixed-size [`decode::PacketMeta`]: addresses, ports,
+//!   protocol, TCP flags and sequence numbers, lengths. After a successful decode no later
+//!   stage looks at packet bytes, except the small payload prefix kept for service sniffing.
+//! - [`flow`] aggregates packets into bidirectional flows keyed by addresses, ports, protocol
+//!   and VLAN, tracks TCP endpoint state as Zeek does, and exports each flow exactly once
+//!   with the reason it ended.
+//! - [`features`] turns exported flows into rows of a published vocabulary. A feature is
+//!   defined once, in the repository's `features/*.toml`; training on a published table and
+//!   scoring live traffic read the same definition.
+//! - [`model`] is MNPWAD (multi-normal prototypes for weakly supervised anomaly detection).
+//!
+//! Imports point leftward along the path: `decode` knows nothing of flows, `flow` nothing of
+//! features, `model` nothing of packets.
+
+#![deny(unsafe_code)]
+
+pub mod features;
