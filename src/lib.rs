@@ -26,4 +26,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod capture;
+pub mod decode;
+pub mod flow;
 pub mod features;

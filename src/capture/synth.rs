@@ -1,0 +1,1 @@
+//! Synthetic traffic generator (see `mnpflow synth`).

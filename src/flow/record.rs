@@ -1,0 +1,407 @@
+//! Per-flow state: a fixed-size record updated by each packet and read once at export.
+//!
+//! Everything here is running sums, first/last values and Welford moments: no buffers grow
+//! with the packet count. `FlowRecord` fields are final when the table hands a flow to its
+//! sink. Derived values (Zeek's conn_state, Argus's state) are computed from it by pure
+//! functions at export.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::app::{AppState, Service};
+use super::history::{History, Scaled};
+use super::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use super::tcp_state::{ConnState, TcpEndpoints, tcp_conn_state, udp_conn_state};
+use crate::capture::Timestamp;
+use crate::decode::{Fragment, PacketMeta, TcpFlags};
+
+/// Why a flow was exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// No packet for the protocol's idle timeout.
+    #[default]
+    Idle,
+    /// Active for the active timeout; the conversation continues in a new record.
+    Active,
+    /// TCP ended (FIN both ways or RST) and the close linger passed.
+    TcpClose,
+    /// The table was full and this flow was the least recently active.
+    Evicted,
+    /// The input ended.
+    EndOfInput,
+    /// The capture clock jumped backwards beyond the allowed regression (a new capture).
+    ClockReset,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 6] =
+        [EndReason::Idle, EndReason::Active, EndReason::TcpClose, EndReason::Evicted, EndReason::EndOfInput, EndReason::ClockReset];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::Active => "active",
+            EndReason::TcpClose => "tcp_close",
+            EndReason::Evicted => "evicted",
+            EndReason::EndOfInput => "end_of_input",
+            EndReason::ClockReset => "clock_reset",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Running mean and variance (Welford's algorithm).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Welford {
+    pub n: u64,
+    pub mean: f64,
+    m2: f64,
+}
+
+impl Welford {
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    /// Sample standard deviation (n - 1); 0 below two values.
+    pub fn std(&self) -> f64 {
+        if self.n < 2 { 0.0 } else { (self.m2 / (self.n - 1) as f64).sqrt() }
+    }
+}
+
+/// Sequence-space tracking for one TCP direction: Zeek's byte count from sequence numbers,
+/// retransmissions and gaps (Argus's loss).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqTrack {
+    started: bool,
+    /// Sequence number of the first packet (Argus's stcpb/dtcpb).
+    pub base: u32,
+    /// Offset (from `base`) where data starts: 1 after a SYN, as Zeek assumes for partial
+    /// connections too.
+    data_start: u64,
+    /// Highest offset reached by data (unwrapped 64-bit sequence space).
+    end: u64,
+    pub retransmits: u32,
+    pub gaps: u32,
+    /// Bytes never seen in sequence-space holes (Zeek's missed_bytes, without refilling).
+    pub missed_bytes: u64,
+}
+
+/// What a TCP segment did to its direction's sequence space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqEvent {
+    New,
+    Retransmit,
+    Gap,
+}
+
+impl SeqTrack {
+    /// Unwraps a 32-bit offset near the current end.
+    fn unwrap(&self, seq: u32) -> u64 {
+        let rel = seq.wrapping_sub(self.base) as u64;
+        let hi = self.end & !0xffff_ffff;
+        let cand = hi | rel;
+        if cand + (1 << 31) < self.end {
+            cand + (1 << 32)
+        } else if cand > self.end + (1 << 31) && cand >= 1 << 32 {
+            cand - (1 << 32)
+        } else {
+            cand
+        }
+    }
+
+    /// Observes a segment; returns its unwrapped offset and what it did.
+    pub fn observe(&mut self, seq: u32, flags: TcpFlags, payload_len: u32) -> (u64, SeqEvent) {
+        if !self.started {
+            self.started = true;
+            self.base = seq;
+            self.data_start = 1;
+            self.end = 1;
+            if !flags.syn() {
+                // No SYN seen: pretend one preceded this segment, as Zeek does.
+                self.base = seq.wrapping_sub(1);
+            }
+        }
+        let rel = self.unwrap(seq);
+        if flags.rst() || payload_len == 0 {
+            return (rel, SeqEvent::New);
+        }
+        let start = rel + flags.syn() as u64;
+        let seg_end = start + payload_len as u64;
+        if seg_end <= self.end {
+            self.retransmits += 1;
+            (rel, SeqEvent::Retransmit)
+        } else if start > self.end {
+            self.gaps += 1;
+            self.missed_bytes += start - self.end;
+            self.end = seg_end;
+            (rel, SeqEvent::Gap)
+        } else {
+            self.end = seg_end;
+            (rel, SeqEvent::New)
+        }
+    }
+
+    /// Payload bytes by sequence numbers (Zeek's orig_bytes / resp_bytes for TCP).
+    pub fn size(&self) -> u64 {
+        self.end.saturating_sub(self.data_start)
+    }
+}
+
+/// One direction of a flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Direction {
+    pub pkts: u64,
+    /// Frame bytes on the wire, link header included (Argus sbytes/dbytes).
+    pub wire_bytes: u64,
+    /// IP bytes (Zeek orig_ip_bytes).
+    pub ip_bytes: u64,
+    /// Transport payload bytes by packet lengths.
+    pub payload_bytes: u64,
+    pub first_ts: Timestamp,
+    pub last_ts: Timestamp,
+    /// Inter-packet times in milliseconds.
+    pub ipt_ms: Welford,
+    /// TTL / hop limit of the last packet.
+    pub ttl: u8,
+    /// The first TCP window advertised (Argus swin/dwin).
+    pub window: Option<u16>,
+    /// OR of every TCP flag byte seen.
+    pub tcp_flags: u8,
+    pub seq: SeqTrack,
+}
+
+impl Direction {
+    fn count(&mut self, m: &PacketMeta<'_>) {
+        if self.pkts == 0 {
+            self.first_ts = m.ts;
+            self.last_ts = m.ts;
+        } else {
+            // Packets out of time order add a zero gap rather than a negative one.
+            let gap_ns = m.ts.since(self.last_ts).max(0);
+            self.ipt_ms.push(gap_ns as f64 / 1e6);
+            self.last_ts = self.last_ts.max(m.ts);
+        }
+        self.pkts += 1;
+        self.wire_bytes += m.wire_len as u64;
+        self.ip_bytes += m.ip_len as u64;
+        self.payload_bytes += m.payload_len as u64;
+        self.ttl = m.ttl;
+    }
+}
+
+/// A bidirectional flow; `orig` is the side that sent the first packet (or, when the first
+/// packet was a SYN-ACK, the side it was sent to).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowRecord {
+    /// Sequence number of the flow in this run, unique per table.
+    pub id: u64,
+    pub orig_addr: IpAddr,
+    pub resp_addr: IpAddr,
+    /// Ports; for ICMP the first packet's type (orig) and code (resp), as Zeek logs them.
+    pub orig_port: u16,
+    pub resp_port: u16,
+    pub proto: u8,
+    pub vlan: u32,
+    pub first_ts: Timestamp,
+    pub last_ts: Timestamp,
+    pub orig: Direction,
+    pub resp: Direction,
+    pub tcp: TcpEndpoints,
+    pub history: History,
+    pub app: AppState,
+    /// Handshake times: originator SYN, responder SYN-ACK, originator ACK.
+    pub syn_ts: Option<Timestamp>,
+    pub synack_ts: Option<Timestamp>,
+    pub ack_ts: Option<Timestamp>,
+    /// Some packet of the flow was decapsulated from a tunnel.
+    pub tunneled: bool,
+    pub end_reason: EndReason,
+}
+
+impl FlowRecord {
+    /// A new flow from its first packet. `flip` makes the packet's destination the originator.
+    pub fn new(id: u64, m: &PacketMeta<'_>, flip: bool) -> FlowRecord {
+        let (orig_addr, orig_port, resp_addr, resp_port) =
+            if flip { (m.dst, m.dport, m.src, m.sport) } else { (m.src, m.sport, m.dst, m.dport) };
+        let mut history = History::default();
+        if flip {
+            history.flipped();
+        }
+        FlowRecord {
+            id,
+            orig_addr,
+            resp_addr,
+            orig_port,
+            resp_port,
+            proto: m.proto,
+            vlan: m.vlan,
+            first_ts: m.ts,
+            last_ts: m.ts,
+            orig: Direction::default(),
+            resp: Direction::default(),
+            tcp: TcpEndpoints::default(),
+            history,
+            app: AppState::default(),
+            syn_ts: None,
+            synack_ts: None,
+            ack_ts: None,
+            tunneled: false,
+            end_reason: EndReason::Idle,
+        }
+    }
+
+    /// Adds one packet.
+    pub fn update(&mut self, m: &PacketMeta<'_>, from_orig: bool) {
+        self.first_ts = self.first_ts.min(m.ts);
+        self.last_ts = self.last_ts.max(m.ts);
+        self.tunneled |= m.tunneled;
+        let dir = if from_orig { &mut self.orig } else { &mut self.resp };
+        dir.count(m);
+        let later_fragment = matches!(m.frag, Fragment::Later { .. });
+        if self.proto == IPPROTO_TCP && !later_fragment {
+            let flags = m.tcp.flags;
+            dir.tcp_flags |= flags.0;
+            if dir.window.is_none() {
+                dir.window = Some(m.tcp.window);
+            }
+            let (rel, event) = dir.seq.observe(m.tcp.seq, flags, m.payload_len);
+            self.history.tcp_packet(from_orig, flags, rel, m.payload_len);
+            match event {
+                SeqEvent::Retransmit => self.history.scaled(from_orig, Scaled::Retransmit),
+                SeqEvent::Gap => self.history.scaled(from_orig, Scaled::Gap),
+                SeqEvent::New => {}
+            }
+            if m.tcp.window == 0 && !flags.rst() && !flags.syn() {
+                self.history.scaled(from_orig, Scaled::ZeroWindow);
+            }
+            self.tcp.update(from_orig, flags, m.payload_len);
+            match (from_orig, flags.syn(), flags.ack()) {
+                (true, true, false) if self.syn_ts.is_none() => self.syn_ts = Some(m.ts),
+                (false, true, true) if self.synack_ts.is_none() && self.syn_ts.is_some() => self.synack_ts = Some(m.ts),
+                (true, false, true) if self.ack_ts.is_none() && self.synack_ts.is_some() => self.ack_ts = Some(m.ts),
+                _ => {}
+            }
+        } else if !later_fragment {
+            self.history.datagram(from_orig, m.payload_len);
+        }
+        if !m.payload.is_empty() && !later_fragment {
+            self.app.observe(self.proto, from_orig, self.resp_port, m.payload);
+        }
+    }
+
+    /// Whether TCP has ended: FIN from both sides, or a RST from either.
+    pub fn tcp_finished(&self) -> bool {
+        use super::tcp_state::EndpointState::{Closed, Reset};
+        self.proto == IPPROTO_TCP
+            && (matches!((self.tcp.orig, self.tcp.resp), (Closed, Closed)) || self.tcp.orig == Reset || self.tcp.resp == Reset)
+    }
+
+    pub fn duration_secs(&self) -> f64 {
+        self.last_ts.since(self.first_ts) as f64 / 1e9
+    }
+
+    /// Zeek's orig_bytes: TCP by sequence numbers, others by payload lengths.
+    pub fn orig_bytes(&self) -> u64 {
+        if self.proto == IPPROTO_TCP { self.orig.seq.size() } else { self.orig.payload_bytes }
+    }
+
+    pub fn resp_bytes(&self) -> u64 {
+        if self.proto == IPPROTO_TCP { self.resp.seq.size() } else { self.resp.payload_bytes }
+    }
+
+    /// Zeek's conn_state at export.
+    pub fn conn_state(&self) -> ConnState {
+        match self.proto {
+            IPPROTO_TCP => tcp_conn_state(self.tcp, self.orig_bytes(), self.resp_bytes(), self.history.as_str()),
+            IPPROTO_UDP => udp_conn_state(self.orig.pkts > 0, self.resp.pkts > 0),
+            _ => ConnState::Oth,
+        }
+    }
+
+    /// The service: sniffed from payload, else by the responder's port.
+    pub fn service(&self) -> Service {
+        self.app.service(self.proto, self.resp_port)
+    }
+
+    /// The service as Zeek would log it: only when confirmed from payload.
+    pub fn zeek_service(&self) -> Service {
+        self.app.sniffed
+    }
+
+    pub fn is_icmp(&self) -> bool {
+        matches!(self.proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+    }
+
+    pub fn community_id(&self, seed: u16) -> String {
+        super::key::community_id(seed, self.orig_addr, self.orig_port, self.resp_addr, self.resp_port, self.proto)
+    }
+}
+
+/// The transport protocol's name as Zeek writes it (`tcp`, `udp`, `icmp`, `unknown_transport`).
+pub fn zeek_proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => "icmp",
+        _ => "unknown_transport",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welford_matches_two_pass() {
+        let xs = [1.0, 2.0, 4.0, 7.0, 11.0];
+        let mut w = Welford::default();
+        xs.iter().for_each(|x| w.push(*x));
+        let mean = xs.iter().sum::<f64>() / 5.0;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4.0;
+        assert!((w.mean - mean).abs() < 1e-12 && (w.std() - var.sqrt()).abs() < 1e-12);
+    }
+
+    fn flags(b: u8) -> TcpFlags {
+        TcpFlags(b)
+    }
+
+    #[test]
+    fn seq_size_counts_data_not_syn_or_fin() {
+        let mut s = SeqTrack::default();
+        s.observe(1000, flags(TcpFlags::SYN), 0);
+        s.observe(1001, flags(TcpFlags::ACK), 100);
+        s.observe(1101, flags(TcpFlags::ACK), 50);
+        s.observe(1151, flags(TcpFlags::FIN | TcpFlags::ACK), 0);
+        assert_eq!(s.size(), 150);
+        assert_eq!((s.retransmits, s.gaps), (0, 0));
+    }
+
+    #[test]
+    fn seq_retransmit_gap_and_wraparound() {
+        let mut s = SeqTrack::default();
+        s.observe(u32::MAX - 10, flags(TcpFlags::SYN), 0);
+        assert_eq!(s.observe(u32::MAX - 9, flags(TcpFlags::ACK), 100).1, SeqEvent::New);
+        assert_eq!(s.observe(u32::MAX - 9, flags(TcpFlags::ACK), 100).1, SeqEvent::Retransmit);
+        // Skip 20 bytes, across the 2^32 wrap.
+        let next = (u32::MAX - 9).wrapping_add(120);
+        assert_eq!(s.observe(next, flags(TcpFlags::ACK), 10).1, SeqEvent::Gap);
+        assert_eq!((s.size(), s.missed_bytes, s.retransmits, s.gaps), (130, 20, 1, 1));
+    }
+
+    #[test]
+    fn partial_connection_counts_from_first_segment() {
+        let mut s = SeqTrack::default();
+        s.observe(5000, flags(TcpFlags::ACK), 10);
+        s.observe(5010, flags(TcpFlags::ACK), 10);
+        assert_eq!(s.size(), 20);
+    }
+}
