@@ -100,6 +100,7 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
                 ack: t.acknowledgment_number(),
                 flags: TcpFlags(t.header_slice()[13]),
                 window: t.window_size(),
+                wscale: if t.syn() { window_scale(t.options()) } else { None },
             };
             meta.payload = t.payload();
             t.header_len() as u32
@@ -143,6 +144,29 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
     Ok(meta)
 }
 
+/// The window scale shift from TCP options (kind 3), walking the option list by hand so a
+/// malformed list ends the walk instead of failing the packet.
+fn window_scale(options: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = *options.get(i + 1)? as usize;
+                if len < 2 {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return options.get(i + 2).map(|s| (*s).min(14));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
 /// Reads ports (and TCP header fields when present) from the start of a first fragment.
 /// Returns the transport header length consumed from the payload.
 fn first_fragment_transport(meta: &mut PacketMeta<'_>) -> u32 {
@@ -162,6 +186,7 @@ fn first_fragment_transport(meta: &mut PacketMeta<'_>) -> u32 {
                     ack: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
                     flags: TcpFlags(p[13]),
                     window: u16::from_be_bytes([p[14], p[15]]),
+                    wscale: None,
                 };
                 meta.payload = p.get(hlen..).unwrap_or(&[]);
                 return hlen as u32;

@@ -61,6 +61,8 @@ pub struct TcpMeta {
     pub ack: u32,
     pub flags: TcpFlags,
     pub window: u16,
+    /// Window scale option of a SYN (RFC 7323), if present.
+    pub wscale: Option<u8>,
 }
 
 /// Where an IP fragment sits in its datagram.

@@ -1,8 +1,118 @@
 //! Features: flow records become rows of a published vocabulary.
 //!
-//! The schemas in the repository's `features/` folder define each vocabulary once; this module
-//! reads them (`schema`) and computes their values from flow records.
+//! The schemas in the repository's `features/` folder define each vocabulary once
+//! ([`schema`]); [`unsw`] and [`zeek`] compute their values from exported flows, with the
+//! UNSW-NB15 `ct_*` counts over a sliding window of records ([`window`]). A row is a list of
+//! [`Cell`]s: identity columns first (addresses, ports, times, IDs), then the schema's
+//! features in schema order. [`encode`] turns the feature cells into the model's `f32` input.
+//! Nothing here knows of threads, channels or burn.
 
+pub mod encode;
 pub mod schema;
+pub mod unsw;
+pub mod window;
+pub mod zeek;
+
+use std::net::IpAddr;
+
+use crate::capture::Timestamp;
+use crate::flow::FlowRecord;
 
 pub use schema::{Feature, FeatureType, Schema, SchemaError, SchemaKind};
+
+/// One value of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// A real number.
+    Num(f64),
+    /// A non-negative count.
+    Count(u64),
+    /// A category or other fixed text.
+    Text(&'static str),
+    /// Text built per record (history, community ID, uid).
+    Str(String),
+    Addr(IpAddr),
+    Port(u16),
+    Time(Timestamp),
+    /// Zeek's unset value (`-`).
+    Unset,
+}
+
+impl Cell {
+    /// The numeric value of a numeric cell.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Cell::Num(v) => Some(*v),
+            Cell::Count(v) => Some(*v as f64),
+            Cell::Port(p) => Some(*p as f64),
+            _ => None,
+        }
+    }
+
+    /// The text of a categorical cell.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(t) => Some(t),
+            Cell::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A column of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// Zeek log type (`time`, `addr`, `port`, `count`, `double`, `interval`, `string`, `enum`).
+    pub zeek_type: &'static str,
+    /// Index into the schema's features when the column is a model input.
+    pub feature: Option<usize>,
+}
+
+/// Computes rows of one vocabulary from exported flows.
+pub trait RecordExtractor: Send {
+    fn schema(&self) -> &Schema;
+    /// Every column, identity columns first, then the schema's features.
+    fn columns(&self) -> &[Column];
+    /// Fills `out` (cleared first) with one cell per column.
+    fn extract(&mut self, rec: &FlowRecord, out: &mut Vec<Cell>);
+}
+
+/// Why a schema cannot be served by an extractor.
+#[derive(Debug, thiserror::Error)]
+#[error("schema {schema}: feature {feature:?} has no extractor (known: {known})")]
+pub struct UnknownFeature {
+    pub schema: String,
+    pub feature: String,
+    pub known: String,
+}
+
+/// The extractor for a vocabulary, with its bundled schema.
+pub fn extractor(kind: SchemaKind, community_id_seed: u16) -> Box<dyn RecordExtractor> {
+    extractor_for(kind, kind.schema(), community_id_seed).expect("bundled schemas only name known features")
+}
+
+/// The extractor for a vocabulary with a given (possibly edited) schema.
+pub fn extractor_for(kind: SchemaKind, schema: Schema, community_id_seed: u16) -> Result<Box<dyn RecordExtractor>, UnknownFeature> {
+    Ok(match kind {
+        SchemaKind::Unsw => Box::new(unsw::UnswExtractor::new(schema, community_id_seed)?),
+        SchemaKind::Zeek => Box::new(zeek::ZeekExtractor::new(schema, community_id_seed)?),
+    })
+}
+
+/// Zeek-style uid of a flow: `C` plus base62 of a mix of the flow id (stable per run).
+pub fn uid(rec: &FlowRecord) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // splitmix64, so consecutive ids do not look consecutive.
+    let mut z = rec.id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut s = String::with_capacity(18);
+    s.push('C');
+    for _ in 0..17 {
+        s.push(DIGITS[(z % 62) as usize] as char);
+        z /= 62;
+    }
+    s
+}

@@ -172,8 +172,10 @@ pub struct Direction {
     pub ipt_ms: Welford,
     /// TTL / hop limit of the last packet.
     pub ttl: u8,
-    /// The first TCP window advertised (Argus swin/dwin).
-    pub window: Option<u16>,
+    /// The last TCP window advertised (unscaled).
+    pub window: u16,
+    /// Window scale shift from this side's SYN, if it offered one.
+    pub wscale: Option<u8>,
     /// OR of every TCP flag byte seen.
     pub tcp_flags: u8,
     pub seq: SeqTrack,
@@ -270,8 +272,9 @@ impl FlowRecord {
         if self.proto == IPPROTO_TCP && !later_fragment {
             let flags = m.tcp.flags;
             dir.tcp_flags |= flags.0;
-            if dir.window.is_none() {
-                dir.window = Some(m.tcp.window);
+            dir.window = m.tcp.window;
+            if flags.syn() {
+                dir.wscale = m.tcp.wscale;
             }
             let (rel, event) = dir.seq.observe(m.tcp.seq, flags, m.payload_len);
             self.history.tcp_packet(from_orig, flags, rel, m.payload_len);
@@ -335,6 +338,16 @@ impl FlowRecord {
     /// The service as Zeek would log it: only when confirmed from payload.
     pub fn zeek_service(&self) -> Service {
         self.app.sniffed
+    }
+
+    /// The last window each side advertised, scaled when both SYNs negotiated window scaling
+    /// (RFC 7323), as Argus reports swin/dwin. Returns (orig, resp).
+    pub fn scaled_windows(&self) -> (u64, u64) {
+        let (o, r) = (&self.orig, &self.resp);
+        match (o.wscale, r.wscale) {
+            (Some(so), Some(sr)) => ((o.window as u64) << so, (r.window as u64) << sr),
+            _ => (o.window as u64, r.window as u64),
+        }
     }
 
     pub fn is_icmp(&self) -> bool {

@@ -395,7 +395,7 @@ mod tests {
             ip_len: 40 + len,
             payload_len: len,
             ttl: 64,
-            tcp: TcpMeta { seq: 1, ack: 0, flags: TcpFlags(flags), window: 1024 },
+            tcp: TcpMeta { seq: 1, ack: 0, flags: TcpFlags(flags), window: 1024, wscale: None },
             frag: Fragment::Whole,
             tunneled: false,
             payload: &[],

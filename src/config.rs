@@ -1,0 +1,68 @@
+//! Configuration: one typed struct, loaded from TOML (`mnpflow.toml`), every key optional with
+//! its default. Each stage owns its section's type beside its code; this file assembles them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::FlowConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[flow]`: flow table timeouts and bounds.
+    pub flow: FlowConfig,
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Toml { path: PathBuf, source: toml::de::Error },
+}
+
+impl Config {
+    /// Reads a TOML file; missing keys take their defaults, unknown keys are errors.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.to_owned(), source })
+    }
+
+    /// The default configuration as TOML, every key present (`mnpflow config`).
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).expect("the default configuration serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c: Config = toml::from_str("[flow]\nudp_idle = 12.5\n").unwrap();
+        assert_eq!(c.flow.udp_idle, Duration::from_millis(12_500));
+        assert_eq!(c.flow.tcp_idle, FlowConfig::default().tcp_idle);
+    }
+
+    #[test]
+    fn default_round_trips() {
+        let c: Config = toml::from_str(&Config::default_toml()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mnpflow.toml");
+        std::fs::write(&p, "[flow]\ntcp_idel = 3\n").unwrap();
+        let e = Config::from_path(&p).unwrap_err().to_string();
+        assert!(e.contains("mnpflow.toml") && e.contains("line 2") && e.contains("tcp_idel"), "{e}");
+        std::fs::write(&p, "[flow]\nudp_idle = -1\n").unwrap();
+        let e = Config::from_path(&p).unwrap_err().to_string();
+        assert!(e.contains("not a valid number of seconds"), "{e}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Record output in formats other tools read: CSV (with a header), JSON lines, and Zeek's
+//! ASCII log format (TSV with `#` header lines, readable by zeek-cut and Zeek's log readers).
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use crate::features::{Cell, Column};
+
+/// Output format of flow records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Zeek ASCII log (tab-separated, `#fields`/`#types` header, `#close` footer).
+    Zeek,
+}
+
+/// Writes rows of one column layout.
+pub struct RecordWriter<W: Write> {
+    out: W,
+    format: Format,
+    columns: Vec<Column>,
+    line: String,
+}
+
+/// Civil date and time (UTC) of a Unix time, for Zeek's `#open`/`#close` stamps.
+fn zeek_stamp(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let rem = unix_secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn csv_field(s: &str, line: &mut String) {
+    if s.contains([',', '"', '\n', '\r']) {
+        line.push('"');
+        line.push_str(&s.replace('"', "\"\""));
+        line.push('"');
+    } else {
+        line.push_str(s);
+    }
+}
+
+fn json_string(s: &str, line: &mut String) {
+    line.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+impl<W: Write> RecordWriter<W> {
+    /// Starts a file: writes the header of the format. `log_path` is Zeek's `#path` (`conn`).
+    pub fn new(mut out: W, format: Format, columns: &[Column], log_path: &str) -> io::Result<RecordWriter<W>> {
+        match format {
+            Format::Csv => {
+                let mut line = String::new();
+                for (i, c) in columns.iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    csv_field(&c.name, &mut line);
+                }
+                writeln!(out, "{line}")?;
+            }
+            Format::Jsonl => {}
+            Format::Zeek => {
+                writeln!(out, "#separator \\x09")?;
+                writeln!(out, "#set_separator\t,")?;
+                writeln!(out, "#empty_field\t(empty)")?;
+                writeln!(out, "#unset_field\t-")?;
+                writeln!(out, "#path\t{log_path}")?;
+                writeln!(out, "#open\t{}", zeek_stamp(now_secs()))?;
+                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                writeln!(out, "#fields\t{}", names.join("\t"))?;
+                let types: Vec<&str> = columns.iter().map(|c| c.zeek_type).collect();
+                writeln!(out, "#types\t{}", types.join("\t"))?;
+            }
+        }
+        Ok(RecordWriter { out, format, columns: columns.to_vec(), line: String::with_capacity(512) })
+    }
+
+    /// Writes one row (one cell per column).
+    pub fn write(&mut self, cells: &[Cell]) -> io::Result<()> {
+        self.line.clear();
+        let line = &mut self.line;
+        match self.format {
+            Format::Csv => {
+                for (i, cell) in cells.iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    match cell {
+                        Cell::Num(v) => {
+                            let _ = write!(line, "{v}");
+                        }
+                        Cell::Count(v) => {
+                            let _ = write!(line, "{v}");
+                        }
+                        Cell::Text(t) => csv_field(t, line),
+                        Cell::Str(s) => csv_field(s, line),
+                        Cell::Addr(a) => {
+                            let _ = write!(line, "{a}");
+                        }
+                        Cell::Port(p) => {
+                            let _ = write!(line, "{p}");
+                        }
+                        Cell::Time(t) => {
+                            let _ = write!(line, "{t}");
+                        }
+                        Cell::Unset => {}
+                    }
+                }
+            }
+            Format::Jsonl => {
+                line.push('{');
+                for (i, (col, cell)) in self.columns.iter().zip(cells).enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    json_string(&col.name, line);
+                    line.push(':');
+                    match cell {
+                        Cell::Num(v) if v.is_finite() => {
+                            let _ = write!(line, "{v}");
+                        }
+                        Cell::Num(_) | Cell::Unset => line.push_str("null"),
+                        Cell::Count(v) => {
+                            let _ = write!(line, "{v}");
+                        }
+                        Cell::Text(t) => json_string(t, line),
+                        Cell::Str(s) => json_string(s, line),
+                        Cell::Addr(a) => json_string(&a.to_string(), line),
+                        Cell::Port(p) => {
+                            let _ = write!(line, "{p}");
+                        }
+                        Cell::Time(t) => {
+                            let _ = write!(line, "{t}");
+                        }
+                    }
+                }
+                line.push('}');
+            }
+            Format::Zeek => {
+                for (i, cell) in cells.iter().enumerate() {
+                    if i > 0 {
+                        line.push('\t');
+                    }
+                    match cell {
+                        Cell::Num(v) => {
+                            let _ = write!(line, "{v:.6}");
+                        }
+                        Cell::Count(v) => {
+                            let _ = write!(line, "{v}");
+                        }
+                        Cell::Text(t) if t.is_empty() => line.push_str("(empty)"),
+                        Cell::Text(t) => line.push_str(t),
+                        Cell::Str(s) if s.is_empty() => line.push_str("(empty)"),
+                        Cell::Str(s) => line.push_str(s),
+                        Cell::Addr(a) => {
+                            let _ = write!(line, "{a}");
+                        }
+                        Cell::Port(p) => {
+                            let _ = write!(line, "{p}");
+                        }
+                        Cell::Time(t) => {
+                            let _ = write!(line, "{t}");
+                        }
+                        Cell::Unset => line.push('-'),
+                    }
+                }
+            }
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())
+    }
+
+    /// Ends the file (Zeek's `#close` line) and flushes.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.format == Format::Zeek {
+            writeln!(self.out, "#close\t{}", zeek_stamp(now_secs()))?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<Column> {
+        ["ts", "note", "n"].iter().map(|n| Column { name: n.to_string(), zeek_type: "string", feature: None }).collect()
+    }
+
+    fn render(format: Format) -> String {
+        let mut w = RecordWriter::new(Vec::new(), format, &cols(), "conn").unwrap();
+        w.write(&[Cell::Time(crate::capture::Timestamp(1_500_000_000_250_000_000)), Cell::Str("a,\"b\"".into()), Cell::Num(0.5)])
+            .unwrap();
+        w.write(&[Cell::Unset, Cell::Text(""), Cell::Count(3)]).unwrap();
+        String::from_utf8(w.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn csv_quotes_and_header() {
+        assert_eq!(render(Format::Csv), "ts,note,n\n1500000000.250000,\"a,\"\"b\"\"\",0.5\n,,3\n");
+    }
+
+    #[test]
+    fn jsonl_is_valid_json() {
+        for line in render(Format::Jsonl).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v.get("note").is_some());
+        }
+    }
+
+    #[test]
+    fn zeek_log_layout() {
+        let s = render(Format::Zeek);
+        assert!(s.starts_with("#separator \\x09\n#set_separator\t,\n"));
+        assert!(s.contains("#fields\tts\tnote\tn\n#types\tstring\tstring\tstring\n"));
+        assert!(s.contains("1500000000.250000\ta,\"b\"\t0.500000\n-\t(empty)\t3\n"));
+        assert!(s.lines().last().unwrap().starts_with("#close\t"));
+    }
+
+    #[test]
+    fn zeek_stamp_civil_date() {
+        assert_eq!(zeek_stamp(0), "1970-01-01-00-00-00");
+        assert_eq!(zeek_stamp(1_540_469_302), "2018-10-25-12-08-22");
+    }
+}

@@ -1,0 +1,125 @@
+//! Capture files to flow records on the calling thread.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::capture::file::FileStats;
+use crate::capture::{CaptureError, CaptureFile};
+use crate::decode::{DecodeError, DecodeStats, decode};
+use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable};
+
+/// What a run saw.
+#[derive(Debug, Clone, Default)]
+pub struct OfflineStats {
+    pub files: usize,
+    /// Frames read and their wire bytes.
+    pub packets: u64,
+    pub wire_bytes: u64,
+    pub file: FileStats,
+    pub decode: DecodeStats,
+    pub flow: FlowStats,
+    /// Files that ended early or were corrupt part-way: everything before the problem was used.
+    pub warnings: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl OfflineStats {
+    /// A human summary, several lines.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "input     {} file(s), {} packets, {} bytes in {:.3} s ({:.0} packets/s)\n",
+            self.files,
+            self.packets,
+            self.wire_bytes,
+            secs,
+            self.packets as f64 / secs
+        );
+        let skipped: Vec<String> = DecodeError::ALL
+            .iter()
+            .filter(|e| self.decode.errors[e.index()] > 0)
+            .map(|e| format!("{} {}", e.name(), self.decode.errors[e.index()]))
+            .collect();
+        s += &format!(
+            "decoded   {} packets ({} tunneled); skipped {}{}\n",
+            self.decode.decoded,
+            self.decode.tunneled,
+            self.decode.skipped() + self.flow.orphan_fragments,
+            if skipped.is_empty() && self.flow.orphan_fragments == 0 {
+                String::new()
+            } else {
+                let mut all = skipped;
+                if self.flow.orphan_fragments > 0 {
+                    all.push(format!("orphan_fragment {}", self.flow.orphan_fragments));
+                }
+                format!(": {}", all.join(", "))
+            }
+        );
+        let reasons: Vec<String> = EndReason::ALL
+            .iter()
+            .filter(|r| self.flow.exported[**r as usize] > 0)
+            .map(|r| format!("{} {}", r.as_str(), self.flow.exported[*r as usize]))
+            .collect();
+        s += &format!(
+            "flows     {} exported ({}); peak {} live, {} bytes per flow\n",
+            self.flow.exported_total(),
+            reasons.join(", "),
+            self.flow.peak_flows,
+            FlowTable::bytes_per_flow()
+        );
+        s += &format!(
+            "time      {} packets older than the clock, {} clock resets\n",
+            self.flow.time_backwards, self.flow.clock_resets
+        );
+        if self.file.caplen_over_wirelen > 0 {
+            s += &format!("oddities  {} records with captured length above wire length\n", self.file.caplen_over_wirelen);
+        }
+        for w in &self.warnings {
+            s += &format!("warning   {w}\n");
+        }
+        s
+    }
+}
+
+/// Reads `paths` in order through one flow table, handing every exported flow to `on_flow`.
+/// A file that cannot be opened is an error; a file that breaks part-way is a warning
+/// (the packets before the break count).
+pub fn run_files(
+    paths: &[PathBuf],
+    config: &FlowConfig,
+    mut on_flow: impl FnMut(&FlowRecord),
+) -> Result<OfflineStats, CaptureError> {
+    let start = Instant::now();
+    let mut stats = OfflineStats::default();
+    let mut table = FlowTable::new(config.clone());
+    for path in paths {
+        let mut file = CaptureFile::open(path)?;
+        stats.files += 1;
+        loop {
+            match file.next_packet() {
+                Ok(Some(raw)) => {
+                    stats.packets += 1;
+                    stats.wire_bytes += raw.wire_len as u64;
+                    let decoded = decode(&raw);
+                    stats.decode.record(&decoded);
+                    if let Ok(meta) = decoded {
+                        table.process(&meta, &mut on_flow);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    stats.warnings.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        let fs = file.stats();
+        stats.file.packets += fs.packets;
+        stats.file.caplen_over_wirelen += fs.caplen_over_wirelen;
+        stats.file.other_blocks += fs.other_blocks;
+    }
+    table.flush(EndReason::EndOfInput, &mut on_flow);
+    stats.flow = table.stats();
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
