@@ -103,16 +103,20 @@ pub fn extractor_for(kind: SchemaKind, schema: Schema, community_id_seed: u16) -
 /// Zeek-style uid of a flow: `C` plus base62 of a mix of the flow id (stable per run).
 pub fn uid(rec: &FlowRecord) -> String {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    // splitmix64, so consecutive ids do not look consecutive.
-    let mut z = rec.id.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    // splitmix64 of the id and of its successor, so consecutive ids do not look consecutive.
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
     let mut s = String::with_capacity(18);
     s.push('C');
-    for _ in 0..17 {
-        s.push(DIGITS[(z % 62) as usize] as char);
-        z /= 62;
+    for mut z in [mix(rec.id), mix(rec.id ^ 0xA5A5_A5A5_A5A5_A5A5)] {
+        for _ in 0..9 {
+            s.push(DIGITS[(z % 62) as usize] as char);
+            z /= 62;
+        }
     }
     s
 }
