@@ -1,0 +1,91 @@
+//! The `mnpflow` binary as a user runs it.
+
+use std::process::Command;
+
+use crate::util::shared;
+
+fn mnpflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnpflow"))
+}
+
+#[test]
+fn flows_writes_every_format_with_stats() {
+    let cap = shared("captures/chrissanders/http_espn.pcapng");
+    for (format, check) in [("csv", "stime,ltime,uid"), ("jsonl", "{\"stime\":"), ("zeek", "#fields\tstime")] {
+        let out = mnpflow().args(["flows", "--stats", "--format", format]).arg(&cap).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.starts_with(check) || stdout.contains(check), "{format}: {}", &stdout[..200.min(stdout.len())]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains("956 packets") && stderr.contains("packets/s"), "{stderr}");
+    }
+}
+
+#[test]
+fn zeek_schema_has_conn_log_columns() {
+    let cap = shared("captures/chrissanders/http_google.pcapng");
+    let out = mnpflow().args(["flows", "--schema", "zeek", "--format", "zeek"]).arg(&cap).output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration"));
+    let row = s.lines().find(|l| !l.starts_with('#')).unwrap();
+    let cols: Vec<&str> = row.split('\t').collect();
+    assert_eq!((cols[2], cols[5], cols[6], cols[7]), ("172.16.16.128", "80", "tcp", "http"));
+}
+
+#[test]
+fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "these are not packets, just some words in a file").unwrap();
+    let empty = dir.path().join("empty.pcap");
+    std::fs::write(&empty, "").unwrap();
+    let missing = dir.path().join("missing.pcap");
+    for (path, needle) in [(&text, "not a pcap or pcapng file"), (&empty, "empty file"), (&missing, "cannot open")] {
+        let out = mnpflow().arg("flows").arg(path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(&path.display().to_string()) && err.contains(needle), "{err}");
+    }
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(&bad_config, "[flow]\nudp_idle = \"soon\"\n").unwrap();
+    let out = mnpflow().arg("--config").arg(&bad_config).arg("config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("bad.toml"));
+}
+
+/// A capture cut mid-packet: the complete packets count, a warning names the file.
+#[test]
+fn truncated_capture_keeps_what_is_there() {
+    let src = std::fs::read(shared("captures/chrissanders/http_espn.pcapng")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcapng");
+    std::fs::write(&cut, &src[..src.len() / 2 + 3]).unwrap();
+    let out = mnpflow().args(["flows", "--stats"]).arg(&cut).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cut.pcapng: truncated"), "{err}");
+}
+
+#[test]
+fn synth_is_deterministic_and_the_bundled_capture_is_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.pcap");
+    let status = mnpflow().args(["synth", "--snaplen", "200", "-o"]).arg(&a).status().unwrap();
+    assert!(status.success());
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&bundled).unwrap(), "captures/demo.pcap is not `mnpflow synth --snaplen 200`");
+    let truth = std::fs::read_to_string(dir.path().join("a.truth.csv")).unwrap();
+    assert!(truth.starts_with("label,kind,proto,orig_h,orig_p,resp_h,resp_p,start\n"));
+    for kind in ["portscan", "synflood", "ssh-bruteforce", "cnc-beacon", "exfiltration", "web", "dns", "ntp", "ssh", "iot-heartbeat"] {
+        assert!(truth.contains(&format!(",{kind},")), "no {kind} in truth");
+    }
+}
+
+#[test]
+fn no_arguments_runs_on_the_bundled_capture() {
+    let out = mnpflow().current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().count() > 3000);
+    assert!(String::from_utf8(out.stderr).unwrap().contains("32353 packets"));
+}
