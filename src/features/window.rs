@@ -34,40 +34,65 @@ pub struct CtCounts {
     pub dst_src_ltm: u32,
 }
 
-/// A ring of the last `WINDOW` records.
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// A ring of the last `WINDOW` records, stored column by column (addresses as integers, IPv4
+/// mapped into IPv6) so that the scan compiles to straight comparisons over arrays.
 #[derive(Debug, Clone)]
 pub struct CtWindow {
-    ring: Vec<WindowEntry>,
+    src: [u128; WINDOW],
+    dst: [u128; WINDOW],
+    sport: [u16; WINDOW],
+    dport: [u16; WINDOW],
+    service: [Service; WINDOW],
+    len: usize,
     next: usize,
 }
 
 impl Default for CtWindow {
     fn default() -> Self {
-        CtWindow { ring: Vec::with_capacity(WINDOW), next: 0 }
+        CtWindow {
+            src: [0; WINDOW],
+            dst: [0; WINDOW],
+            sport: [0; WINDOW],
+            dport: [0; WINDOW],
+            service: [Service::None; WINDOW],
+            len: 0,
+            next: 0,
+        }
     }
 }
 
 impl CtWindow {
     /// Adds a record and returns its counts (itself included).
     pub fn push(&mut self, e: WindowEntry) -> CtCounts {
-        if self.ring.len() < WINDOW {
-            self.ring.push(e);
-        } else {
-            self.ring[self.next] = e;
-        }
-        self.next = (self.next + 1) % WINDOW;
+        let (src, dst) = (addr_bits(e.src), addr_bits(e.dst));
+        let at = self.next;
+        self.src[at] = src;
+        self.dst[at] = dst;
+        self.sport[at] = e.sport;
+        self.dport[at] = e.dport;
+        self.service[at] = e.service;
+        self.next = (at + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        let n = self.len;
         let mut c = CtCounts::default();
-        for o in &self.ring {
-            let same_src = o.src == e.src;
-            let same_dst = o.dst == e.dst;
-            let same_srv = o.service == e.service;
-            c.srv_src += (same_srv && same_src) as u32;
-            c.srv_dst += (same_srv && same_dst) as u32;
+        for i in 0..n {
+            let same_src = self.src[i] == src;
+            let same_dst = self.dst[i] == dst;
+            let same_srv = self.service[i] == e.service;
+            c.srv_src += (same_srv & same_src) as u32;
+            c.srv_dst += (same_srv & same_dst) as u32;
             c.dst_ltm += same_dst as u32;
             c.src_ltm += same_src as u32;
-            c.src_dport_ltm += (same_src && o.dport == e.dport) as u32;
-            c.dst_sport_ltm += (same_dst && o.sport == e.sport) as u32;
-            c.dst_src_ltm += (same_src && same_dst) as u32;
+            c.src_dport_ltm += (same_src & (self.dport[i] == e.dport)) as u32;
+            c.dst_sport_ltm += (same_dst & (self.sport[i] == e.sport)) as u32;
+            c.dst_src_ltm += (same_src & same_dst) as u32;
         }
         c
     }

@@ -116,11 +116,17 @@ fn looks_like_dns(p: &[u8]) -> bool {
     opcode <= 5 && (1..=16).contains(&qd) && an <= 256
 }
 
+/// Payloads of a flow looked at for service recognition: every protocol we know shows itself
+/// in its first exchanges, and this keeps unknown bulk flows off the per-packet path.
+const SNIFF_LIMIT: u8 = 4;
+
 /// What the application layer of a flow has shown so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppState {
     /// Service confirmed from payload (what Zeek would log).
     pub sniffed: Service,
+    /// Payloads examined while no service was recognised; sniffing stops at `SNIFF_LIMIT`.
+    sniff_tries: u8,
     /// HTTP requests seen from the originator (UNSW trans_depth).
     pub http_requests: u32,
     /// HTTP requests carrying a method, GET/POST... (UNSW ct_flw_http_mthd).
@@ -139,7 +145,8 @@ impl AppState {
         if payload.is_empty() {
             return;
         }
-        if self.sniffed == Service::None {
+        if self.sniffed == Service::None && self.sniff_tries < SNIFF_LIMIT {
+            self.sniff_tries += 1;
             self.sniffed = sniff(proto, from_orig, resp_port, payload);
         }
         match self.sniffed {

@@ -303,8 +303,11 @@ impl FlowTable {
                 slot.rec.update(m, from_orig);
                 slot.activity = now;
                 let class = if slot.rec.tcp_finished() { Class::Closing } else { slot.class };
-                self.unlink(i);
-                self.push_tail(i, class);
+                // Bursts hit the flow at the tail already: skip touching its neighbours.
+                if class != slot.class || self.lists[class as usize].tail != i {
+                    self.unlink(i);
+                    self.push_tail(i, class);
+                }
                 return;
             }
             let reason = if aged { EndReason::Active } else { EndReason::TcpClose };
@@ -332,20 +335,10 @@ impl FlowTable {
         let mut meta = *m;
         meta.sport = sport;
         meta.dport = dport;
-        let mut rec = FlowRecord::new(self.next_id, &meta, flip);
+        let rec = FlowRecord::new(self.next_id, &meta, flip);
         self.next_id += 1;
-        rec.update(&meta, !flip);
-        let class = if rec.tcp_finished() { Class::Closing } else { Class::of(m.proto) };
-        let slot = Slot {
-            rec,
-            key,
-            orig_is_lo: src_is_lo != flip,
-            class,
-            activity: now,
-            prev: NIL,
-            next: NIL,
-            live: true,
-        };
+        let slot = Slot { rec, key, orig_is_lo: src_is_lo != flip, class: Class::Other, activity: now, prev: NIL, next: NIL, live: true };
+        // Build the record in its slot: it is large, and copies of it showed in profiles.
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = slot;
@@ -356,6 +349,9 @@ impl FlowTable {
                 (self.slots.len() - 1) as u32
             }
         };
+        let rec = &mut self.slots[i as usize].rec;
+        rec.update(&meta, !flip);
+        let class = if rec.tcp_finished() { Class::Closing } else { Class::of(m.proto) };
         self.push_tail(i, class);
         self.index.insert(key, i);
         self.stats.flows_created += 1;
