@@ -27,3 +27,4 @@
 #![deny(unsafe_code)]
 
 pub mod features;
+pub mod model;

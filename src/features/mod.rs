@@ -4,5 +4,6 @@
 //! reads them (`schema`) and computes their values from flow records.
 
 pub mod schema;
+pub mod tables;
 
 pub use schema::{Feature, FeatureType, Schema, SchemaError, SchemaKind};
