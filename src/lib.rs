@@ -28,3 +28,4 @@
 
 pub mod features;
 pub mod model;
+pub mod cli;

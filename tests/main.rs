@@ -1,1 +1,3 @@
+//! All integration tests, one binary (every extra test binary links burn again).
 
+mod model;

@@ -190,6 +190,85 @@ pub fn sample_indices(rng: &mut impl Rng, n: usize, k: usize) -> Vec<usize> {
     rand::seq::index::sample(rng, n, k.min(n)).into_vec()
 }
 
+/// The outcome of one protocol run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub seed: u64,
+    pub metrics: Metrics,
+    pub fit_seconds: f64,
+    pub score_seconds: f64,
+    pub n_prototypes: usize,
+    pub joint_epochs: usize,
+}
+
+/// Matrices for one split of a table: preprocessing fit as the reference does (constant
+/// columns judged on the whole table, min-max on training rows), then train/val/test scaled.
+pub struct Prepared {
+    pub scaler: crate::features::tables::Scaler,
+    pub unlabeled: Vec<f32>,
+    pub anomalies: Vec<f32>,
+    pub val: Vec<f32>,
+    pub val_labels: Vec<u8>,
+    pub test: Vec<f32>,
+    pub test_labels: Vec<u8>,
+}
+
+/// Scales a table's rows for a split. `constant_rows` decides which columns are constant.
+pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_rows: &[usize]) -> Prepared {
+    let d = table.width();
+    let scaler = crate::features::tables::Scaler::fit(&table.values, d, constant_rows, &split.train);
+    let pick = |want: bool| -> Vec<usize> { split.train.iter().zip(&split.labeled).filter(|(_, l)| **l == want).map(|(i, _)| *i).collect() };
+    let labels = |rows: &[usize]| rows.iter().map(|&i| table.labels[i]).collect::<Vec<u8>>();
+    Prepared {
+        unlabeled: scaler.transform(&table.values, d, &pick(false)),
+        anomalies: scaler.transform(&table.values, d, &pick(true)),
+        val: scaler.transform(&table.values, d, &split.val),
+        val_labels: labels(&split.val),
+        test: scaler.transform(&table.values, d, &split.test),
+        test_labels: labels(&split.test),
+        scaler,
+    }
+}
+
+/// Trains on a prepared split with `cfg` and scores the test rows (hand-written CPU path).
+pub fn run_once(p: &Prepared, cfg: &super::train::TrainConfig, device: &burn::tensor::Device, progress: bool) -> Result<RunResult, super::train::TrainError> {
+    let d = p.scaler.width();
+    let data = super::train::TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, val: Some((&p.val, &p.val_labels)) };
+    let trained = super::train::train(&data, cfg, device, progress)?;
+    let started = std::time::Instant::now();
+    let scorer = super::score::CpuScorer::new(&trained.model);
+    let mut scores = vec![0.0; p.test_labels.len()];
+    scorer.score_into(&p.test, &mut scores);
+    let score_seconds = started.elapsed().as_secs_f64();
+    Ok(RunResult {
+        seed: cfg.seed,
+        metrics: metrics(&scores, &p.test_labels),
+        fit_seconds: trained.report.fit_seconds,
+        score_seconds,
+        n_prototypes: trained.report.n_prototypes,
+        joint_epochs: trained.report.joint_epochs,
+    })
+}
+
+/// A stratified train/validation split for the `train` command: `val_fraction` of each class
+/// to validation, the rest to training (shuffled by `seed`); the first ceil(`labeled_ratio` x
+/// training anomalies) anomalies are labeled.
+pub fn train_val_split(labels: &[u8], seed: u64, val_fraction: f64, labeled_ratio: f64) -> Split {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for class in [0u8, 1] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        let n_val = (idx.len() as f64 * val_fraction).round() as usize;
+        val.extend_from_slice(&idx[..n_val]);
+        train.extend_from_slice(&idx[n_val..]);
+    }
+    train.shuffle(&mut rng);
+    let labeled = label_first(&train, labels, labeled_ratio);
+    Split { train, val, test: Vec::new(), labeled }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -541,3 +541,110 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
     report.fit_seconds = started.elapsed().as_secs_f64();
     Ok(Trained { model: best_model.valid(), report })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::artifact::{Artifact, DataSummary, Layout};
+    use crate::features::tables::Scaler;
+
+    /// Two Gaussian-ish normal modes and an offset anomaly cluster, width 6.
+    fn synthetic(rng: &mut ChaCha8Rng, n: usize, anomalous: bool) -> Vec<f32> {
+        let mut v = Vec::with_capacity(n * 6);
+        for i in 0..n {
+            let mode = if anomalous { 0.9 } else if i % 2 == 0 { 0.2 } else { 0.6 };
+            for j in 0..6 {
+                let c = if j % 2 == 0 { mode } else { 1.0 - mode };
+                v.push((c + 0.05 * standard_normal(rng)).clamp(0.0, 1.0));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn gradients_reach_every_parameter() {
+        let ad = Device::flex().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let model = ModelConfig::new(6, 8, 3).init(&mut rng, &ad);
+        let xu = synthetic(&mut rng, 16, false);
+        let xa = synthetic(&mut rng, 4, true);
+        let x = Tensor::cat(vec![rows_tensor(&xu, 6, &(0..16).collect::<Vec<_>>(), &ad), rows_tensor(&xa, 6, &[0, 1, 2, 3], &ad)], 0);
+        let f = model.forward(x);
+        let s = |t: Tensor<1>| (t.clone().narrow(0, 0, 16), t.narrow(0, 16, 4));
+        let (r_u, r_a) = s(f.recon);
+        let (m_u, m_a) = s(f.m);
+        let (s_u, s_a) = s(f.score);
+        let w = normal_weights(m_u.clone(), 1.0);
+        let losses = vec![
+            recon_loss(r_u, w.clone(), r_a, 0.02),
+            score_loss(s_u, Some(w.clone()), s_a),
+            contrastive_loss(m_u, w, m_a) + kl_loss(f.q.narrow(0, 0, 16), false),
+        ];
+        let grads = dwa_total(&losses, &[1.0; 3], 2.0).backward();
+        let check = |name: &str, g: Option<Tensor<2>>| {
+            let g = g.unwrap_or_else(|| panic!("{name}: no gradient"));
+            assert!(to_vec(g.abs().sum())[0] > 0.0, "{name}: zero gradient");
+        };
+        for (name, l) in [("enc1", &model.enc1), ("enc2", &model.enc2), ("dec1", &model.dec1), ("dec2", &model.dec2), ("score1", &model.score1), ("score2", &model.score2)] {
+            check(&format!("{name}.weight"), l.weight.val().grad(&grads));
+            let b = l.bias.as_ref().unwrap().val().grad(&grads).map(|g| g.unsqueeze_dim(0));
+            check(&format!("{name}.bias"), b);
+        }
+        check("prototypes", model.prototypes.val().grad(&grads));
+    }
+
+    fn tiny_config(seed: u64) -> TrainConfig {
+        // A few short epochs: this checks the procedure, not the quality.
+        TrainConfig { seed, max_epochs: 3, pretrain_epochs: 2, batches_per_epoch: 4, batch_unlabeled: 32, k_max: 4, ..Default::default() }
+    }
+
+    fn train_synthetic(cfg: &TrainConfig) -> Trained {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let u = synthetic(&mut rng, 200, false);
+        let a = synthetic(&mut rng, 5, true);
+        let mut val = synthetic(&mut rng, 20, false);
+        val.extend(synthetic(&mut rng, 4, true));
+        let yv: Vec<u8> = (0..24).map(|i| (i >= 20) as u8).collect();
+        train(&TrainData { d: 6, unlabeled: &u, anomalies: &a, val: Some((&val, &yv)) }, cfg, &Device::flex(), false).unwrap()
+    }
+
+    fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
+        let layout = Layout { name: "t".into(), fingerprint: "t".into(), columns: vec![] };
+        let scaler = Scaler { keep: vec![], min: vec![], inv_range: vec![] };
+        Artifact::new(&t.model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default()).weights
+    }
+
+    #[test]
+    fn same_seed_same_model() {
+        let a = train_synthetic(&tiny_config(1));
+        let b = train_synthetic(&tiny_config(1));
+        assert_eq!(weights(&a), weights(&b));
+        let c = train_synthetic(&tiny_config(2));
+        assert_ne!(weights(&a), weights(&c));
+        assert!(a.report.n_prototypes >= 2 && a.report.joint_epochs >= 1);
+        assert_eq!(a.report.pretrain_epochs.len(), 3);
+    }
+
+    #[test]
+    fn every_ablation_trains() {
+        for ab in [Ablation::Pretrain, Ablation::Recon, Ablation::Decoder, Ablation::Weights, Ablation::Prototypes] {
+            let t = train_synthetic(&TrainConfig { ablate: vec![ab], ..tiny_config(3) });
+            assert_eq!(t.model.config.recon_input, ab != Ablation::Decoder);
+            assert_eq!(t.model.config.similarity_input, ab != Ablation::Prototypes);
+        }
+    }
+
+    #[test]
+    fn refuses_without_labeled_anomalies() {
+        let u = vec![0.5f32; 6 * 50];
+        let e = train(&TrainData { d: 6, unlabeled: &u, anomalies: &[], val: None }, &tiny_config(1), &Device::flex(), false);
+        assert!(matches!(e, Err(TrainError::NoLabeledAnomalies)));
+    }
+
+    #[test]
+    fn config_from_toml_keeps_defaults() {
+        let c: TrainConfig = toml::from_str("max_epochs = 7\nablate = [\"weights\"]\n").unwrap();
+        assert_eq!((c.max_epochs, c.latent, c.ablate.clone()), (7, 8, vec![Ablation::Weights]));
+        assert!(toml::from_str::<TrainConfig>("max_epoch = 7").unwrap_err().to_string().contains("max_epoch"));
+    }
+}
