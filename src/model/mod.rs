@@ -15,5 +15,6 @@ pub mod loss;
 pub mod mnpwad;
 pub mod artifact;
 pub mod eval;
+pub mod gemm;
 pub mod score;
 pub mod train;
