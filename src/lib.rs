@@ -30,6 +30,7 @@ pub mod capture;
 pub mod decode;
 pub mod flow;
 pub mod features;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod config;

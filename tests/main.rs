@@ -3,5 +3,6 @@
 
 mod cli;
 mod conn_state;
+mod model;
 mod replay;
 mod util;

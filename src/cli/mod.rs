@@ -2,6 +2,7 @@
 //! configuration and handed to the stages. `anyhow` lives here and in `main.rs` only.
 
 mod flows;
+pub mod model_cmds;
 mod synth;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ enum Command {
     Flows(flows::FlowsArgs),
     /// Write a labeled synthetic capture (normal traffic plus attacks) and its truth file.
     Synth(synth::SynthArgs),
+    /// Train a model on a labeled table and write one model file.
+    Train(model_cmds::TrainArgs),
+    /// Score a table with a model file; each score comes with its explanation.
+    Score(model_cmds::ScoreArgs),
+    /// Evaluate MNPWAD on a table with the paper's protocol (AUC-ROC, AUC-PR, AP over runs).
+    Eval(model_cmds::EvalArgs),
     /// Print the default configuration (TOML, every key).
     Config,
 }
@@ -69,6 +76,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Flows(args)) => flows::run(args, &config),
         Some(Command::Synth(args)) => synth::run(args),
+        Some(Command::Train(args)) => model_cmds::train(args),
+        Some(Command::Score(args)) => model_cmds::score(args),
+        Some(Command::Eval(args)) => model_cmds::eval(args),
         Some(Command::Config) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)

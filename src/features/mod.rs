@@ -9,6 +9,7 @@
 
 pub mod encode;
 pub mod schema;
+pub mod tables;
 pub mod unsw;
 pub mod window;
 pub mod zeek;

@@ -1,0 +1,20 @@
+//! MNPWAD, the detector's model: multi-normal prototypes for weakly supervised anomaly
+//! detection (Dong et al., arXiv 2408.14498), as specified in `../shared/spec/mnpwad.md`.
+//!
+//! The model sees `f32` rows of a fixed width and nothing of packets or flows. `mnpwad` holds
+//! the network (burn modules), `loss` the training losses, `kmeans` the prototype
+//! initialisation, `train` the training procedure, `score` batched inference with
+//! explanations, `artifact` the self-describing model file and `eval` the metrics and the
+//! paper's evaluation protocol.
+//!
+//! Deliberately not here: reading tables (`features::tables`) and choosing a device for the
+//! user (the CLI does that).
+
+pub mod kmeans;
+pub mod loss;
+pub mod mnpwad;
+pub mod artifact;
+pub mod eval;
+pub mod gemm;
+pub mod score;
+pub mod train;

@@ -1,0 +1,650 @@
+//! Training MNPWAD (spec, "Training procedure"): layer-wise denoising pretraining and
+//! fine-tuning of the autoencoder, prototype initialisation by k-means with silhouette
+//! selection of k, then joint training with the three losses under dynamic weight averaging,
+//! early stopping on a validation metric with the best weights kept.
+//!
+//! Every random choice (initial weights, batches, noise, k-means seeding) comes from one
+//! ChaCha generator seeded by [`TrainConfig::seed`], so a seed decides the model on the CPU
+//! backend.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::eval::metrics;
+use super::kmeans::{kmeans, select_k};
+use super::loss::{contrastive_loss, dwa_total, kl_loss, normal_weights, recon_loss, score_loss};
+use super::mnpwad::{LEAKY_SLOPE, ModelConfig, Mnpwad, init_linear, normalize_rows, to_vec};
+use super::score::score_rows;
+
+/// A part of the method switched off, to measure what it contributes (`--ablate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Ablation {
+    /// No autoencoder pretraining: joint training starts from random weights.
+    Pretrain,
+    /// No reconstruction loss (the decoder still feeds r(x) to the scorer).
+    Recon,
+    /// No decoder at all: no reconstruction loss and r(x) = 0 at the scorer.
+    Decoder,
+    /// No normal-likelihood weights: w = 1.
+    Weights,
+    /// No prototypes: no prototype losses, m(x) = 0 at the scorer, w = 1.
+    Prototypes,
+}
+
+/// Every training hyperparameter, with the spec's defaults ("Hyperparameters worth exposing").
+/// Settable from a TOML file (same field names) and from the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Latent width e (8).
+    pub latent: usize,
+    /// Number of prototypes; `None`: chosen by silhouette in `k_min..=k_max` (2..=10).
+    pub n_prototypes: Option<usize>,
+    pub k_min: usize,
+    pub k_max: usize,
+    /// Rows clustered and scored for the silhouette (2000; the silhouette is O(n^2)).
+    pub silhouette_sample: usize,
+    /// Hinge margin of the reconstruction loss (0.02).
+    pub margin: f64,
+    /// Student's t degrees of freedom (1).
+    pub alpha: f64,
+    /// Sharpness of the normal-likelihood weights (1).
+    pub beta: f64,
+    /// Weight of the KL clustering loss within the prototype loss (1).
+    pub lambda_kl: f64,
+    /// Dynamic weight averaging temperature T (2).
+    pub dwa_temperature: f64,
+    /// Adam learning rate (0.005).
+    pub lr: f64,
+    /// Adam L2 weight decay, PyTorch semantics (5e-4).
+    pub weight_decay: f64,
+    /// Unlabeled rows per mini-batch (128).
+    pub batch_unlabeled: usize,
+    /// Labeled anomalies per mini-batch, drawn with replacement (8).
+    pub batch_labeled: usize,
+    /// Mini-batches per epoch (64).
+    pub batches_per_epoch: usize,
+    /// Joint training epochs at most (200).
+    pub max_epochs: usize,
+    /// Epochs without validation improvement before stopping (15).
+    pub patience: usize,
+    /// Epochs at most per pretraining stage (200).
+    pub pretrain_epochs: usize,
+    /// Patience of each pretraining stage on its training loss (15).
+    pub pretrain_patience: usize,
+    /// Standard deviation of the denoising noise (0.05).
+    pub dae_noise: f64,
+    /// MultiStepLR epochs at which the learning rate is multiplied by `gamma` (none).
+    pub milestones: Vec<usize>,
+    /// MultiStepLR factor (0.4).
+    pub gamma: f64,
+    /// Weight the unlabeled part of the score loss, as the paper says (true); false gives the
+    /// reference's effective, unweighted form (see the spec's "Score" deviation).
+    pub weighted_score_loss: bool,
+    /// Treat the KL target as a constant, as DEC does (false: the reference lets gradients
+    /// flow through it).
+    pub detach_kl_target: bool,
+    /// Seed of every random choice (42).
+    pub seed: u64,
+    /// Parts switched off (none).
+    pub ablate: Vec<Ablation>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            latent: 8,
+            n_prototypes: None,
+            k_min: 2,
+            k_max: 10,
+            silhouette_sample: 2000,
+            margin: 0.02,
+            alpha: 1.0,
+            beta: 1.0,
+            lambda_kl: 1.0,
+            dwa_temperature: 2.0,
+            lr: 0.005,
+            weight_decay: 5e-4,
+            batch_unlabeled: 128,
+            batch_labeled: 8,
+            batches_per_epoch: 64,
+            max_epochs: 200,
+            patience: 15,
+            pretrain_epochs: 200,
+            pretrain_patience: 15,
+            dae_noise: 0.05,
+            milestones: Vec::new(),
+            gamma: 0.4,
+            weighted_score_loss: true,
+            detach_kl_target: false,
+            seed: 42,
+            ablate: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    fn ablated(&self, a: Ablation) -> bool {
+        self.ablate.contains(&a)
+    }
+
+    /// Checks values a typo could make meaningless.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |what: &str| Err(TrainError::Config(what.to_string()));
+        if self.latent == 0 {
+            return bad("latent must be at least 1");
+        }
+        if self.k_min < 1 || self.k_min > self.k_max {
+            return bad("need 1 <= k_min <= k_max");
+        }
+        if self.n_prototypes == Some(0) {
+            return bad("n_prototypes must be at least 1");
+        }
+        if self.max_epochs == 0 {
+            return bad("max_epochs must be at least 1");
+        }
+        if self.batch_unlabeled == 0 || self.batch_labeled == 0 || self.batches_per_epoch == 0 {
+            return bad("batch sizes and batches_per_epoch must be at least 1");
+        }
+        if !(self.lr > 0.0) || !(self.dwa_temperature > 0.0) || !(self.alpha > 0.0) {
+            return bad("lr, dwa_temperature and alpha must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Why training could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training needs at least one labeled anomaly (got none; check the label column and --labeled-ratio)")]
+    NoLabeledAnomalies,
+    #[error("training needs at least {needed} unlabeled rows, got {got}")]
+    TooFewRows { needed: usize, got: usize },
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+}
+
+/// Training inputs: row-major matrices of width `d`, already scaled.
+pub struct TrainData<'a> {
+    pub d: usize,
+    /// Unlabeled training rows U.
+    pub unlabeled: &'a [f32],
+    /// Labeled anomalies A.
+    pub anomalies: &'a [f32],
+    /// Labeled validation rows for early stopping (rows, 0/1 labels); when absent or of one
+    /// class, early stopping watches the training loss instead.
+    pub val: Option<(&'a [f32], &'a [u8])>,
+}
+
+/// What happened during training, stored in the model file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainReport {
+    /// Epochs run by each pretraining stage (layer 1, layer 2, fine-tuning).
+    pub pretrain_epochs: Vec<usize>,
+    /// (k, silhouette) for each k tried.
+    pub silhouettes: Vec<(usize, f64)>,
+    pub n_prototypes: usize,
+    pub joint_epochs: usize,
+    /// Epoch (0-based) whose weights were kept.
+    pub best_epoch: usize,
+    /// Its early-stopping criterion: (1 - AUC-PR) + (1 - AUC-ROC) on validation, or the
+    /// training loss when there is no usable validation set.
+    pub best_criterion: f64,
+    pub criterion: String,
+    pub fit_seconds: f64,
+}
+
+/// A trained model (on the plain device, ready for inference) and its report.
+pub struct Trained {
+    pub model: Mnpwad,
+    pub report: TrainReport,
+}
+
+fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    // PyTorch's Adam epsilon (1e-8), not burn's default (1e-5), to follow the reference.
+    AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
+        .init()
+}
+
+fn rows_tensor(data: &[f32], d: usize, idx: &[usize], device: &Device) -> Tensor<2> {
+    let mut v = Vec::with_capacity(idx.len() * d);
+    for &i in idx {
+        v.extend_from_slice(&data[i * d..(i + 1) * d]);
+    }
+    Tensor::from_data(TensorData::new(v, [idx.len(), d]), device)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    to_vec(t)[0] as f64
+}
+
+fn progress(enabled: bool, len: usize, stage: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} epochs {msg}")
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(stage.to_string());
+    pb
+}
+
+/// One layer of the stacked autoencoder: Linear -> LeakyReLU, both ways.
+#[derive(Module, Debug)]
+struct Dae {
+    enc: Linear,
+    dec: Linear,
+}
+
+impl Dae {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let h = leaky_relu(self.enc.forward(x), LEAKY_SLOPE);
+        leaky_relu(self.dec.forward(h), LEAKY_SLOPE)
+    }
+}
+
+/// The stacked autoencoder for fine-tuning.
+#[derive(Module, Debug)]
+struct Stack {
+    enc1: Linear,
+    enc2: Linear,
+    dec1: Linear,
+    dec2: Linear,
+}
+
+impl Stack {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let h = leaky_relu(self.enc1.forward(x), LEAKY_SLOPE);
+        let z = leaky_relu(self.enc2.forward(h), LEAKY_SLOPE);
+        let h = leaky_relu(self.dec1.forward(z), LEAKY_SLOPE);
+        leaky_relu(self.dec2.forward(h), LEAKY_SLOPE)
+    }
+}
+
+/// Runs up to `epochs` epochs of `step` (which returns the batch loss), stopping after
+/// `patience` epochs without a lower epoch-mean loss; returns the best module and the
+/// number of epochs run.
+fn fit_reconstruction<M: Module + Clone>(
+    mut module: M,
+    cfg: &TrainConfig,
+    pb: &ProgressBar,
+    mut loss_of: impl FnMut(&M) -> Tensor<1>,
+) -> (M, usize) {
+    let mut optim = optimizer(cfg);
+    let mut best = (f64::INFINITY, module.clone());
+    let mut since_best = 0;
+    let mut epochs = 0;
+    for _ in 0..cfg.pretrain_epochs {
+        let mut sum = 0.0;
+        for _ in 0..cfg.batches_per_epoch {
+            let loss = loss_of(&module);
+            sum += scalar(loss.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &module);
+            module = optim.step(cfg.lr, module, grads);
+        }
+        epochs += 1;
+        let mean = sum / cfg.batches_per_epoch as f64;
+        pb.inc(1);
+        pb.set_message(format!("loss {mean:.5}"));
+        if mean < best.0 {
+            best = (mean, module.clone());
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.pretrain_patience {
+                break;
+            }
+        }
+    }
+    (best.1, epochs)
+}
+
+/// A standard normal draw (Box-Muller), from the training generator.
+fn standard_normal(rng: &mut impl Rng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Mean squared error over all entries.
+fn mse(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
+    (a - b).powf_scalar(2.0).mean()
+}
+
+/// Greedy layer-wise denoising pretraining, then end-to-end fine-tuning (spec step 1).
+/// Returns the four autoencoder layers and the epochs run per stage.
+fn pretrain(
+    data: &TrainData,
+    mc: &ModelConfig,
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+    show: bool,
+) -> ([Linear; 4], Vec<usize>) {
+    let n = data.unlabeled.len() / data.d;
+    let bs = cfg.batch_unlabeled.min(n);
+    let std = cfg.dae_noise as f32;
+    let mut epochs = Vec::new();
+
+    // One DAE per layer width: [h, e], each on the previous layer's codes.
+    let mut inputs: Vec<f32> = data.unlabeled.to_vec();
+    let mut in_width = data.d;
+    let mut layers: Vec<(Linear, Linear)> = Vec::new();
+    for (stage, width) in [mc.hidden, mc.latent].into_iter().enumerate() {
+        let dae = Dae { enc: init_linear(rng, in_width, width, device), dec: init_linear(rng, width, in_width, device) };
+        let pb = progress(show, cfg.pretrain_epochs, &format!("dae layer {}", stage + 1));
+        let (dae, ep) = {
+            let inputs = &inputs;
+            fit_reconstruction(dae, cfg, &pb, |m: &Dae| {
+                let idx = rand::seq::index::sample(rng, n, bs).into_vec();
+                let clean = rows_tensor(inputs, in_width, &idx, device);
+                let noisy: Vec<f32> = (0..idx.len() * in_width).map(|_| std * standard_normal(rng)).collect();
+                let noisy = clean.clone() + Tensor::from_data(TensorData::new(noisy, [idx.len(), in_width]), device);
+                mse(m.forward(noisy), clean)
+            })
+        };
+        pb.finish_and_clear();
+        epochs.push(ep);
+        // Encode the whole set for the next layer, without autodiff.
+        let enc = dae.enc.valid();
+        let plain = device.clone().inner();
+        let mut codes = Vec::with_capacity(n * width);
+        for chunk in inputs.chunks(4096 * in_width) {
+            let rows = chunk.len() / in_width;
+            let x: Tensor<2> = Tensor::from_data(TensorData::new(chunk.to_vec(), [rows, in_width]), &plain);
+            codes.extend(to_vec(leaky_relu(enc.forward(x), LEAKY_SLOPE)));
+        }
+        inputs = codes;
+        in_width = width;
+        layers.push((dae.enc, dae.dec));
+    }
+    let (l2, l1) = (layers.pop().expect("two layers"), layers.pop().expect("two layers"));
+    let stack = Stack { enc1: l1.0, enc2: l2.0, dec1: l2.1, dec2: l1.1 };
+    let pb = progress(show, cfg.pretrain_epochs, "fine-tune");
+    let (stack, ep) = fit_reconstruction(stack, cfg, &pb, |m: &Stack| {
+        let idx = rand::seq::index::sample(rng, n, bs).into_vec();
+        let x = rows_tensor(data.unlabeled, data.d, &idx, device);
+        mse(m.forward(x.clone()), x)
+    });
+    pb.finish_and_clear();
+    epochs.push(ep);
+    ([stack.enc1, stack.enc2, stack.dec1, stack.dec2], epochs)
+}
+
+/// Trains a model on `device` (the CPU `flex` device, or a GPU one); returns it on the plain
+/// (non-autodiff) device.
+pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress: bool) -> Result<Trained, TrainError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let d = data.d;
+    let n_u = data.unlabeled.len() / d;
+    let n_a = data.anomalies.len() / d;
+    if n_a == 0 {
+        return Err(TrainError::NoLabeledAnomalies);
+    }
+    let needed = cfg.k_max.max(cfg.n_prototypes.unwrap_or(0)).max(2) + 1;
+    if n_u < needed {
+        return Err(TrainError::TooFewRows { needed, got: n_u });
+    }
+    let ad = device.clone().autodiff();
+    let plain = device.clone().inner();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut report = TrainReport::default();
+
+    // Step 1: pretraining (or random layers for the `pretrain` ablation).
+    let mut mc = ModelConfig::new(d, cfg.latent, 1);
+    mc.alpha = cfg.alpha;
+    mc.recon_input = !cfg.ablated(Ablation::Decoder);
+    mc.similarity_input = !cfg.ablated(Ablation::Prototypes);
+    let ae = if cfg.ablated(Ablation::Pretrain) {
+        None
+    } else {
+        let (layers, epochs) = pretrain(data, &mc, cfg, &mut rng, &ad, show_progress);
+        report.pretrain_epochs = epochs;
+        Some(layers)
+    };
+
+    // Step 2: prototypes from k-means on the normalised latent codes of unlabeled rows.
+    let mut model = mc.init(&mut rng, &ad);
+    if let Some([e1, e2, d1, d2]) = ae {
+        model.enc1 = e1;
+        model.enc2 = e2;
+        model.dec1 = d1;
+        model.dec2 = d2;
+    }
+    let latents = {
+        let m = model.valid();
+        let mut z = Vec::with_capacity(n_u * cfg.latent);
+        for chunk in data.unlabeled.chunks(4096 * d) {
+            let x = Tensor::from_data(TensorData::new(chunk.to_vec(), [chunk.len() / d, d]), &plain);
+            z.extend(to_vec(normalize_rows(m.encode(x))));
+        }
+        z
+    };
+    let km = match cfg.n_prototypes {
+        Some(k) => {
+            let idx = super::eval::sample_indices(&mut rng, n_u, cfg.silhouette_sample.max(k));
+            let sub: Vec<f32> = idx.iter().flat_map(|&i| latents[i * cfg.latent..(i + 1) * cfg.latent].iter().copied()).collect();
+            kmeans(&sub, cfg.latent, k, &mut rng, 300)
+        }
+        None => {
+            let (km, tried) = select_k(&latents, cfg.latent, cfg.k_min..=cfg.k_max, cfg.silhouette_sample, &mut rng);
+            report.silhouettes = tried;
+            km
+        }
+    };
+    report.n_prototypes = km.k;
+    mc.n_prototypes = km.k;
+    model.config = mc.clone();
+    model.prototypes = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(km.centroids, [km.k, cfg.latent]), &ad));
+
+    // Step 3: joint training.
+    let use_val = data.val.filter(|(_, y)| y.contains(&0) && y.contains(&1));
+    report.criterion = if use_val.is_some() { "validation (1-AUC-PR)+(1-AUC-ROC)" } else { "training loss" }.into();
+    let use_rec = !cfg.ablated(Ablation::Recon) && !cfg.ablated(Ablation::Decoder);
+    let use_proto = !cfg.ablated(Ablation::Prototypes);
+    let use_weights = !cfg.ablated(Ablation::Weights) && use_proto;
+    let mut optim = optimizer(cfg);
+    let mut prev = [1.0f64; 3];
+    let mut best: Option<(f64, usize, Mnpwad)> = None;
+    let mut since_best = 0;
+    let bu = cfg.batch_unlabeled.min(n_u);
+    let ba = cfg.batch_labeled;
+    let pb = progress(show_progress, cfg.max_epochs, "joint");
+    for epoch in 0..cfg.max_epochs {
+        let lr = cfg.lr * cfg.gamma.powi(cfg.milestones.iter().filter(|&&m| m <= epoch).count() as i32);
+        let mut sums = [0.0f64; 3];
+        let mut total_sum = 0.0;
+        for _ in 0..cfg.batches_per_epoch {
+            let mut idx = rand::seq::index::sample(&mut rng, n_u, bu).into_vec();
+            let a_idx: Vec<usize> = (0..ba).map(|_| rng.random_range(0..n_a)).collect();
+            let xu = rows_tensor(data.unlabeled, d, &idx, &ad);
+            let xa = rows_tensor(data.anomalies, d, &a_idx, &ad);
+            idx.clear();
+            let f = model.forward(Tensor::cat(vec![xu, xa], 0));
+            let split1 = |t: Tensor<1>| (t.clone().narrow(0, 0, bu), t.narrow(0, bu, ba));
+            let (r_u, r_a) = split1(f.recon);
+            let (m_u, m_a) = split1(f.m);
+            let (s_u, s_a) = split1(f.score);
+            let q_u = f.q.narrow(0, 0, bu);
+            let w = if use_weights { normal_weights(m_u.clone(), cfg.beta) } else { Tensor::ones([bu], &ad) };
+            let mut losses: Vec<Tensor<1>> = Vec::with_capacity(3);
+            let mut which = Vec::with_capacity(3);
+            if use_rec {
+                losses.push(recon_loss(r_u, w.clone(), r_a, cfg.margin));
+                which.push(0);
+            }
+            losses.push(score_loss(s_u, cfg.weighted_score_loss.then(|| w.clone()), s_a));
+            which.push(1);
+            if use_proto {
+                let kl = kl_loss(q_u, cfg.detach_kl_target).mul_scalar(cfg.lambda_kl);
+                losses.push(contrastive_loss(m_u, w, m_a) + kl);
+                which.push(2);
+            }
+            let prev_active: Vec<f64> = which.iter().map(|&t| prev[t]).collect();
+            let total = dwa_total(&losses, &prev_active, cfg.dwa_temperature);
+            for (l, &t) in losses.iter().zip(&which) {
+                sums[t] += scalar(l.clone());
+            }
+            total_sum += scalar(total.clone());
+            let grads = GradientsParams::from_grads(total.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let nb = cfg.batches_per_epoch as f64;
+        for t in 0..3 {
+            // A loss that is switched off keeps its neutral previous value.
+            if sums[t] != 0.0 {
+                prev[t] = sums[t] / nb;
+            }
+        }
+        let criterion = match use_val {
+            Some((xv, yv)) => {
+                let scores = score_rows(&model.valid(), xv, d, 4096);
+                let m = metrics(&scores, yv);
+                (1.0 - m.auc_pr) + (1.0 - m.auc_roc)
+            }
+            None => total_sum / nb,
+        };
+        pb.inc(1);
+        pb.set_message(format!("criterion {criterion:.4} (k = {})", km.k));
+        report.joint_epochs = epoch + 1;
+        if best.as_ref().is_none_or(|(b, _, _)| criterion < *b) {
+            best = Some((criterion, epoch, model.clone()));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let (crit, epoch, best_model) = best.expect("max_epochs >= 1 ran at least one epoch");
+    report.best_criterion = crit;
+    report.best_epoch = epoch;
+    report.fit_seconds = started.elapsed().as_secs_f64();
+    Ok(Trained { model: best_model.valid(), report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::artifact::{Artifact, DataSummary, Layout};
+    use crate::features::tables::Scaler;
+
+    /// Two Gaussian-ish normal modes and an offset anomaly cluster, width 6.
+    fn synthetic(rng: &mut ChaCha8Rng, n: usize, anomalous: bool) -> Vec<f32> {
+        let mut v = Vec::with_capacity(n * 6);
+        for i in 0..n {
+            let mode = if anomalous { 0.9 } else if i % 2 == 0 { 0.2 } else { 0.6 };
+            for j in 0..6 {
+                let c = if j % 2 == 0 { mode } else { 1.0 - mode };
+                v.push((c + 0.05 * standard_normal(rng)).clamp(0.0, 1.0));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn gradients_reach_every_parameter() {
+        let ad = Device::flex().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let model = ModelConfig::new(6, 8, 3).init(&mut rng, &ad);
+        let xu = synthetic(&mut rng, 16, false);
+        let xa = synthetic(&mut rng, 4, true);
+        let x = Tensor::cat(vec![rows_tensor(&xu, 6, &(0..16).collect::<Vec<_>>(), &ad), rows_tensor(&xa, 6, &[0, 1, 2, 3], &ad)], 0);
+        let f = model.forward(x);
+        let s = |t: Tensor<1>| (t.clone().narrow(0, 0, 16), t.narrow(0, 16, 4));
+        let (r_u, r_a) = s(f.recon);
+        let (m_u, m_a) = s(f.m);
+        let (s_u, s_a) = s(f.score);
+        let w = normal_weights(m_u.clone(), 1.0);
+        let losses = vec![
+            recon_loss(r_u, w.clone(), r_a, 0.02),
+            score_loss(s_u, Some(w.clone()), s_a),
+            contrastive_loss(m_u, w, m_a) + kl_loss(f.q.narrow(0, 0, 16), false),
+        ];
+        let grads = dwa_total(&losses, &[1.0; 3], 2.0).backward();
+        let check = |name: &str, g: Option<Tensor<2>>| {
+            let g = g.unwrap_or_else(|| panic!("{name}: no gradient"));
+            assert!(to_vec(g.abs().sum())[0] > 0.0, "{name}: zero gradient");
+        };
+        for (name, l) in [("enc1", &model.enc1), ("enc2", &model.enc2), ("dec1", &model.dec1), ("dec2", &model.dec2), ("score1", &model.score1), ("score2", &model.score2)] {
+            check(&format!("{name}.weight"), l.weight.val().grad(&grads));
+            let b = l.bias.as_ref().unwrap().val().grad(&grads).map(|g| g.unsqueeze_dim(0));
+            check(&format!("{name}.bias"), b);
+        }
+        check("prototypes", model.prototypes.val().grad(&grads));
+    }
+
+    fn tiny_config(seed: u64) -> TrainConfig {
+        // A few short epochs: this checks the procedure, not the quality.
+        TrainConfig { seed, max_epochs: 3, pretrain_epochs: 2, batches_per_epoch: 4, batch_unlabeled: 32, k_max: 4, ..Default::default() }
+    }
+
+    fn train_synthetic(cfg: &TrainConfig) -> Trained {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let u = synthetic(&mut rng, 200, false);
+        let a = synthetic(&mut rng, 5, true);
+        let mut val = synthetic(&mut rng, 20, false);
+        val.extend(synthetic(&mut rng, 4, true));
+        let yv: Vec<u8> = (0..24).map(|i| (i >= 20) as u8).collect();
+        train(&TrainData { d: 6, unlabeled: &u, anomalies: &a, val: Some((&val, &yv)) }, cfg, &Device::flex(), false).unwrap()
+    }
+
+    fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
+        let layout = Layout { name: "t".into(), fingerprint: "t".into(), columns: vec![] };
+        let scaler = Scaler { keep: vec![], min: vec![], inv_range: vec![] };
+        Artifact::new(&t.model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default()).weights
+    }
+
+    #[test]
+    fn same_seed_same_model() {
+        let a = train_synthetic(&tiny_config(1));
+        let b = train_synthetic(&tiny_config(1));
+        assert_eq!(weights(&a), weights(&b));
+        let c = train_synthetic(&tiny_config(2));
+        assert_ne!(weights(&a), weights(&c));
+        assert!(a.report.n_prototypes >= 2 && a.report.joint_epochs >= 1);
+        assert_eq!(a.report.pretrain_epochs.len(), 3);
+    }
+
+    #[test]
+    fn every_ablation_trains() {
+        for ab in [Ablation::Pretrain, Ablation::Recon, Ablation::Decoder, Ablation::Weights, Ablation::Prototypes] {
+            let t = train_synthetic(&TrainConfig { ablate: vec![ab], ..tiny_config(3) });
+            assert_eq!(t.model.config.recon_input, ab != Ablation::Decoder);
+            assert_eq!(t.model.config.similarity_input, ab != Ablation::Prototypes);
+        }
+    }
+
+    #[test]
+    fn refuses_without_labeled_anomalies() {
+        let u = vec![0.5f32; 6 * 50];
+        let e = train(&TrainData { d: 6, unlabeled: &u, anomalies: &[], val: None }, &tiny_config(1), &Device::flex(), false);
+        assert!(matches!(e, Err(TrainError::NoLabeledAnomalies)));
+    }
+
+    #[test]
+    fn config_from_toml_keeps_defaults() {
+        let c: TrainConfig = toml::from_str("max_epochs = 7\nablate = [\"weights\"]\n").unwrap();
+        assert_eq!((c.max_epochs, c.latent, c.ablate.clone()), (7, 8, vec![Ablation::Weights]));
+        assert!(toml::from_str::<TrainConfig>("max_epoch = 7").unwrap_err().to_string().contains("max_epoch"));
+    }
+}
