@@ -1,2 +1,3 @@
+//! Integration tests (one binary; `autotests = false`).
 
 mod argus;
