@@ -1,6 +1,7 @@
 //! The integration tests: one binary (every extra test binary links burn again), one module
 //! per theme.
 
+mod argus;
 mod cli;
 mod conn_state;
 mod model;

@@ -1,7 +1,6 @@
 //! The model end to end: the paper's protocol on a shared table against the reference's
 //! results, and the command line's train -> score round trip.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::Device;
@@ -9,12 +8,8 @@ use mnpflow::features::tables::{self, TableOptions};
 use mnpflow::model::eval::{self, mean_std};
 use mnpflow::model::train::TrainConfig;
 
-/// A file under the shared data folder; fails loudly, naming the path, when it is missing.
-fn shared(rel: &str) -> PathBuf {
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/")).join(rel);
-    assert!(p.exists(), "shared data missing: {} (tests read ../shared in place)", p.display());
-    p
-}
+use crate::util::shared_root;
+
 
 /// Thyroid with the reference's split, 3 seeds as the reference (42, 43, 44), the spec's
 /// default hyperparameters (a run takes a few seconds here, so no shortened schedule).
@@ -24,8 +19,8 @@ fn shared(rel: &str) -> PathBuf {
 /// anomaly rate (0.025).
 #[test]
 fn thyroid_reference_split_meets_floor() {
-    let table = tables::load(&shared("data/tables/adbench-thyroid.csv"), &TableOptions::default()).unwrap();
-    let split = eval::read_split(&shared("reference/splits/thyroid.split.csv"), &table.row_ids, &table.labels).unwrap();
+    let table = tables::load(&shared_root("data/tables/adbench-thyroid.csv"), &TableOptions::default()).unwrap();
+    let split = eval::read_split(&shared_root("reference/splits/thyroid.split.csv"), &table.row_ids, &table.labels).unwrap();
     let all: Vec<usize> = (0..table.n_rows()).collect();
     let p = eval::prepare(&table, &split, &all);
     let mut pr = Vec::new();
@@ -49,23 +44,23 @@ fn cli_train_score_and_refusal() {
         .args(["train", "--quiet", "--epochs", "5", "--set", "pretrain_epochs=3", "-o"])
         .arg(&model)
         .arg("--table")
-        .arg(shared("data/tables/adbench-thyroid.csv"))
+        .arg(shared_root("data/tables/adbench-thyroid.csv"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let scores = dir.path().join("scores.csv");
-    let out = mnpflow().arg("score").arg("--model").arg(&model).arg("--table").arg(shared("data/tables/adbench-thyroid.csv")).arg("-o").arg(&scores).output().unwrap();
+    let out = mnpflow().arg("score").arg("--model").arg(&model).arg("--table").arg(shared_root("data/tables/adbench-thyroid.csv")).arg("-o").arg(&scores).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&scores).unwrap();
     let mut lines = text.lines();
     assert!(lines.next().unwrap().starts_with("row,label,score,recon_error,prototype,similarity,z0"));
     assert_eq!(lines.count(), 3772);
     // Another table's layout is refused, naming both fingerprints.
-    let out = mnpflow().arg("score").arg("--model").arg(&model).arg("--table").arg(shared("data/tables/adbench-cardio.csv")).output().unwrap();
+    let out = mnpflow().arg("score").arg("--model").arg(&model).arg("--table").arg(shared_root("data/tables/adbench-cardio.csv")).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model expects input layout") && err.matches("table-").count() >= 2, "{err}");
     // A bad --set key is named.
-    let out = mnpflow().args(["train", "--set", "margn=0.1", "-o"]).arg(&model).arg("--table").arg(shared("data/tables/adbench-thyroid.csv")).output().unwrap();
+    let out = mnpflow().args(["train", "--set", "margn=0.1", "-o"]).arg(&model).arg("--table").arg(shared_root("data/tables/adbench-thyroid.csv")).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("margn"));
 }

@@ -8,7 +8,12 @@ use mnpflow::pipeline::offline::{self, OfflineStats};
 /// A file of the shared data (`../shared/data/...` beside the repository). Panics naming the
 /// path when it is missing: tests never skip silently.
 pub fn shared(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    shared_root(&format!("data/{rel}"))
+}
+
+/// A file under `../shared/` (data, reference results and splits).
+pub fn shared_root(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel);
     assert!(
         p.exists(),
         "shared data file {} is missing (tests read ../shared/data in place; CI={})",

@@ -75,6 +75,11 @@ impl Welford {
     pub fn std(&self) -> f64 {
         if self.n < 2 { 0.0 } else { (self.m2 / (self.n - 1) as f64).sqrt() }
     }
+
+    /// Population standard deviation (n), as Argus computes jitter; 0 below two values.
+    pub fn pop_std(&self) -> f64 {
+        if self.n < 2 { 0.0 } else { (self.m2 / self.n as f64).sqrt() }
+    }
 }
 
 /// Sequence-space tracking for one TCP direction: Zeek's byte count from sequence numbers,
@@ -82,7 +87,10 @@ impl Welford {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SeqTrack {
     started: bool,
-    /// Sequence number of the first packet (Argus's stcpb/dtcpb).
+    /// Sequence number of the first packet (Argus's stcpb/dtcpb), SYN or not.
+    pub first_seq: u32,
+    /// Origin of the relative sequence space: the SYN's number, or one before the first
+    /// segment when no SYN was seen (as Zeek assumes).
     pub base: u32,
     /// Offset (from `base`) where data starts: 1 after a SYN, as Zeek assumes for partial
     /// connections too.
@@ -122,6 +130,7 @@ impl SeqTrack {
     pub fn observe(&mut self, seq: u32, flags: TcpFlags, payload_len: u32) -> (u64, SeqEvent) {
         if !self.started {
             self.started = true;
+            self.first_seq = seq;
             self.base = seq;
             self.data_start = 1;
             self.end = 1;
@@ -172,7 +181,8 @@ pub struct Direction {
     pub ipt_ms: Welford,
     /// TTL / hop limit of the last packet.
     pub ttl: u8,
-    /// The last TCP window advertised (unscaled).
+    /// The last non-zero TCP window advertised (unscaled) by a packet that is neither a bare
+    /// SYN nor carries FIN or RST: Argus's rule for swin/dwin (see [`Direction::note_window`]).
     pub window: u16,
     /// Window scale shift from this side's SYN, if it offered one.
     pub wscale: Option<u8>,
@@ -197,6 +207,20 @@ impl Direction {
         self.ip_bytes += m.ip_len as u64;
         self.payload_bytes += m.payload_len as u64;
         self.ttl = m.ttl;
+    }
+}
+
+impl Direction {
+    /// Records the advertised window as Argus does (`ArgusUpdateTCPSequence`): a bare SYN is
+    /// skipped, FIN and RST segments (which often advertise 0) are skipped, and a zero window
+    /// marks the direction "window shut" without replacing the last open window.
+    pub fn note_window(&mut self, flags: TcpFlags, window: u16) {
+        if flags.0 & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST) == TcpFlags::SYN {
+            return;
+        }
+        if window != 0 && !flags.fin() && !flags.rst() {
+            self.window = window;
+        }
     }
 }
 
@@ -272,7 +296,7 @@ impl FlowRecord {
         if self.proto == IPPROTO_TCP && !later_fragment {
             let flags = m.tcp.flags;
             dir.tcp_flags |= flags.0;
-            dir.window = m.tcp.window;
+            dir.note_window(flags, m.tcp.window);
             if flags.syn() {
                 dir.wscale = m.tcp.wscale;
             }
@@ -288,7 +312,9 @@ impl FlowRecord {
             }
             self.tcp.update(from_orig, flags, m.payload_len);
             match (from_orig, flags.syn(), flags.ack()) {
-                (true, true, false) if self.syn_ts.is_none() => self.syn_ts = Some(m.ts),
+                // The last SYN before the SYN-ACK: a retransmitted SYN is the one answered
+                // (Argus measures synack from it too).
+                (true, true, false) if self.synack_ts.is_none() => self.syn_ts = Some(m.ts),
                 (false, true, true) if self.synack_ts.is_none() && self.syn_ts.is_some() => self.synack_ts = Some(m.ts),
                 (true, false, true) if self.ack_ts.is_none() && self.synack_ts.is_some() => self.ack_ts = Some(m.ts),
                 _ => {}
@@ -408,6 +434,41 @@ mod tests {
         let next = (u32::MAX - 9).wrapping_add(120);
         assert_eq!(s.observe(next, flags(TcpFlags::ACK), 10).1, SeqEvent::Gap);
         assert_eq!((s.size(), s.missed_bytes, s.retransmits, s.gaps), (130, 20, 1, 1));
+    }
+
+    #[test]
+    fn first_seq_is_the_first_segment_even_without_syn() {
+        let mut s = SeqTrack::default();
+        s.observe(5000, flags(TcpFlags::ACK), 10);
+        assert_eq!((s.first_seq, s.base), (5000, 4999));
+        let mut t = SeqTrack::default();
+        t.observe(7000, flags(TcpFlags::SYN), 0);
+        assert_eq!((t.first_seq, t.base), (7000, 7000));
+    }
+
+    #[test]
+    fn pop_std_divides_by_n() {
+        let mut w = Welford::default();
+        [10.0, 20.0, 30.0, 40.0].iter().for_each(|x| w.push(*x));
+        assert!((w.pop_std() - 125f64.sqrt()).abs() < 1e-12);
+        let mut one = Welford::default();
+        one.push(3.0);
+        assert_eq!(one.pop_std(), 0.0);
+    }
+
+    #[test]
+    fn window_follows_argus_rule() {
+        let mut d = Direction::default();
+        d.note_window(flags(TcpFlags::SYN), 29200);
+        assert_eq!(d.window, 0, "a bare SYN's window is not recorded");
+        d.note_window(flags(TcpFlags::ACK), 4218);
+        d.note_window(flags(TcpFlags::ACK), 0);
+        assert_eq!(d.window, 4218, "a zero window keeps the last open one");
+        d.note_window(flags(TcpFlags::RST), 0);
+        d.note_window(flags(TcpFlags::FIN | TcpFlags::ACK), 100);
+        assert_eq!(d.window, 4218, "FIN and RST segments are skipped");
+        d.note_window(flags(TcpFlags::SYN | TcpFlags::ACK), 5720);
+        assert_eq!(d.window, 5720);
     }
 
     #[test]
