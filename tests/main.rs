@@ -6,4 +6,5 @@ mod cli;
 mod conn_state;
 mod model;
 mod replay;
+mod robustness;
 mod util;

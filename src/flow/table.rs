@@ -264,7 +264,7 @@ impl FlowTable {
                 Some((m.sport, m.dport))
             }
             Fragment::Later { id } => match self.frags.get(&(m.src, m.dst, m.proto, id)) {
-                Some(&(s, d, t)) if m.ts.since(t).abs() <= limit => Some((s, d)),
+                Some(&(s, d, t)) if m.ts.since(t).unsigned_abs() <= limit as u64 => Some((s, d)),
                 _ => None,
             },
         }
