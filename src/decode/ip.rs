@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice, err};
+use etherparse::{Icmpv4Slice, Icmpv6Slice, LaxIpSlice, TcpSlice, UdpSlice, err};
 
 use super::{DecodeError, Fragment, PacketMeta, TcpFlags, TcpMeta};
 use crate::capture::Timestamp;
@@ -11,6 +11,8 @@ const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// Byte offset of `inner` within `outer` (both slices of the same frame).
 fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
@@ -24,13 +26,15 @@ pub fn decode_ip(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32) -> Result
 }
 
 fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: bool) -> Result<PacketMeta<'_>, DecodeError> {
-    let sliced = LaxSlicedPacket::from_ip(ip).map_err(|e| match e {
+    // The IP layer alone (not `LaxSlicedPacket`, whose large value showed in profiles as
+    // copies); the transport is sliced below by protocol.
+    let (sliced, _) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
         err::ip::LaxHeaderSliceError::Len(_) => DecodeError::TruncatedIp,
         err::ip::LaxHeaderSliceError::Content(_) => DecodeError::MalformedIp,
     })?;
     let captured_or_wire = ip.len() as u32 + wire_extra;
-    let (src, dst, ttl, ip_len, frag, payload) = match &sliced.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
+    let (src, dst, ttl, ip_len, frag, payload) = match &sliced {
+        LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             let total = h.total_len() as u32;
             let ip_len = if total == 0 { captured_or_wire } else { total };
@@ -42,25 +46,25 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
             };
             (IpAddr::from(h.source()), IpAddr::from(h.destination()), h.ttl(), ip_len, frag, v4.payload())
         }
-        Some(LaxNetSlice::Ipv6(v6)) => {
+        LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
             let plen = h.payload_length() as u32;
             let ip_len = if plen == 0 { captured_or_wire } else { 40 + plen };
             let mut frag = Fragment::Whole;
-            for ext in v6.extensions().clone() {
-                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                    let off = f.fragment_offset().value();
-                    frag = match (f.more_fragments(), off) {
-                        (false, 0) => Fragment::Whole,
-                        (true, 0) => Fragment::First { id: f.identification() },
-                        _ => Fragment::Later { id: f.identification() },
-                    };
+            if v6.is_payload_fragmented() {
+                for ext in v6.extensions().clone() {
+                    if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
+                        let off = f.fragment_offset().value();
+                        frag = match (f.more_fragments(), off) {
+                            (false, 0) => Fragment::Whole,
+                            (true, 0) => Fragment::First { id: f.identification() },
+                            _ => Fragment::Later { id: f.identification() },
+                        };
+                    }
                 }
             }
             (IpAddr::from(h.source()), IpAddr::from(h.destination()), h.hop_limit(), ip_len, frag, v6.payload())
         }
-        // from_ip never yields ARP.
-        Some(LaxNetSlice::Arp(_)) | None => return Err(DecodeError::MalformedIp),
     };
     let proto = payload.ip_number.0;
     let ip_payload_len = ip_len.saturating_sub(offset_in(ip, payload.payload) as u32);
@@ -91,54 +95,61 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
         tunneled,
         payload: payload.payload,
     };
-    let hdr_len = match &sliced.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            meta.sport = t.source_port();
-            meta.dport = t.destination_port();
-            meta.tcp = TcpMeta {
-                seq: t.sequence_number(),
-                ack: t.acknowledgment_number(),
-                flags: TcpFlags(t.header_slice()[13]),
-                window: t.window_size(),
-                wscale: if t.syn() { window_scale(t.options()) } else { None },
-            };
-            meta.payload = t.payload();
-            t.header_len() as u32
-        }
-        Some(TransportSlice::Udp(u)) => {
-            meta.sport = u.source_port();
-            meta.dport = u.destination_port();
-            meta.payload = u.payload();
-            8
-        }
-        Some(TransportSlice::Icmpv4(i)) => {
-            meta.sport = i.type_u8() as u16;
-            meta.dport = i.code_u8() as u16;
-            meta.payload = i.payload();
-            i.header_len() as u32
-        }
-        Some(TransportSlice::Icmpv6(i)) => {
-            meta.sport = i.type_u8() as u16;
-            meta.dport = i.code_u8() as u16;
-            meta.payload = i.payload();
-            i.header_len() as u32
-        }
-        Some(TransportSlice::Igmp(_)) | None => match frag {
-            // etherparse does not slice the transport of a fragment; the first fragment still
-            // starts with the transport header, so read ports (and TCP fields) by hand.
-            Fragment::First { .. } => first_fragment_transport(&mut meta),
-            Fragment::Later { .. } => 0,
-            Fragment::Whole => match sliced.stop_err {
-                Some((err::packet::SliceError::Len(_), _)) if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | 1 | 58) => {
-                    return Err(DecodeError::TruncatedTransport);
-                }
-                Some((_, err::Layer::TcpHeader | err::Layer::UdpHeader | err::Layer::Icmpv4 | err::Layer::Icmpv6)) => {
-                    return Err(DecodeError::MalformedTransport);
-                }
-                // Other protocols (GRE, ESP, SCTP, IGMP...): a flow keyed by protocol alone.
-                _ => 0,
-            },
+    let bytes = payload.payload;
+    let first = matches!(frag, Fragment::First { .. });
+    let hdr_len = match (frag, proto) {
+        (Fragment::Later { .. }, _) => 0,
+        (_, IPPROTO_TCP) => match TcpSlice::from_slice(bytes) {
+            Ok(t) => {
+                meta.sport = t.source_port();
+                meta.dport = t.destination_port();
+                meta.tcp = TcpMeta {
+                    seq: t.sequence_number(),
+                    ack: t.acknowledgment_number(),
+                    flags: TcpFlags(t.header_slice()[13]),
+                    window: t.window_size(),
+                    wscale: if t.syn() { window_scale(t.options()) } else { None },
+                };
+                meta.payload = t.payload();
+                t.header_len() as u32
+            }
+            // A first fragment may cut the TCP header: take what it has.
+            Err(_) if first => first_fragment_transport(&mut meta),
+            Err(err::tcp::HeaderSliceError::Len(_)) => return Err(DecodeError::TruncatedTransport),
+            Err(err::tcp::HeaderSliceError::Content(_)) => return Err(DecodeError::MalformedTransport),
         },
+        (_, IPPROTO_UDP) => match UdpSlice::from_slice_lax(bytes) {
+            Ok(u) => {
+                meta.sport = u.source_port();
+                meta.dport = u.destination_port();
+                meta.payload = u.payload();
+                8
+            }
+            Err(_) if first => first_fragment_transport(&mut meta),
+            Err(_) => return Err(DecodeError::TruncatedTransport),
+        },
+        (_, IPPROTO_ICMP) => match Icmpv4Slice::from_slice(bytes) {
+            Ok(i) => {
+                meta.sport = i.type_u8() as u16;
+                meta.dport = i.code_u8() as u16;
+                meta.payload = i.payload();
+                i.header_len() as u32
+            }
+            Err(_) if first => first_fragment_transport(&mut meta),
+            Err(_) => return Err(DecodeError::TruncatedTransport),
+        },
+        (_, IPPROTO_ICMPV6) => match Icmpv6Slice::from_slice(bytes) {
+            Ok(i) => {
+                meta.sport = i.type_u8() as u16;
+                meta.dport = i.code_u8() as u16;
+                meta.payload = i.payload();
+                i.header_len() as u32
+            }
+            Err(_) if first => first_fragment_transport(&mut meta),
+            Err(_) => return Err(DecodeError::TruncatedTransport),
+        },
+        // Other protocols (GRE, ESP, SCTP, IGMP...): a flow keyed by protocol alone.
+        _ => 0,
     };
     meta.payload_len = ip_payload_len.saturating_sub(hdr_len);
     Ok(meta)

@@ -117,6 +117,9 @@ pub struct FlowTable {
     active_ns: i64,
     regression_ns: i64,
     clock: Option<Timestamp>,
+    /// No flow expires before this time (a lower bound, so most packets skip the expiry scan
+    /// and its cache misses on list heads).
+    next_expiry: Timestamp,
     next_id: u64,
     frags: HashMap<FragKey, (u16, u16, Timestamp), Hasher>,
     stats: FlowStats,
@@ -145,6 +148,7 @@ impl FlowTable {
             active_ns: ns(config.active_timeout),
             regression_ns: ns(config.max_time_regression),
             clock: None,
+            next_expiry: Timestamp(i64::MIN),
             next_id: 0,
             frags: HashMap::with_hasher(Hasher::default()),
             stats: FlowStats::default(),
@@ -189,6 +193,9 @@ impl FlowTable {
     }
 
     fn push_tail(&mut self, i: u32, class: Class) {
+        // A flow entering a list can expire no earlier than its activity plus the timeout.
+        let expires = self.slots[i as usize].activity.add_nanos(self.timeouts_ns[class as usize]);
+        self.next_expiry = self.next_expiry.min(expires);
         let tail = self.lists[class as usize].tail;
         {
             let s = &mut self.slots[i as usize];
@@ -213,17 +220,27 @@ impl FlowTable {
 
     /// Exports flows idle past their class's timeout at the current clock.
     fn expire(&mut self, now: Timestamp, sink: &mut impl FnMut(&FlowRecord)) {
+        if now <= self.next_expiry {
+            return;
+        }
+        let mut next = Timestamp(i64::MAX);
         for class in [Class::Tcp, Class::Udp, Class::Icmp, Class::Other, Class::Closing] {
             let timeout = self.timeouts_ns[class as usize];
             loop {
                 let head = self.lists[class as usize].head;
-                if head == NIL || now.since(self.slots[head as usize].activity) <= timeout {
+                if head == NIL {
+                    break;
+                }
+                let activity = self.slots[head as usize].activity;
+                if now.since(activity) <= timeout {
+                    next = next.min(activity.add_nanos(timeout));
                     break;
                 }
                 let reason = if class == Class::Closing { EndReason::TcpClose } else { EndReason::Idle };
                 self.export(head, reason, sink);
             }
         }
+        self.next_expiry = next;
     }
 
     /// Advances the flow clock without a packet (live capture on a quiet network).
