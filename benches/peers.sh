@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Flow engine against its peers, on the same input, in one run.
+#
+#   benches/peers.sh [SCALE]      (default SCALE 100: about 3 million packets)
+#
+# Inputs: a synthetic capture (`mnpflow synth --scale SCALE --snaplen 128`) and the
+# concatenation of every shared capture (`mergecap -a`, pcapng). Peers: Argus 3 (writing its
+# binary records; the UNSW-NB15 base), nfstream (flows with statistical features), and a
+# plain `tcpdump -r -w` copy without decoding. mnpflow writes UNSW-NB15 CSV records with
+# every feature. Each tool runs 3 times (nfstream once: it is slow); the best time counts.
+# Needs: argus-server, tcpdump, wireshark-common (mergecap), python3 -m pip install nfstream.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scale=${1:-100}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mnpflow-target}"
+cargo build --release -q
+bin="$CARGO_TARGET_DIR/release/mnpflow"
+
+"$bin" synth --scale "$scale" --snaplen 128 -o "$work/synth.pcap" 2>/dev/null
+mergecap -a -F pcapng -w "$work/shared.pcapng" $(find ../shared/data/captures -name '*.pcap' -o -name '*.pcapng' | sort)
+
+best() { # best wall time of N runs of a command, in seconds
+    local n=$1; shift
+    local best="" t0 dt
+    for _ in $(seq "$n"); do
+        t0=$(date +%s.%N)
+        "$@" >/dev/null 2>&1 || { echo "n/a"; return; }
+        dt=$(echo "$(date +%s.%N) - $t0" | bc -l)
+        if [ -z "$best" ] || [ "$(echo "$dt < $best" | bc -l)" = 1 ]; then best=$dt; fi
+    done
+    echo "$best"
+}
+
+nfstream_run() {
+    python3 -c "import sys; from nfstream import NFStreamer; print(sum(1 for _ in NFStreamer(source=sys.argv[1], statistical_analysis=True, n_dissections=0)))" "$1"
+}
+
+echo "| input | packets | tool | seconds (best) | packets/s | mnpflow is faster by |"
+echo "|---|---|---|---|---|---|"
+for input in "$work/synth.pcap" "$work/shared.pcapng"; do
+    pkts=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
+    name=$(basename "$input")
+    ours=$(best 3 "$bin" flows --schema unsw -o /dev/null "$input")
+    for tool in mnpflow argus nfstream tcpdump; do
+        case $tool in
+            mnpflow) t=$ours ;;
+            argus) t=$(best 3 argus -X -J -R -S 60 -r "$input" -w "$work/out.argus") ;;
+            nfstream) t=$(best 1 nfstream_run "$input") ;;
+            tcpdump) t=$(best 3 tcpdump -r "$input" -w "$work/copy.pcap") ;;
+        esac
+        if [ "$t" = n/a ]; then
+            printf "| %s | %s | %s | n/a (cannot run on this input) | | |\n" "$name" "$pkts" "$tool"
+            continue
+        fi
+        rate=$(echo "$pkts / $t" | bc -l)
+        ratio=$(echo "$t / $ours" | bc -l)
+        printf "| %s | %s | %s | %.3f | %.0f | %.2fx |\n" "$name" "$pkts" "$tool" "$t" "$rate" "$ratio"
+    done
+done
