@@ -327,6 +327,16 @@ impl FlowRecord {
         }
     }
 
+    /// Adds later fragments that arrived before the first one (their times are unknown to
+    /// the inter-packet statistics; their packets and bytes count).
+    pub fn add_fragments(&mut self, from_orig: bool, pkts: u64, wire_bytes: u64, ip_bytes: u64, payload_bytes: u64) {
+        let dir = if from_orig { &mut self.orig } else { &mut self.resp };
+        dir.pkts += pkts;
+        dir.wire_bytes += wire_bytes;
+        dir.ip_bytes += ip_bytes;
+        dir.payload_bytes += payload_bytes;
+    }
+
     /// Whether TCP has ended: FIN from both sides, or a RST from either.
     pub fn tcp_finished(&self) -> bool {
         use super::tcp_state::EndpointState::{Closed, Reset};

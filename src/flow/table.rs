@@ -75,8 +75,12 @@ pub struct FlowStats {
     pub time_backwards: u64,
     /// Backward jumps beyond `max_time_regression` (all flows exported, clock restarted).
     pub clock_resets: u64,
-    /// Later IP fragments whose first fragment was never seen (skipped).
+    /// Later IP fragments whose first fragment never came (within the fragment timeout):
+    /// counted here, in no flow.
     pub orphan_fragments: u64,
+    /// Later IP fragments that arrived before their first fragment and were held, then added
+    /// to the flow when the first fragment came.
+    pub fragments_joined_late: u64,
     /// Times the fragment memory was full and old entries were dropped.
     pub fragment_overflows: u64,
     /// Most flows held at once.
@@ -97,12 +101,40 @@ impl FlowStats {
         self.time_backwards += o.time_backwards;
         self.clock_resets += o.clock_resets;
         self.orphan_fragments += o.orphan_fragments;
+        self.fragments_joined_late += o.fragments_joined_late;
         self.fragment_overflows += o.fragment_overflows;
         self.peak_flows = self.peak_flows.max(o.peak_flows);
     }
 }
 
 type FragKey = (IpAddr, IpAddr, u8, u32);
+
+/// Later fragments that came before their first fragment: counted, waiting for their ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldFragments {
+    pub pkts: u64,
+    pub wire_bytes: u64,
+    pub ip_bytes: u64,
+    pub payload_bytes: u64,
+    first_seen: Timestamp,
+}
+
+/// What the fragment memory knows of a datagram.
+#[derive(Debug, Clone, Copy)]
+enum FragState {
+    /// The first fragment's ports.
+    Ports { sport: u16, dport: u16, seen: Timestamp },
+    /// Later fragments seen first.
+    Held(HeldFragments),
+}
+
+/// Where a packet goes, fragment-wise.
+enum FragRoute {
+    /// To the flow with these ports; with held later fragments to add to it.
+    Flow(u16, u16, Option<HeldFragments>),
+    /// A later fragment held until its first fragment comes.
+    Held,
+}
 type Hasher = foldhash::quality::RandomState;
 
 /// Bidirectional flow table. Feed it packets with [`FlowTable::process`]; each flow reaches
@@ -121,7 +153,7 @@ pub struct FlowTable {
     /// and its cache misses on list heads).
     next_expiry: Timestamp,
     next_id: u64,
-    frags: HashMap<FragKey, (u16, u16, Timestamp), Hasher>,
+    frags: HashMap<FragKey, FragState, Hasher>,
     stats: FlowStats,
 }
 
@@ -253,7 +285,8 @@ impl FlowTable {
         }
     }
 
-    /// Exports every open flow, least recently active first.
+    /// Exports every open flow, least recently active first. Held fragments whose first
+    /// fragment never came are counted as orphans.
     pub fn flush(&mut self, reason: EndReason, sink: &mut impl FnMut(&FlowRecord)) {
         let mut live: Vec<(Timestamp, u64, u32)> =
             self.index.values().map(|&i| (self.slots[i as usize].activity, self.slots[i as usize].rec.id, i)).collect();
@@ -261,29 +294,70 @@ impl FlowTable {
         for (_, _, i) in live {
             self.export(i, reason, sink);
         }
+        self.drop_fragments(|_| true);
     }
 
-    /// Ports of a later fragment, from its first fragment.
-    fn fragment_ports(&mut self, m: &PacketMeta<'_>) -> Option<(u16, u16)> {
-        let limit = ns(self.config.fragment_timeout);
-        match m.frag {
-            Fragment::Whole => Some((m.sport, m.dport)),
-            Fragment::First { id } => {
-                if self.frags.len() >= self.config.max_fragments {
-                    self.stats.fragment_overflows += 1;
-                    let now = m.ts;
-                    self.frags.retain(|_, v| now.since(v.2) <= limit);
-                    if self.frags.len() >= self.config.max_fragments {
-                        self.frags.clear();
-                    }
-                }
-                self.frags.insert((m.src, m.dst, m.proto, id), (m.sport, m.dport, m.ts));
-                Some((m.sport, m.dport))
+    /// Forgets fragment entries for which `drop` holds, counting held ones as orphans.
+    fn drop_fragments(&mut self, mut drop: impl FnMut(&FragState) -> bool) {
+        let mut orphans = 0;
+        self.frags.retain(|_, v| {
+            let gone = drop(v);
+            if gone && let FragState::Held(h) = v {
+                orphans += h.pkts;
             }
-            Fragment::Later { id } => match self.frags.get(&(m.src, m.dst, m.proto, id)) {
-                Some(&(s, d, t)) if m.ts.since(t).unsigned_abs() <= limit as u64 => Some((s, d)),
-                _ => None,
-            },
+            !gone
+        });
+        self.stats.orphan_fragments += orphans;
+    }
+
+    /// Routes a packet by its fragment position: whole packets and first fragments to their
+    /// flow, later fragments to their first fragment's flow, or held until it comes.
+    fn fragment_route(&mut self, m: &PacketMeta<'_>) -> FragRoute {
+        let limit = ns(self.config.fragment_timeout) as u64;
+        let fresh = |seen: Timestamp| m.ts.since(seen).unsigned_abs() <= limit;
+        let key = match m.frag {
+            Fragment::Whole => return FragRoute::Flow(m.sport, m.dport, None),
+            Fragment::First { id } | Fragment::Later { id } => (m.src, m.dst, m.proto, id),
+        };
+        if !self.frags.contains_key(&key) && self.frags.len() >= self.config.max_fragments {
+            self.stats.fragment_overflows += 1;
+            let now = m.ts;
+            self.drop_fragments(|v| match v {
+                FragState::Ports { seen, .. } => now.since(*seen).unsigned_abs() > limit,
+                FragState::Held(h) => now.since(h.first_seen).unsigned_abs() > limit,
+            });
+            if self.frags.len() >= self.config.max_fragments {
+                self.drop_fragments(|_| true);
+            }
+        }
+        match (m.frag, self.frags.get(&key).copied()) {
+            (Fragment::First { .. }, previous) => {
+                self.frags.insert(key, FragState::Ports { sport: m.sport, dport: m.dport, seen: m.ts });
+                let held = match previous {
+                    Some(FragState::Held(h)) if fresh(h.first_seen) => Some(h),
+                    Some(FragState::Held(h)) => {
+                        self.stats.orphan_fragments += h.pkts;
+                        None
+                    }
+                    _ => None,
+                };
+                FragRoute::Flow(m.sport, m.dport, held)
+            }
+            (_, Some(FragState::Ports { sport, dport, seen })) if fresh(seen) => FragRoute::Flow(sport, dport, None),
+            (_, state) => {
+                let mut h = match state {
+                    Some(FragState::Held(h)) => h,
+                    Some(FragState::Ports { .. }) | None => {
+                        HeldFragments { pkts: 0, wire_bytes: 0, ip_bytes: 0, payload_bytes: 0, first_seen: m.ts }
+                    }
+                };
+                h.pkts += 1;
+                h.wire_bytes += m.wire_len as u64;
+                h.ip_bytes += m.ip_len as u64;
+                h.payload_bytes += m.payload_len as u64;
+                self.frags.insert(key, FragState::Held(h));
+                FragRoute::Held
+            }
         }
     }
 
@@ -303,10 +377,20 @@ impl FlowTable {
         let now = self.clock.expect("set above");
         self.expire(now, sink);
 
-        let Some((sport, dport)) = self.fragment_ports(m) else {
-            self.stats.orphan_fragments += 1;
-            return;
+        let (sport, dport, held) = match self.fragment_route(m) {
+            FragRoute::Flow(s, d, held) => (s, d, held),
+            FragRoute::Held => return,
         };
+        let (i, from_orig) = self.route(m, sport, dport, now, sink);
+        if let Some(h) = held {
+            self.slots[i as usize].rec.add_fragments(from_orig, h.pkts, h.wire_bytes, h.ip_bytes, h.payload_bytes);
+            self.stats.fragments_joined_late += h.pkts;
+        }
+    }
+
+    /// Adds a packet to its flow, creating the flow if needed; returns the slot and whether
+    /// the packet came from the originator.
+    fn route(&mut self, m: &PacketMeta<'_>, sport: u16, dport: u16, now: Timestamp, sink: &mut impl FnMut(&FlowRecord)) -> (u32, bool) {
         let (key, src_is_lo) = FlowKey::new(m.src, sport, m.dst, dport, m.proto, m.vlan);
         if let Some(&i) = self.index.get(&key) {
             let slot = &self.slots[i as usize];
@@ -325,12 +409,12 @@ impl FlowTable {
                     self.unlink(i);
                     self.push_tail(i, class);
                 }
-                return;
+                return (i, from_orig);
             }
             let reason = if aged { EndReason::Active } else { EndReason::TcpClose };
             self.export(i, reason, sink);
         }
-        self.create(key, src_is_lo, sport, dport, m, now, sink);
+        self.create(key, src_is_lo, sport, dport, m, now, sink)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -343,7 +427,7 @@ impl FlowTable {
         m: &PacketMeta<'_>,
         now: Timestamp,
         sink: &mut impl FnMut(&FlowRecord),
-    ) {
+    ) -> (u32, bool) {
         if self.index.len() >= self.config.max_flows.max(1) {
             self.evict_oldest(sink);
         }
@@ -373,6 +457,7 @@ impl FlowTable {
         self.index.insert(key, i);
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.index.len() as u64);
+        (i, !flip)
     }
 
     fn evict_oldest(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
@@ -535,6 +620,19 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].orig.pkts, out[0].orig.payload_bytes), (2, 300));
         assert_eq!(t.stats().orphan_fragments, 1);
+    }
+
+    #[test]
+    fn later_fragments_before_their_first_are_held_then_joined() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut later = pkt(0, A, 0, B, 0, 17, 0, 200);
+        later.frag = Fragment::Later { id: 9 };
+        let mut first = pkt(1, A, 5000, B, 53, 17, 0, 100);
+        first.frag = Fragment::First { id: 9 };
+        let out = run(&mut t, &[later, first]);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].orig.pkts, out[0].orig.payload_bytes), (2, 300));
+        assert_eq!((t.stats().fragments_joined_late, t.stats().orphan_fragments), (1, 0));
     }
 
     #[test]
