@@ -71,6 +71,12 @@ impl OfflineStats {
             "time      {} packets older than the clock, {} clock resets\n",
             self.flow.time_backwards, self.flow.clock_resets
         );
+        if self.flow.fragments_joined_late + self.flow.orphan_fragments > 0 {
+            s += &format!(
+                "fragments {} arrived before their first fragment and joined its flow, {} orphans (first fragment never seen)\n",
+                self.flow.fragments_joined_late, self.flow.orphan_fragments
+            );
+        }
         if self.file.caplen_over_wirelen > 0 {
             s += &format!("oddities  {} records with captured length above wire length\n", self.file.caplen_over_wirelen);
         }
