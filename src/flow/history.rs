@@ -39,15 +39,15 @@ pub struct History {
     pub truncated: bool,
     /// Bit (event + 8 * dir) set once the event was recorded for that direction.
     seen: u32,
-    /// Last SYN, FIN and RST sequence numbers per direction ([dir][0..3]).
-    last_seq: [[u64; 3]; 2],
-    /// Occurrences and next threshold of T, G, W per direction.
-    scaled: [[(u32, u32); 3]; 2],
+    /// Last SYN, FIN and RST sequence numbers per direction ([dir][0..3]), low 32 bits.
+    last_seq: [[u32; 3]; 2],
+    /// Occurrences of T, G, W per direction; a letter is written at 1, 10, 100...
+    scaled: [[u32; 3]; 2],
 }
 
 impl Default for History {
     fn default() -> Self {
-        History { letters: [0; CAP], len: 0, truncated: false, seen: 0, last_seq: [[u64::MAX; 3]; 2], scaled: [[(0, 1); 3]; 2] }
+        History { letters: [0; CAP], len: 0, truncated: false, seen: 0, last_seq: [[u32::MAX; 3]; 2], scaled: [[0; 3]; 2] }
     }
 }
 
@@ -96,10 +96,9 @@ impl History {
             Scaled::Gap => b'G',
             Scaled::ZeroWindow => b'W',
         };
-        let (count, threshold) = &mut self.scaled[!from_orig as usize][ev as usize];
+        let count = &mut self.scaled[!from_orig as usize][ev as usize];
         *count = count.saturating_add(1);
-        if *count >= *threshold {
-            *threshold = threshold.saturating_mul(10);
+        if matches!(*count, 1 | 10 | 100 | 1_000 | 10_000 | 100_000 | 1_000_000 | 10_000_000 | 100_000_000 | 1_000_000_000) {
             self.push(Self::letter(from_orig, upper));
         }
     }
@@ -125,6 +124,7 @@ impl History {
                 (Event::Rst, 2, b'R', rel_seq)
             };
             // SYN and SYN-ACK share the seen bit per direction, as in Zeek.
+            let seq = seq as u32;
             if !self.check(from_orig, ev, upper) && seq != self.last_seq[d][idx] {
                 self.push(Self::letter(from_orig, upper));
             }
