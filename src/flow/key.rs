@@ -143,7 +143,10 @@ pub fn community_id(seed: u16, src: IpAddr, sport: u16, dst: IpAddr, dport: u16,
         h.update(sport.to_be_bytes());
         h.update(dport.to_be_bytes());
     }
-    format!("1:{}", base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+    let mut out = String::with_capacity(30);
+    out.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut out);
+    out
 }
 
 #[cfg(test)]
