@@ -31,6 +31,7 @@ pub mod decode;
 pub mod flow;
 pub mod features;
 pub mod model;
+pub mod feedback;
 pub mod output;
 pub mod pipeline;
 pub mod config;

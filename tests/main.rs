@@ -4,6 +4,7 @@
 mod argus;
 mod cli;
 mod conn_state;
+mod feedback;
 mod model;
 mod replay;
 mod robustness;

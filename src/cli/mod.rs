@@ -2,6 +2,7 @@
 //! configuration and handed to the stages. `anyhow` lives here and in `main.rs` only.
 
 mod flows;
+mod labels;
 pub mod model_cmds;
 mod synth;
 
@@ -45,6 +46,10 @@ enum Command {
     Score(model_cmds::ScoreArgs),
     /// Evaluate MNPWAD on a table with the paper's protocol (AUC-ROC, AUC-PR, AP over runs).
     Eval(model_cmds::EvalArgs),
+    /// Label a scored flow (by uid or community ID) as attack or benign.
+    Label(labels::LabelArgs),
+    /// List, export or import labels.
+    Labels(labels::LabelsArgs),
     /// Print the default configuration (TOML, every key).
     Config,
 }
@@ -79,6 +84,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Train(args)) => model_cmds::train(args),
         Some(Command::Score(args)) => model_cmds::score(args),
         Some(Command::Eval(args)) => model_cmds::eval(args),
+        Some(Command::Label(args)) => labels::label(args),
+        Some(Command::Labels(args)) => labels::labels(args),
         Some(Command::Config) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)
