@@ -3,6 +3,7 @@
 
 mod flows;
 mod labels;
+mod models;
 pub mod model_cmds;
 mod synth;
 
@@ -50,6 +51,8 @@ enum Command {
     Label(labels::LabelArgs),
     /// List, export or import labels.
     Labels(labels::LabelsArgs),
+    /// List, show, promote or roll back the models of the data directory.
+    Models(models::ModelsArgs),
     /// Print the default configuration (TOML, every key).
     Config,
 }
@@ -86,6 +89,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => model_cmds::eval(args),
         Some(Command::Label(args)) => labels::label(args),
         Some(Command::Labels(args)) => labels::labels(args),
+        Some(Command::Models(args)) => models::run(args),
         Some(Command::Config) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)

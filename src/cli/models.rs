@@ -1,0 +1,68 @@
+//! `mnpflow models`: the model registry of a data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::labels::DataDirArg;
+use crate::feedback::Registry;
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: ModelsAction,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Every registered version, the current one marked with `*`.
+    List,
+    /// One version in full (default: the current one).
+    Show { version: Option<u64> },
+    /// Make an older version current; a running sensor picks it up at its next batch.
+    Rollback { version: u64 },
+    /// Register a model file as the next version and make it current.
+    Promote {
+        file: PathBuf,
+        /// What it was trained on, in words.
+        #[arg(long, default_value = "")]
+        data: String,
+    },
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    let mut reg = Registry::open(&args.data.resolve())?;
+    let current = reg.current().map(|e| e.version);
+    match args.action {
+        ModelsAction::List => {
+            for e in reg.entries() {
+                let mark = if Some(e.version) == current { "*" } else { " " };
+                let parent = e.parent.map(|p| format!("v{p}")).unwrap_or_else(|| "-".into());
+                println!("{mark} v{}\tparent {parent}\t{:.0}\t{}", e.version, e.created, e.data);
+            }
+        }
+        ModelsAction::Show { version } => {
+            let v = version.or(current).ok_or_else(|| anyhow::anyhow!("no model is registered yet"))?;
+            let e = reg.get(v)?;
+            println!("{}", serde_json::to_string_pretty(e)?);
+            println!("file: {}", reg.model_path(v).display());
+        }
+        ModelsAction::Rollback { version } => {
+            reg.rollback(version, now_secs())?;
+            println!("current model: v{version}");
+        }
+        ModelsAction::Promote { file, data } => {
+            crate::model::artifact::Artifact::load(&file)?;
+            let e = reg.promote(&file, data, Vec::new(), now_secs())?;
+            println!("registered {} as v{} (current)", file.display(), e.version);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
