@@ -6,6 +6,8 @@
 pub mod labels;
 pub mod log;
 pub mod registry;
+pub mod reservoir;
 
 pub use labels::{Label, LabelStore, ScoredFlow, Verdict};
 pub use registry::{ModelEntry, Registry};
+pub use reservoir::Reservoir;
