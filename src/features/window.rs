@@ -41,60 +41,72 @@ fn addr_bits(a: IpAddr) -> u128 {
     }
 }
 
-/// A ring of the last `WINDOW` records, stored column by column (addresses as integers, IPv4
-/// mapped into IPv6) so that the scan compiles to straight comparisons over arrays.
-#[derive(Debug, Clone)]
-pub struct CtWindow {
-    src: [u128; WINDOW],
-    dst: [u128; WINDOW],
-    sport: [u16; WINDOW],
-    dport: [u16; WINDOW],
-    service: [Service; WINDOW],
-    len: usize,
-    next: usize,
+/// The attributes a window counts by (addresses as integers, IPv4 mapped into IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CtKey {
+    Src(u128),
+    Dst(u128),
+    SrcDst(u128, u128),
+    SrcDport(u128, u16),
+    DstSport(u128, u16),
+    SrvSrc(Service, u128),
+    SrvDst(Service, u128),
 }
 
-impl Default for CtWindow {
-    fn default() -> Self {
-        CtWindow {
-            src: [0; WINDOW],
-            dst: [0; WINDOW],
-            sport: [0; WINDOW],
-            dport: [0; WINDOW],
-            service: [Service::None; WINDOW],
-            len: 0,
-            next: 0,
-        }
-    }
+fn keys(e: &WindowEntry) -> [CtKey; 7] {
+    let (src, dst) = (addr_bits(e.src), addr_bits(e.dst));
+    [
+        CtKey::SrvSrc(e.service, src),
+        CtKey::SrvDst(e.service, dst),
+        CtKey::Dst(dst),
+        CtKey::Src(src),
+        CtKey::SrcDport(src, e.dport),
+        CtKey::DstSport(dst, e.sport),
+        CtKey::SrcDst(src, dst),
+    ]
+}
+
+/// The last `WINDOW` records and, for every attribute value among them, how many records
+/// have it (at most 700 keys, so a fixed hash seed cannot be abused into long chains): a push adds the new record's seven attributes and removes the evicted one's, so
+/// the counts cost a few hash updates instead of a scan of the window (a scan was the largest
+/// item of the engine's instruction profile).
+#[derive(Debug, Clone, Default)]
+pub struct CtWindow {
+    ring: std::collections::VecDeque<[CtKey; 7]>,
+    counts: std::collections::HashMap<CtKey, u32, foldhash::fast::FixedState>,
 }
 
 impl CtWindow {
     /// Adds a record and returns its counts (itself included).
     pub fn push(&mut self, e: WindowEntry) -> CtCounts {
-        let (src, dst) = (addr_bits(e.src), addr_bits(e.dst));
-        let at = self.next;
-        self.src[at] = src;
-        self.dst[at] = dst;
-        self.sport[at] = e.sport;
-        self.dport[at] = e.dport;
-        self.service[at] = e.service;
-        self.next = (at + 1) % WINDOW;
-        self.len = (self.len + 1).min(WINDOW);
-        let n = self.len;
-        let mut c = CtCounts::default();
-        for i in 0..n {
-            let same_src = self.src[i] == src;
-            let same_dst = self.dst[i] == dst;
-            let same_srv = self.service[i] == e.service;
-            c.srv_src += (same_srv & same_src) as u32;
-            c.srv_dst += (same_srv & same_dst) as u32;
-            c.dst_ltm += same_dst as u32;
-            c.src_ltm += same_src as u32;
-            c.src_dport_ltm += (same_src & (self.dport[i] == e.dport)) as u32;
-            c.dst_sport_ltm += (same_dst & (self.sport[i] == e.sport)) as u32;
-            c.dst_src_ltm += (same_src & same_dst) as u32;
+        if self.ring.len() == WINDOW {
+            let old = self.ring.pop_front().expect("the window is full");
+            for k in old {
+                if let std::collections::hash_map::Entry::Occupied(mut o) = self.counts.entry(k) {
+                    *o.get_mut() -= 1;
+                    if *o.get() == 0 {
+                        o.remove();
+                    }
+                }
+            }
         }
-        c
+        let ks = keys(&e);
+        let mut c = [0u32; 7];
+        for (n, k) in c.iter_mut().zip(ks) {
+            let v = self.counts.entry(k).or_insert(0);
+            *v += 1;
+            *n = *v;
+        }
+        self.ring.push_back(ks);
+        CtCounts {
+            srv_src: c[0],
+            srv_dst: c[1],
+            dst_ltm: c[2],
+            src_ltm: c[3],
+            src_dport_ltm: c[4],
+            dst_sport_ltm: c[5],
+            dst_src_ltm: c[6],
+        }
     }
 }
 
@@ -104,6 +116,32 @@ mod tests {
 
     fn e(src: u8, dst: u8, sport: u16, dport: u16, service: Service) -> WindowEntry {
         WindowEntry { src: IpAddr::from([10, 0, 0, src]), dst: IpAddr::from([10, 0, 1, dst]), sport, dport, service }
+    }
+
+    /// The incremental counts equal a plain scan of the last 100 records.
+    #[test]
+    fn matches_a_scan_of_the_window() {
+        let mut rng = crate::capture::synth::Rng::new(5);
+        let mut w = CtWindow::default();
+        let mut all: Vec<WindowEntry> = Vec::new();
+        let services = [Service::Http, Service::Dns, Service::None];
+        for _ in 0..2000 {
+            let x = e(rng.range(1, 6) as u8, rng.range(1, 6) as u8, rng.range(1, 4) as u16, rng.range(1, 4) as u16, services[rng.range(0, 3) as usize]);
+            all.push(x);
+            let got = w.push(x);
+            let win = &all[all.len().saturating_sub(WINDOW)..];
+            let count = |f: &dyn Fn(&WindowEntry) -> bool| win.iter().filter(|o| f(o)).count() as u32;
+            let want = CtCounts {
+                srv_src: count(&|o| o.service == x.service && o.src == x.src),
+                srv_dst: count(&|o| o.service == x.service && o.dst == x.dst),
+                dst_ltm: count(&|o| o.dst == x.dst),
+                src_ltm: count(&|o| o.src == x.src),
+                src_dport_ltm: count(&|o| o.src == x.src && o.dport == x.dport),
+                dst_sport_ltm: count(&|o| o.dst == x.dst && o.sport == x.sport),
+                dst_src_ltm: count(&|o| o.src == x.src && o.dst == x.dst),
+            };
+            assert_eq!(got, want);
+        }
     }
 
     /// Hand-computed: five records, the counts of the fifth.

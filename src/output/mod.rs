@@ -47,6 +47,34 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Numbers are formatted with `itoa` and `ryu` (shortest round-trip floats): the standard
+/// formatter was the largest cost of writing records.
+fn push_u64(v: u64, line: &mut String) {
+    line.push_str(itoa::Buffer::new().format(v));
+}
+
+fn push_f64(v: f64, line: &mut String) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        line.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        line.push_str(ryu::Buffer::new().format(v));
+    }
+}
+
+/// Seconds with microseconds, as Zeek writes `ts`.
+fn push_time(t: crate::capture::Timestamp, line: &mut String) {
+    let secs = t.0.div_euclid(1_000_000_000);
+    let micros = (t.0.rem_euclid(1_000_000_000) / 1000) as u64;
+    line.push_str(itoa::Buffer::new().format(secs));
+    line.push('.');
+    let mut b = itoa::Buffer::new();
+    let digits = b.format(micros);
+    for _ in digits.len()..6 {
+        line.push('0');
+    }
+    line.push_str(digits);
+}
+
 fn csv_field(s: &str, line: &mut String) {
     if s.contains([',', '"', '\n', '\r']) {
         line.push('"');
@@ -114,23 +142,15 @@ impl<W: Write> RecordWriter<W> {
                         line.push(',');
                     }
                     match cell {
-                        Cell::Num(v) => {
-                            let _ = write!(line, "{v}");
-                        }
-                        Cell::Count(v) => {
-                            let _ = write!(line, "{v}");
-                        }
+                        Cell::Num(v) => push_f64(*v, line),
+                        Cell::Count(v) => push_u64(*v, line),
                         Cell::Text(t) => csv_field(t, line),
                         Cell::Str(s) => csv_field(s, line),
                         Cell::Addr(a) => {
                             let _ = write!(line, "{a}");
                         }
-                        Cell::Port(p) => {
-                            let _ = write!(line, "{p}");
-                        }
-                        Cell::Time(t) => {
-                            let _ = write!(line, "{t}");
-                        }
+                        Cell::Port(p) => push_u64(*p as u64, line),
+                        Cell::Time(t) => push_time(*t, line),
                         Cell::Unset => {}
                     }
                 }
@@ -144,22 +164,16 @@ impl<W: Write> RecordWriter<W> {
                     json_string(&col.name, line);
                     line.push(':');
                     match cell {
-                        Cell::Num(v) if v.is_finite() => {
-                            let _ = write!(line, "{v}");
-                        }
+                        Cell::Num(v) if v.is_finite() => push_f64(*v, line),
                         Cell::Num(_) | Cell::Unset => line.push_str("null"),
-                        Cell::Count(v) => {
-                            let _ = write!(line, "{v}");
-                        }
+                        Cell::Count(v) => push_u64(*v, line),
                         Cell::Text(t) => json_string(t, line),
                         Cell::Str(s) => json_string(s, line),
-                        Cell::Addr(a) => json_string(&a.to_string(), line),
-                        Cell::Port(p) => {
-                            let _ = write!(line, "{p}");
+                        Cell::Addr(a) => {
+                            let _ = write!(line, "\"{a}\"");
                         }
-                        Cell::Time(t) => {
-                            let _ = write!(line, "{t}");
-                        }
+                        Cell::Port(p) => push_u64(*p as u64, line),
+                        Cell::Time(t) => push_time(*t, line),
                     }
                 }
                 line.push('}');
@@ -173,9 +187,7 @@ impl<W: Write> RecordWriter<W> {
                         Cell::Num(v) => {
                             let _ = write!(line, "{v:.6}");
                         }
-                        Cell::Count(v) => {
-                            let _ = write!(line, "{v}");
-                        }
+                        Cell::Count(v) => push_u64(*v, line),
                         Cell::Text(t) if t.is_empty() => line.push_str("(empty)"),
                         Cell::Text(t) => line.push_str(t),
                         Cell::Str(s) if s.is_empty() => line.push_str("(empty)"),
@@ -183,12 +195,8 @@ impl<W: Write> RecordWriter<W> {
                         Cell::Addr(a) => {
                             let _ = write!(line, "{a}");
                         }
-                        Cell::Port(p) => {
-                            let _ = write!(line, "{p}");
-                        }
-                        Cell::Time(t) => {
-                            let _ = write!(line, "{t}");
-                        }
+                        Cell::Port(p) => push_u64(*p as u64, line),
+                        Cell::Time(t) => push_time(*t, line),
                         Cell::Unset => line.push('-'),
                     }
                 }
@@ -244,6 +252,19 @@ mod tests {
         assert!(s.contains("#fields\tts\tnote\tn\n#types\tstring\tstring\tstring\n"));
         assert!(s.contains("1500000000.250000\ta,\"b\"\t0.500000\n-\t(empty)\t3\n"));
         assert!(s.lines().last().unwrap().starts_with("#close\t"));
+    }
+
+    #[test]
+    fn numbers_and_times() {
+        let mut l = String::new();
+        for v in [0.0, 12.0, 0.5, 1.25e-5, -3.0, f64::NAN] {
+            push_f64(v, &mut l);
+            l.push(' ');
+        }
+        push_time(crate::capture::Timestamp(-1_500_000), &mut l);
+        l.push(' ');
+        push_time(crate::capture::Timestamp(7_000_123_000), &mut l);
+        assert_eq!(l, "0 12 0.5 0.0000125 -3 NaN -1.998500 7.000123");
     }
 
     #[test]
