@@ -5,13 +5,22 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertConfig;
 use crate::flow::FlowConfig;
+use crate::pipeline::bootstrap::BootstrapConfig;
+use crate::pipeline::stream::StreamConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[flow]`: flow table timeouts and bounds.
     pub flow: FlowConfig,
+    /// `[stream]`: the streaming pipeline (workers, batching, back-pressure).
+    pub stream: StreamConfig,
+    /// `[alert]`: threshold and suppression rules.
+    pub alert: AlertConfig,
+    /// `[bootstrap]`: the short training run of `replay` without `--model`.
+    pub bootstrap: BootstrapConfig,
 }
 
 /// Why a configuration file was refused.

@@ -5,6 +5,7 @@
 //! the wall clock, so replaying a capture gives the same flows at any speed.
 
 pub mod file;
+pub mod source;
 pub mod synth;
 pub mod writer;
 
