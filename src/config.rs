@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::AlertConfig;
+use crate::capture::source::LiveConfig;
 use crate::flow::FlowConfig;
 use crate::pipeline::bootstrap::BootstrapConfig;
 use crate::pipeline::stream::StreamConfig;
@@ -21,6 +22,8 @@ pub struct Config {
     pub alert: AlertConfig,
     /// `[bootstrap]`: the short training run of `replay` without `--model`.
     pub bootstrap: BootstrapConfig,
+    /// `[live]`: how `live` opens the interface.
+    pub live: LiveConfig,
 }
 
 /// Why a configuration file was refused.

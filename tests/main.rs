@@ -6,4 +6,7 @@ mod cli;
 mod conn_state;
 mod model;
 mod replay;
+mod stream;
+#[cfg(feature = "live")]
+mod live;
 mod util;

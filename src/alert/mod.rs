@@ -32,17 +32,22 @@ pub struct Explanation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
-    /// A score (`0.9`) or a target alert rate (`"2%"`): the share of recent flows that alert,
-    /// recalibrated on every batch over the last `calibration_window` scores.
-    pub threshold: String,
+    /// A score (`"0.9"`) or a target alert rate (`"2%"`): the share of recent flows that
+    /// alert, recalibrated on every batch over the last `calibration_window` scores. Unset:
+    /// a model `replay` just trained with labels uses its best-F1 cut on those labels, any
+    /// other model `2%`.
+    pub threshold: Option<String>,
     /// Scores kept for rate calibration (10000 flows).
     pub calibration_window: usize,
     /// Folder of suppression rules (`*.toml`); missing folder = no rules.
     pub rules: std::path::PathBuf,
 }
 
+/// The threshold when neither the command line nor the configuration names one.
+pub const DEFAULT_RATE: &str = "2%";
+
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { threshold: "2%".into(), calibration_window: 10_000, rules: "rules".into() }
+        AlertConfig { threshold: None, calibration_window: 10_000, rules: "rules".into() }
     }
 }

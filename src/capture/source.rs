@@ -45,6 +45,25 @@ pub trait PacketSource: Send {
     }
 }
 
+/// `[live]`: how the interface is opened (libpcap, feature `live`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Bytes kept per packet (262144, libpcap's default: whole frames). Lengths count in full
+    /// either way; service detection and HTTP fields need payload.
+    pub snaplen: u32,
+    /// Promiscuous mode: see traffic not addressed to this host (true).
+    pub promisc: bool,
+    /// Kernel capture buffer in bytes (16 MiB); a larger buffer rides out bursts.
+    pub buffer_size: u32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig { snaplen: 262_144, promisc: true, buffer_size: 16 << 20 }
+    }
+}
+
 /// Capture files read in order as one stream, as the `flows` command reads them.
 pub struct FileSource {
     files: Vec<CaptureFile>,

@@ -123,6 +123,8 @@ fn model_version(bytes: &[u8]) -> String {
 /// A model loaded and ready, with the schema it reads.
 pub struct LoadedModel {
     pub scoring: Scoring,
+    /// The threshold that comes with the model (best-F1 cut of a model trained just now).
+    pub suggested: Option<Threshold>,
     pub schema: SchemaKind,
     pub path: PathBuf,
 }
@@ -143,12 +145,27 @@ pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
             model: ModelInfo { version: model_version(&bytes), schema: art.layout.name.clone() },
         },
         schema: kind,
+        suggested: None,
         path: path.to_owned(),
     })
 }
 
 /// Opens the outputs in `dir`.
-pub fn open_outputs(d: &DetectArgs, config: &Config, extractor: &dyn features::RecordExtractor, keep_scores: bool) -> anyhow::Result<Outputs> {
+/// The threshold in force: the command line's, the configuration's, the model's, else 2%.
+pub fn threshold_of(d: &DetectArgs, config: &Config, loaded: &LoadedModel) -> anyhow::Result<Threshold> {
+    Ok(match d.threshold.as_deref().or(config.alert.threshold.as_deref()) {
+        Some(t) => t.parse()?,
+        None => loaded.suggested.unwrap_or(crate::alert::DEFAULT_RATE.parse()?),
+    })
+}
+
+pub fn open_outputs(
+    d: &DetectArgs,
+    config: &Config,
+    extractor: &dyn features::RecordExtractor,
+    threshold: Threshold,
+    keep_scores: bool,
+) -> anyhow::Result<Outputs> {
     std::fs::create_dir_all(&d.output_dir).with_context(|| format!("creating {}", d.output_dir.display()))?;
     let create = |name: &str| -> anyhow::Result<Box<dyn Write + Send>> {
         let p = d.output_dir.join(name);
@@ -165,7 +182,6 @@ pub fn open_outputs(d: &DetectArgs, config: &Config, extractor: &dyn features::R
             Some(RecordWriter::new(create(name)?, f, &stream::scored_columns(extractor), "mnpflow_flows").context("writing flows header")?)
         }
     };
-    let threshold: Threshold = d.threshold.as_deref().unwrap_or(&config.alert.threshold).parse()?;
     let rules_dir = d.rules.clone().unwrap_or_else(|| config.alert.rules.clone());
     let rules = RuleSet::load_dir(&rules_dir)?;
     Ok(Outputs {
@@ -189,7 +205,8 @@ pub fn detect(
     keep_scores: bool,
 ) -> anyhow::Result<StreamReport> {
     let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
-    let outputs = open_outputs(d, config, extractor.as_ref(), keep_scores)?;
+    let threshold = threshold_of(d, config, loaded)?;
+    let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
     let mut stream_cfg = config.stream.clone();
     if let Some(w) = d.workers {
         if w == 0 {
@@ -230,7 +247,7 @@ pub fn detect(
         "output    {} (model {}, threshold {}, last cut {:.4})",
         d.output_dir.join("alerts.jsonl").display(),
         loaded.scoring.model.version,
-        d.threshold.as_deref().unwrap_or(&config.alert.threshold),
+        threshold,
         report.last_cut
     );
     for w in &report.warnings {
@@ -253,6 +270,10 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         (args.captures.clone(), args.truth.clone())
     };
     let speed: Speed = args.speed.parse().map_err(anyhow::Error::msg)?;
+    // Check what can be checked before the training run.
+    if let Some(t) = &args.detect.threshold {
+        t.parse::<crate::alert::Threshold>()?;
+    }
     let truth = match &truth_path {
         Some(p) => Some(Truth::read(p)?),
         None => None,
@@ -270,13 +291,17 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             let path = dir.join(format!("{stem}.mnp"));
             b.artifact.save(&path)?;
             eprintln!(
-                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model)",
+                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); best-F1 cut {:.4} (F1 {:.3} on the training flows)",
                 b.flows,
                 b.anomalies,
                 b.elapsed.as_secs_f64(),
-                path.display()
+                path.display(),
+                b.best_f1_cut,
+                b.best_f1
             );
-            load_model(&path)?
+            let mut m = load_model(&path)?;
+            m.suggested = Some(Threshold::Score(b.best_f1_cut));
+            m
         }
     };
     let report = detect(&mut source, &args.detect, config, &loaded, speed, Backpressure::Block, truth.is_some())?;

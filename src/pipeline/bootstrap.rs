@@ -138,6 +138,10 @@ pub enum BootstrapError {
 /// A trained model and what it saw.
 pub struct Bootstrapped {
     pub artifact: Artifact,
+    /// The score cut with the best F1 against the labels on the training flows: the alert
+    /// threshold `replay` uses for this model unless told otherwise.
+    pub best_f1_cut: f32,
+    pub best_f1: f64,
     pub flows: usize,
     pub anomalies: usize,
     pub elapsed: Duration,
@@ -193,6 +197,10 @@ pub fn train_on_captures(
     };
     let w = scaler.width();
     let trained = train(&TrainData { d: w, unlabeled: &unlabeled, anomalies: &anomalies, val: None }, &tc, &Device::flex(), show_progress)?;
+    let scorer = crate::model::score::CpuScorer::new(&trained.model);
+    let mut scores = vec![0.0f32; n];
+    scorer.score_into(&scaler.transform(&values, d, &all), &mut scores);
+    let (best_f1_cut, best_f1) = best_f1_cut(&scores, &attack);
     let source = captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
     let artifact = Artifact::new(
         &trained.model,
@@ -202,12 +210,41 @@ pub fn train_on_captures(
         trained.report.clone(),
         DataSummary { source, unlabeled_rows: unlabeled_idx.len(), labeled_anomalies: anomalies_idx.len(), validation_rows: 0 },
     );
-    Ok(Bootstrapped { artifact, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+    Ok(Bootstrapped { artifact, best_f1_cut, best_f1, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+}
+
+/// The cut `score >= cut` with the highest F1 against `labels`, and that F1.
+pub fn best_f1_cut(scores: &[f32], labels: &[bool]) -> (f32, f64) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positives = labels.iter().filter(|&&l| l).count();
+    let (mut tp, mut best, mut cut) = (0usize, 0.0f64, f32::INFINITY);
+    for (k, &i) in order.iter().enumerate() {
+        tp += labels[i] as usize;
+        // Only between distinct scores: a cut cannot split ties.
+        if k + 1 < order.len() && scores[order[k + 1]] == scores[i] {
+            continue;
+        }
+        let f1 = 2.0 * tp as f64 / ((k + 1) + positives) as f64;
+        if f1 > best {
+            (best, cut) = (f1, scores[i]);
+        }
+    }
+    (cut, best)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_f1_cut_by_hand() {
+        let (cut, f1) = best_f1_cut(&[0.9, 0.8, 0.7, 0.1], &[true, true, false, false]);
+        assert_eq!((cut, f1), (0.8, 1.0));
+        let (cut, f1) = best_f1_cut(&[0.5, 0.5, 0.1], &[true, false, false]);
+        assert_eq!(cut, 0.5);
+        assert!((f1 - 2.0 / 3.0).abs() < 1e-9);
+    }
 
     #[test]
     fn truth_rows_and_errors() {

@@ -343,6 +343,9 @@ fn advance_clock(clock: &mut Option<Timestamp>, ts: Timestamp, regression_ns: i6
     }
 }
 
+/// How far behind the wall clock the live flow clock is held (1 s).
+const LIVE_CLOCK_SLACK_NS: i64 = 1_000_000_000;
+
 fn wall_now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -380,12 +383,15 @@ fn capture_stage(
             Next::Packet(p) => p,
             Next::Idle => {
                 if live {
-                    let now = wall_now();
+                    // The wall clock, less a second: packets reach us a little after the
+                    // kernel stamped them, and a clock ahead of them would count them as
+                    // reordered. Timeouts are seconds long; a second late is still prompt.
+                    let now = wall_now().add_nanos(-LIVE_CLOCK_SLACK_NS);
                     if clock.is_none_or(|c| now > c) {
                         clock = Some(now);
                     }
                 }
-                busy += busy_from.elapsed();
+                // The source waited inside next_packet: that is idle time, not work.
                 cap.send_all(clock);
                 last_tick = Instant::now();
                 let d = source.drops();
@@ -407,10 +413,13 @@ fn capture_stage(
                 continue;
             }
         };
+        let before = clock;
         if advance_clock(&mut clock, meta.ts, regression_ns) {
-            // A new capture: every worker ends its flows before any packet after the jump.
+            // A new capture. Every worker first expires up to the clock before the jump (as the
+            // single table did at the last packet), then ends its flows before any packet
+            // after the jump.
             for w in 0..n {
-                cap.send(w, clock);
+                cap.send(w, before);
                 cap.links[w].current.reset_first = true;
             }
             pace = None;
