@@ -66,6 +66,13 @@ mod tests {
         assert_eq!(c, Config::default());
     }
 
+    /// The documented `mnpflow.toml` states exactly the defaults.
+    #[test]
+    fn documented_file_is_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("mnpflow.toml");
+        assert_eq!(Config::from_path(&p).unwrap(), Config::default());
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let dir = tempfile::tempdir().unwrap();
