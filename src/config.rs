@@ -5,13 +5,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertConfig;
+use crate::capture::source::LiveConfig;
 use crate::flow::FlowConfig;
+use crate::pipeline::bootstrap::BootstrapConfig;
+use crate::pipeline::stream::StreamConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[flow]`: flow table timeouts and bounds.
     pub flow: FlowConfig,
+    /// `[stream]`: the streaming pipeline (workers, batching, back-pressure).
+    pub stream: StreamConfig,
+    /// `[alert]`: threshold and suppression rules.
+    pub alert: AlertConfig,
+    /// `[bootstrap]`: the short training run of `replay` without `--model`.
+    pub bootstrap: BootstrapConfig,
+    /// `[live]`: how `live` opens the interface.
+    pub live: LiveConfig,
 }
 
 /// Why a configuration file was refused.
@@ -52,6 +64,13 @@ mod tests {
     fn default_round_trips() {
         let c: Config = toml::from_str(&Config::default_toml()).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    /// The documented `mnpflow.toml` states exactly the defaults.
+    #[test]
+    fn documented_file_is_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("mnpflow.toml");
+        assert_eq!(Config::from_path(&p).unwrap(), Config::default());
     }
 
     #[test]

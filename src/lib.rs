@@ -20,6 +20,10 @@
 //!   defined once, in the repository's `features/*.toml`; training on a published table and
 //!   scoring live traffic read the same definition.
 //! - [`model`] is MNPWAD (multi-normal prototypes for weakly supervised anomaly detection).
+//! - [`alert`] turns scores into Suricata EVE-style alerts, after the suppression rules of
+//!   `rules/`, at a fixed score or a target alert rate.
+//! - [`pipeline`] runs it all: single-threaded for flow records ([`pipeline::offline`]), or
+//!   as the streaming detector ([`pipeline::stream`]), stage per thread, batches between.
 //!
 //! Imports point leftward along the path: `decode` knows nothing of flows, `flow` nothing of
 //! features, `model` nothing of packets.
@@ -31,6 +35,7 @@ pub mod decode;
 pub mod flow;
 pub mod features;
 pub mod model;
+pub mod alert;
 pub mod feedback;
 pub mod output;
 pub mod pipeline;

@@ -81,11 +81,5 @@ fn synth_is_deterministic_and_the_bundled_capture_is_its_output() {
     }
 }
 
-#[test]
-fn no_arguments_runs_on_the_bundled_capture() {
-    let out = mnpflow().current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.lines().count() > 3000);
-    assert!(String::from_utf8(out.stderr).unwrap().contains("32353 packets"));
-}
+// `mnpflow` with no arguments now runs `replay` (issue 4): see
+// `stream::no_arguments_replays_the_bundled_capture`.

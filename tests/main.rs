@@ -8,4 +8,7 @@ mod feedback;
 mod model;
 mod replay;
 mod robustness;
+mod stream;
+#[cfg(feature = "live")]
+mod live;
 mod util;

@@ -97,6 +97,8 @@ pub struct CaptureFile {
     records: u64,
     failed: bool,
     stats: FileStats,
+    /// Where the packet last returned by `next_packet` lies in `buf`, for `last_packet`.
+    last: Option<(Timestamp, LinkType, u32, usize, usize)>,
 }
 
 impl std::fmt::Debug for CaptureFile {
@@ -137,6 +139,7 @@ impl CaptureFile {
             records: 0,
             failed: false,
             stats: FileStats::default(),
+            last: None,
         };
         let have = cf.fill(24)?;
         if have == 0 {
@@ -247,9 +250,11 @@ impl CaptureFile {
             Format::Pcap { big_endian, nanos, link } => self.next_pcap(big_endian, nanos, link),
             Format::PcapNg { .. } => self.next_pcapng(),
         };
+        self.last = None;
         match result {
             Ok(Some((ts, link, wire_len, start, len))) => {
                 self.stats.packets += 1;
+                self.last = Some((ts, link, wire_len, start, len));
                 Ok(Some(RawPacket { ts, link, wire_len, data: &self.buf[start..start + len] }))
             }
             Ok(None) => Ok(None),
@@ -258,6 +263,12 @@ impl CaptureFile {
                 Err(e)
             }
         }
+    }
+
+    /// The packet the last call of `next_packet` returned, again (`None` if it returned none).
+    /// Lets a caller decide on the result before borrowing the packet.
+    pub fn last_packet(&self) -> Option<RawPacket<'_>> {
+        self.last.map(|(ts, link, wire_len, start, len)| RawPacket { ts, link, wire_len, data: &self.buf[start..start + len] })
     }
 
     /// Returns (timestamp, link, wire length, data start in `buf`, captured length).

@@ -5,6 +5,9 @@
 //! the wall clock, so replaying a capture gives the same flows at any speed.
 
 pub mod file;
+#[cfg(feature = "live")]
+pub mod live;
+pub mod source;
 pub mod synth;
 pub mod writer;
 

@@ -34,19 +34,6 @@ pub struct FlowsArgs {
     pub stats: bool,
 }
 
-impl FlowsArgs {
-    /// What `mnpflow` with no command runs.
-    pub fn bundled_default() -> anyhow::Result<FlowsArgs> {
-        Ok(FlowsArgs {
-            captures: vec![super::bundled_capture()?],
-            schema: SchemaKind::Unsw,
-            format: Format::Csv,
-            output: None,
-            stats: true,
-        })
-    }
-}
-
 pub fn run(args: FlowsArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let captures = if args.captures.is_empty() { vec![super::bundled_capture()?] } else { args.captures };
     let out: Box<dyn Write> = match &args.output {

@@ -4,6 +4,9 @@
 mod flows;
 mod labels;
 mod models;
+#[cfg(feature = "live")]
+mod live;
+pub mod replay;
 pub mod model_cmds;
 mod synth;
 
@@ -25,7 +28,7 @@ pub const BUNDLED_CAPTURE: &str = "captures/demo.pcap";
     about = "Network-flow anomaly detector: captures to UNSW-NB15 / Zeek flow records, scored by MNPWAD",
     long_about = "Network-flow anomaly detector.\n\nReads pcap/pcapng captures, aggregates packets into \
 bidirectional flows, and writes UNSW-NB15-style (Argus semantics) or Zeek conn.log-style records. \
-With no command, runs `flows --stats` on the bundled capture (captures/demo.pcap)."
+With no command, runs `replay` on the bundled capture (captures/demo.pcap) with its truth file: trains a model on its flows, then writes alerts.jsonl."
 )]
 pub struct Cli {
     /// Configuration file (TOML); see `mnpflow config` for every key and its default.
@@ -37,6 +40,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay captures through the streaming detector: flows are scored as they end and
+    /// alerts written to alerts.jsonl (Suricata EVE style).
+    Replay(replay::ReplayArgs),
+    /// Watch a network interface (libpcap) and write alerts as flows end.
+    #[cfg(feature = "live")]
+    Live(live::LiveArgs),
     /// Turn capture files into flow records (one per flow, at the flow's end).
     Flows(flows::FlowsArgs),
     /// Write a labeled synthetic capture (normal traffic plus attacks) and its truth file.
@@ -82,6 +91,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = load_config(cli.config.as_deref()).context("loading configuration")?;
     match cli.command {
+        Some(Command::Replay(args)) => replay::run(args, &config),
+        #[cfg(feature = "live")]
+        Some(Command::Live(args)) => live::run(args, &config),
         Some(Command::Flows(args)) => flows::run(args, &config),
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Train(args)) => model_cmds::train(args),
@@ -94,6 +106,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)
         }
-        None => flows::run(flows::FlowsArgs::bundled_default()?, &config),
+        None => replay::run(replay::ReplayArgs::bundled_default()?, &config),
     }
 }

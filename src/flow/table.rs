@@ -153,6 +153,9 @@ pub struct FlowTable {
     /// and its cache misses on list heads).
     next_expiry: Timestamp,
     next_id: u64,
+    /// Step between flow ids: tables that share a stream (the pipeline's workers) number
+    /// their flows `first, first + stride, ...` so that ids stay unique across them.
+    id_stride: u64,
     frags: HashMap<FragKey, FragState, Hasher>,
     stats: FlowStats,
 }
@@ -182,10 +185,20 @@ impl FlowTable {
             clock: None,
             next_expiry: Timestamp(i64::MIN),
             next_id: 0,
+            id_stride: 1,
             frags: HashMap::with_hasher(Hasher::default()),
             stats: FlowStats::default(),
             config,
         }
+    }
+
+    /// A table whose flow ids are `first, first + stride, first + 2 * stride, ...`: worker
+    /// `w` of `n` uses `(w, n)`, so ids of flows exported by different workers never collide.
+    pub fn with_ids(config: FlowConfig, first: u64, stride: u64) -> FlowTable {
+        let mut t = FlowTable::new(config);
+        t.next_id = first;
+        t.id_stride = stride.max(1);
+        t
     }
 
     pub fn config(&self) -> &FlowConfig {
@@ -283,6 +296,16 @@ impl FlowTable {
         if let Some(c) = self.clock {
             self.expire(c, sink);
         }
+    }
+
+    /// A clock reset decided elsewhere: exports every open flow (`clock_reset`) and forgets the
+    /// clock, so the next packet starts it again. The pipeline's capture stage detects resets
+    /// on the whole stream and tells every worker, so that a worker whose own packets show no
+    /// jump still ends its flows where the single-table engine would.
+    pub fn restart_clock(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        self.stats.clock_resets += 1;
+        self.flush(EndReason::ClockReset, sink);
+        self.clock = None;
     }
 
     /// Exports every open flow, least recently active first. Held fragments whose first
@@ -437,7 +460,7 @@ impl FlowTable {
         meta.sport = sport;
         meta.dport = dport;
         let rec = FlowRecord::new(self.next_id, &meta, flip);
-        self.next_id += 1;
+        self.next_id += self.id_stride;
         let slot = Slot { rec, key, orig_is_lo: src_is_lo != flip, class: Class::Other, activity: now, prev: NIL, next: NIL, live: true };
         // Build the record in its slot: it is large, and copies of it showed in profiles.
         let i = match self.free.pop() {

@@ -1,0 +1,136 @@
+//! Suricata EVE-style JSON lines for anomaly alerts.
+//!
+//! Field names follow Suricata's EVE format where one exists (`timestamp`, `flow_id`,
+//! `event_type`, `src_ip`, `src_port`, `dest_ip`, `dest_port`, `proto`, `app_proto`,
+//! `community_id`, and a `flow` object with `pkts_toserver`...), so existing EVE pipelines
+//! (jq, Filebeat's Suricata module, Splunk) take the file as it is. Source is the flow's
+//! originator. What is ours sits under `anomaly`: the score, the cut it passed, the model, and
+//! the explanation.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::Explanation;
+use crate::capture::Timestamp;
+use crate::flow::FlowRecord;
+use crate::flow::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// The model that scored, as alerts name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// `sha1:` and the first 16 hex digits of the model file's SHA-1: changes with any weight.
+    pub version: String,
+    /// The feature schema the model reads (`unsw-nb15`).
+    pub schema: String,
+}
+
+/// EVE's timestamp: `2026-01-01T00:00:00.163962+0000` (UTC, microseconds).
+pub fn eve_timestamp(ts: Timestamp) -> String {
+    let secs = ts.0.div_euclid(1_000_000_000);
+    let micros = ts.0.rem_euclid(1_000_000_000) / 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000", rem / 3600, rem % 3600 / 60, rem % 60);
+    s
+}
+
+/// Suricata's protocol names.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        IPPROTO_TCP => "TCP".into(),
+        IPPROTO_UDP => "UDP".into(),
+        IPPROTO_ICMP => "ICMP".into(),
+        IPPROTO_ICMPV6 => "IPv6-ICMP".into(),
+        IPPROTO_SCTP => "SCTP".into(),
+        p => p.to_string(),
+    }
+}
+
+/// Suricata's `app_proto` for our service names (`ssl` is `tls` there); `None` when unknown.
+pub fn app_proto(rec: &FlowRecord) -> Option<&'static str> {
+    match rec.service().as_str() {
+        "-" => None,
+        "ssl" => Some("tls"),
+        s => Some(s),
+    }
+}
+
+/// One alert as a JSON line (no trailing newline), appended to `out`.
+pub fn write_alert(
+    out: &mut String,
+    rec: &FlowRecord,
+    community_id: &str,
+    score: f32,
+    cut: f32,
+    why: &Explanation,
+    model: &ModelInfo,
+) {
+    let mut v = json!({
+        "timestamp": eve_timestamp(rec.last_ts),
+        "flow_id": rec.id,
+        "event_type": "anomaly",
+        "src_ip": rec.orig_addr.to_string(),
+        "src_port": rec.orig_port,
+        "dest_ip": rec.resp_addr.to_string(),
+        "dest_port": rec.resp_port,
+        "proto": proto_name(rec.proto),
+        "community_id": community_id,
+        "flow": {
+            "pkts_toserver": rec.orig.pkts,
+            "pkts_toclient": rec.resp.pkts,
+            "bytes_toserver": rec.orig.wire_bytes,
+            "bytes_toclient": rec.resp.wire_bytes,
+            "start": eve_timestamp(rec.first_ts),
+            "end": eve_timestamp(rec.last_ts),
+            "reason": rec.end_reason.as_str(),
+            "state": rec.conn_state().to_string(),
+        },
+        "anomaly": {
+            "type": "flow",
+            "score": finite(score),
+            "threshold": finite(cut),
+            "model": { "name": "mnpwad", "version": model.version, "schema": model.schema },
+            "explanation": {
+                "reconstruction_error": finite(why.recon_error),
+                "nearest_prototype": why.prototype,
+                "similarity": finite(why.similarity),
+            },
+        },
+    });
+    if rec.vlan != 0 {
+        v["vlan"] = json!([rec.vlan >> 12, rec.vlan & 0xfff]);
+    }
+    if let Some(a) = app_proto(rec) {
+        v["app_proto"] = json!(a);
+    }
+    out.push_str(&v.to_string());
+}
+
+/// JSON has no NaN or infinity: those become null.
+fn finite(x: f32) -> serde_json::Value {
+    if x.is_finite() { json!(x) } else { serde_json::Value::Null }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_as_suricata_writes_them() {
+        assert_eq!(eve_timestamp(Timestamp(1_767_225_600_163_962_000)), "2026-01-01T00:00:00.163962+0000");
+        assert_eq!(eve_timestamp(Timestamp(0)), "1970-01-01T00:00:00.000000+0000");
+        assert_eq!(eve_timestamp(Timestamp(951_825_600_000_001_000)), "2000-02-29T12:00:00.000001+0000");
+    }
+}

@@ -1,0 +1,53 @@
+//! Alerts: scored flows become Suricata EVE-style JSON events.
+//!
+//! [`eve`] writes one `event_type: "anomaly"` line per alert with the flow's identity
+//! (addresses, ports, protocol, application protocol, community ID), its score, the model
+//! version, and the explanation MNPWAD gives (reconstruction error, nearest prototype,
+//! similarity to it). [`rules`] holds the suppression rules of the repository's `rules/`
+//! folder, applied before an alert is written; [`threshold`] decides which scores alert, from
+//! a fixed score or a target alert rate calibrated on recent traffic. Nothing here knows of
+//! threads, channels or burn.
+
+pub mod eve;
+pub mod rules;
+pub mod threshold;
+
+use serde::{Deserialize, Serialize};
+
+pub use rules::{Rule, RuleError, RuleSet};
+pub use threshold::{Threshold, ThresholdCalibrator};
+
+/// Why a flow scored what it did (MNPWAD's explanation).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Explanation {
+    /// Reconstruction error of the autoencoder (Huber, mean over inputs).
+    pub recon_error: f32,
+    /// Index of the nearest normal prototype in latent space.
+    pub prototype: u32,
+    /// Similarity to that prototype (Student's t kernel, 1 = on it).
+    pub similarity: f32,
+}
+
+/// `[alert]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// A score (`"0.9"`) or a target alert rate (`"2%"`): the share of recent flows that
+    /// alert, recalibrated on every batch over the last `calibration_window` scores. Unset:
+    /// a model `replay` just trained with labels uses its best-F1 cut on those labels, any
+    /// other model `2%`.
+    pub threshold: Option<String>,
+    /// Scores kept for rate calibration (10000 flows).
+    pub calibration_window: usize,
+    /// Folder of suppression rules (`*.toml`); missing folder = no rules.
+    pub rules: std::path::PathBuf,
+}
+
+/// The threshold when neither the command line nor the configuration names one.
+pub const DEFAULT_RATE: &str = "2%";
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig { threshold: None, calibration_window: 10_000, rules: "rules".into() }
+    }
+}

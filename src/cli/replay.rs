@@ -1,0 +1,330 @@
+//! `mnpflow replay`: capture files through the streaming detector, as if live.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sha1::{Digest, Sha1};
+
+use crate::alert::eve::ModelInfo;
+use crate::alert::{RuleSet, Threshold, ThresholdCalibrator};
+use crate::capture::source::{FileSource, PacketSource};
+use crate::config::Config;
+use crate::features::{self, SchemaKind};
+use crate::model::artifact::Artifact;
+use crate::model::eval;
+use crate::model::score::CpuScorer;
+use crate::output::{Format, RecordWriter};
+use crate::pipeline::bootstrap::{self, Truth};
+use crate::pipeline::metrics::{self, Metrics};
+use crate::pipeline::stream::{self, Backpressure, Outputs, Scoring, Setup, Speed, StreamReport};
+
+/// Options shared by `replay` and `live`.
+#[derive(Debug, Args, Clone)]
+pub struct DetectArgs {
+    /// Model file (`mnpflow train`, or a model `replay` trained before).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Folder for alerts.jsonl (and flows.*).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+    /// State folder (models trained here). Default: $MNPFLOW_DATA, else ./mnpflow-data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Flow workers (default from [stream] workers, 2).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Alert at a score (0.9) or at a target alert rate over recent traffic (2%).
+    #[arg(long, value_name = "SCORE|RATE%")]
+    pub threshold: Option<String>,
+    /// Also write every scored flow: flows.csv, flows.jsonl or flows.log (Zeek).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub flows: Option<Format>,
+    /// Suppression rules folder (default from [alert] rules, `rules`).
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Back-pressure when a stage falls behind: block (replay default) or drop (live default).
+    #[arg(long, value_enum)]
+    pub backpressure: Option<Backpressure>,
+    /// Print a one-line status to standard error every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub stats_interval: Option<f64>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Capture files (pcap or pcapng), read in order as one stream. Default: the bundled
+    /// capture, with its truth file.
+    #[arg(value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+    /// Replay pace: max, or the capture's timing times a factor (1x, 10x, 0.5x).
+    #[arg(long, default_value = "max")]
+    pub speed: String,
+    /// Truth file (label,kind,proto,orig_h,orig_p,resp_h,resp_p,...): labels the attacks for
+    /// training when no --model is given, and scores are evaluated against it.
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+    /// Feature vocabulary when training (a given model brings its own).
+    #[arg(long, value_enum, default_value_t = SchemaKind::Unsw)]
+    pub schema: SchemaKind,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+impl ReplayArgs {
+    /// What `mnpflow` with no command runs: the bundled capture and its truth file.
+    pub fn bundled_default() -> anyhow::Result<ReplayArgs> {
+        let capture = super::bundled_capture()?;
+        let truth = capture.with_extension("truth.csv");
+        Ok(ReplayArgs {
+            captures: vec![capture],
+            speed: "max".into(),
+            truth: truth.exists().then_some(truth),
+            schema: SchemaKind::Unsw,
+            detect: DetectArgs {
+                model: None,
+                output_dir: ".".into(),
+                data_dir: None,
+                workers: None,
+                threshold: None,
+                flows: None,
+                rules: None,
+                backpressure: None,
+                stats_interval: None,
+                metrics: None,
+            },
+        })
+    }
+}
+
+fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone()
+        .or_else(|| std::env::var_os("MNPFLOW_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("mnpflow-data"))
+}
+
+fn schema_of_layout(name: &str) -> Option<SchemaKind> {
+    [SchemaKind::Unsw, SchemaKind::Zeek].into_iter().find(|k| k.schema().name == name)
+}
+
+/// The model's identity in alerts: a digest of its file.
+fn model_version(bytes: &[u8]) -> String {
+    let h = Sha1::digest(bytes);
+    format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A model loaded and ready, with the schema it reads.
+pub struct LoadedModel {
+    pub scoring: Scoring,
+    /// The threshold that comes with the model (best-F1 cut of a model trained just now).
+    pub suggested: Option<Threshold>,
+    pub schema: SchemaKind,
+    pub path: PathBuf,
+}
+
+pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
+    let art = Artifact::load(path)?;
+    let Some(kind) = schema_of_layout(&art.layout.name) else {
+        bail!("{}: the model reads {:?} rows, not flow features of a schema this build extracts (unsw-nb15, iot23)", path.display(), art.layout.name);
+    };
+    let schema = kind.schema();
+    art.check_layout(path, &schema.name, &schema.fingerprint())?;
+    let model = art.to_model(path, &burn::tensor::Device::flex())?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(LoadedModel {
+        scoring: Scoring {
+            scorer: CpuScorer::new(&model),
+            scaler: art.scaler.clone(),
+            model: ModelInfo { version: model_version(&bytes), schema: art.layout.name.clone() },
+        },
+        schema: kind,
+        suggested: None,
+        path: path.to_owned(),
+    })
+}
+
+/// Opens the outputs in `dir`.
+/// The threshold in force: the command line's, the configuration's, the model's, else 2%.
+pub fn threshold_of(d: &DetectArgs, config: &Config, loaded: &LoadedModel) -> anyhow::Result<Threshold> {
+    Ok(match d.threshold.as_deref().or(config.alert.threshold.as_deref()) {
+        Some(t) => t.parse()?,
+        None => loaded.suggested.unwrap_or(crate::alert::DEFAULT_RATE.parse()?),
+    })
+}
+
+pub fn open_outputs(
+    d: &DetectArgs,
+    config: &Config,
+    extractor: &dyn features::RecordExtractor,
+    threshold: Threshold,
+    keep_scores: bool,
+) -> anyhow::Result<Outputs> {
+    std::fs::create_dir_all(&d.output_dir).with_context(|| format!("creating {}", d.output_dir.display()))?;
+    let create = |name: &str| -> anyhow::Result<Box<dyn Write + Send>> {
+        let p = d.output_dir.join(name);
+        Ok(Box::new(BufWriter::new(File::create(&p).with_context(|| format!("creating {}", p.display()))?)))
+    };
+    let flows = match d.flows {
+        None => None,
+        Some(f) => {
+            let name = match f {
+                Format::Csv => "flows.csv",
+                Format::Jsonl => "flows.jsonl",
+                Format::Zeek => "flows.log",
+            };
+            Some(RecordWriter::new(create(name)?, f, &stream::scored_columns(extractor), "mnpflow_flows").context("writing flows header")?)
+        }
+    };
+    let rules_dir = d.rules.clone().unwrap_or_else(|| config.alert.rules.clone());
+    let rules = RuleSet::load_dir(&rules_dir)?;
+    Ok(Outputs {
+        alerts: create("alerts.jsonl")?,
+        flows,
+        rules,
+        threshold: ThresholdCalibrator::new(threshold, config.alert.calibration_window),
+        keep_scores,
+    })
+}
+
+/// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
+#[allow(clippy::too_many_arguments)]
+pub fn detect(
+    source: &mut dyn PacketSource,
+    d: &DetectArgs,
+    config: &Config,
+    loaded: &LoadedModel,
+    speed: Speed,
+    default_backpressure: Backpressure,
+    keep_scores: bool,
+) -> anyhow::Result<StreamReport> {
+    let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
+    let threshold = threshold_of(d, config, loaded)?;
+    let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
+    let mut stream_cfg = config.stream.clone();
+    if let Some(w) = d.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        stream_cfg.workers = w;
+    }
+    if let Some(b) = d.backpressure {
+        stream_cfg.backpressure = Some(b);
+    }
+    let metrics_listener = match d.metrics {
+        Some(addr) => Some(metrics::bind(addr).with_context(|| format!("serving metrics on {addr}"))?),
+        None => None,
+    };
+    let stats_interval = match d.stats_interval {
+        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--stats-interval {s}: expected a positive number of seconds"),
+        None => None,
+    };
+    crate::pipeline::catch_interrupt();
+    let m = Metrics::new();
+    let setup = Setup { stream: &stream_cfg, flow: &config.flow, speed, default_backpressure, stats_interval, metrics_listener };
+    let report = stream::run(source, setup, extractor, &loaded.scoring, outputs, &crate::pipeline::INTERRUPTED, &m);
+    eprint!("{}", m.summary());
+    let f = &report.flow;
+    eprintln!(
+        "flow      {} workers, flows per worker {:?}; {} packets older than the clock, {} clock resets, {} orphan fragments",
+        stream_cfg.workers.max(1),
+        report.worker_flows,
+        f.time_backwards,
+        f.clock_resets,
+        f.orphan_fragments
+    );
+    for (r, hits) in report.rules.rules.iter().zip(&report.rules.hits) {
+        eprintln!("rule      {} ({}): {} suppressed", r.origin, r.reason, hits);
+    }
+    eprintln!(
+        "output    {} (model {}, threshold {}, last cut {:.4})",
+        d.output_dir.join("alerts.jsonl").display(),
+        loaded.scoring.model.version,
+        threshold,
+        report.last_cut
+    );
+    for w in &report.warnings {
+        eprintln!("warning   {w}");
+    }
+    if report.interrupted {
+        eprintln!("interrupted: stopped reading after {} packets; every open flow was flushed and scored", m.packets_read.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    if let Some(e) = &report.write_error {
+        bail!("{e}");
+    }
+    Ok(report)
+}
+
+pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let (captures, truth_path) = if args.captures.is_empty() {
+        let d = ReplayArgs::bundled_default()?;
+        (d.captures, args.truth.clone().or(d.truth))
+    } else {
+        (args.captures.clone(), args.truth.clone())
+    };
+    let speed: Speed = args.speed.parse().map_err(anyhow::Error::msg)?;
+    // Check what can be checked before the training run.
+    if let Some(t) = &args.detect.threshold {
+        t.parse::<crate::alert::Threshold>()?;
+    }
+    let truth = match &truth_path {
+        Some(p) => Some(Truth::read(p)?),
+        None => None,
+    };
+    // Open the captures first: a missing file is reported before any training.
+    let mut source = FileSource::open(&captures)?;
+    let loaded = match &args.detect.model {
+        Some(p) => load_model(p).with_context(|| format!("loading model {}", p.display()))?,
+        None => {
+            eprintln!("no --model: training one on the capture's own flows{}", if truth.is_some() { " and its truth file" } else { "" });
+            let b = bootstrap::train_on_captures(&captures, &config.flow, args.schema, truth.as_ref(), &config.bootstrap, false)?;
+            let dir = data_dir(&args.detect.data_dir).join("models");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let stem = captures[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "capture".into());
+            let path = dir.join(format!("{stem}.mnp"));
+            b.artifact.save(&path)?;
+            eprintln!(
+                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); best-F1 cut {:.4} (F1 {:.3} on the training flows)",
+                b.flows,
+                b.anomalies,
+                b.elapsed.as_secs_f64(),
+                path.display(),
+                b.best_f1_cut,
+                b.best_f1
+            );
+            let mut m = load_model(&path)?;
+            m.suggested = Some(Threshold::Score(b.best_f1_cut));
+            m
+        }
+    };
+    let report = detect(&mut source, &args.detect, config, &loaded, speed, Backpressure::Block, truth.is_some())?;
+    if let Some(t) = &truth {
+        let labels: Vec<u8> = report.scored.iter().map(|s| t.is_attack(&s.rec) as u8).collect();
+        let scores: Vec<f32> = report.scored.iter().map(|s| s.score).collect();
+        if labels.contains(&0) && labels.contains(&1) {
+            let mm = eval::metrics(&scores, &labels);
+            let alerted = report.scored.iter().filter(|s| s.alerted).count();
+            let hits = report.scored.iter().zip(&labels).filter(|(s, l)| s.alerted && **l == 1).count();
+            let attacks = labels.iter().filter(|&&l| l == 1).count();
+            eprintln!(
+                "truth     {} flows, {} attacks: AUC-PR {:.4}, AUC-ROC {:.4}; alerts {} of which {} attacks (precision {:.3}, recall {:.3})",
+                labels.len(),
+                attacks,
+                mm.auc_pr,
+                mm.auc_roc,
+                alerted,
+                hits,
+                hits as f64 / alerted.max(1) as f64,
+                hits as f64 / attacks.max(1) as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,141 @@
+//! Live capture (feature `live`, run as root): two network namespaces joined by a veth pair;
+//! `mnpflow live` captures on one end while the other sends known traffic (a ping, a small TCP
+//! connect scan, one TCP conversation). Traffic stays between the namespaces this test
+//! creates, which it removes afterwards, whatever happens.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::stream::{mnpflow, model};
+
+/// Namespaces and the veth pair, removed on drop.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 100_000;
+        let n = Netns { a: format!("mnpA{id}"), b: format!("mnpB{id}") };
+        ip(&["netns", "add", &n.a]);
+        ip(&["netns", "add", &n.b]);
+        ip(&["link", "add", &format!("va{id}"), "type", "veth", "peer", "name", &format!("vb{id}")]);
+        ip(&["link", "set", &format!("va{id}"), "netns", &n.a]);
+        ip(&["link", "set", &format!("vb{id}"), "netns", &n.b]);
+        for (ns, dev, addr) in [(&n.a, format!("va{id}"), "10.213.0.1/24"), (&n.b, format!("vb{id}"), "10.213.0.2/24")] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", &dev]);
+            ip(&["-n", ns, "link", "set", &dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        n
+    }
+    fn dev_a(&self) -> String {
+        format!("va{}", &self.a[4..])
+    }
+    fn exec(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and so the pair.
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+#[test]
+fn live_capture_between_namespaces_gives_flows_and_alerts() {
+    assert!(is_root(), "the live test runs as root (network namespaces); CI runs it as root");
+    let (model_path, _) = model();
+    let ns = Netns::new();
+    let out_dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_mnpflow");
+    let child = ns
+        .exec(&ns.a)
+        .arg(bin)
+        .args(["live", "--interface", &ns.dev_a(), "--filter", "ip", "--flows", "jsonl", "--threshold", "5%", "--rules", "none"])
+        .arg("--model")
+        .arg(model_path)
+        .arg("--output-dir")
+        .arg(out_dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // A listener in A for one real conversation; the scan's other ports answer RST.
+    let mut listener = ns.exec(&ns.a).args(["nc", "-l", "-p", "8080"]).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let st = ns.exec(&ns.b).args(["ping", "-c", "3", "-i", "0.2", "10.213.0.1"]).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "ping between the namespaces failed");
+    let scan = "for p in $(seq 20 59); do timeout 0.3 bash -c \"echo > /dev/tcp/10.213.0.1/$p\" 2>/dev/null; done; \
+                echo hello | timeout 2 nc -q 0 10.213.0.1 8080 || true";
+    let st = ns.exec(&ns.b).args(["bash", "-c", scan]).status().unwrap();
+    assert!(st.success());
+    let _ = listener.kill();
+    let _ = listener.wait();
+    // No traffic for longer than the ICMP idle timeout (5 s): the ping's flow must end on the
+    // wall clock, before Ctrl-C.
+    std::thread::sleep(Duration::from_secs(7));
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let flows = std::fs::read_to_string(out_dir.path().join("flows.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = flows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let icmp: Vec<&serde_json::Value> = rows.iter().filter(|r| r["proto"] == "icmp").collect();
+    assert_eq!(icmp.len(), 1, "one ping flow: {flows}");
+    assert_eq!(icmp[0]["end_reason"], "idle", "the ping flow ends on the wall clock: {}", icmp[0]);
+    assert_eq!(icmp[0]["spkts"].as_u64(), Some(3));
+    let scanned: std::collections::BTreeSet<u64> =
+        rows.iter().filter(|r| r["proto"] == "tcp" && r["srcip"] == "10.213.0.2").filter_map(|r| r["dsport"].as_u64()).collect();
+    assert!((20..60).all(|p| scanned.contains(&p)) && scanned.contains(&8080), "scan flows: {scanned:?}");
+    let alerts = std::fs::read_to_string(out_dir.path().join("alerts.jsonl")).unwrap();
+    assert!(!alerts.is_empty(), "no alert; stderr: {err}");
+    assert!(err.contains("capture: 0 kernel"), "{err}");
+}
+
+#[test]
+fn live_bad_input_is_one_clear_line() {
+    let (model_path, _) = model();
+    let m = model_path.display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (&["live", "--interface", "mnpnope0", "--model", &m], "no such interface"),
+        (&["live", "--interface", "lo", "--filter", "port fo", "--model", &m], "does not compile"),
+        (&["live", "--interface", "lo", "--model", "/nonexistent.mnp"], "nonexistent.mnp"),
+    ];
+    for (args, needle) in cases {
+        let out = mnpflow().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // No permission: an unprivileged user (nobody) cannot open a capture.
+    if is_root() {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .arg(env!("CARGO_BIN_EXE_mnpflow"))
+            .args(["live", "--interface", "lo", "--model", &m])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("interface lo: cannot capture") && err.contains("no permission"), "{err}");
+    }
+}
