@@ -70,6 +70,7 @@ fn replay(paths: &[PathBuf], cfg: &StreamConfig, rules: RuleSet, threshold: Thre
         rules,
         threshold: ThresholdCalibrator::new(threshold, 10_000),
         keep_scores: true,
+        flow_log: None,
     };
     let metrics = Metrics::new();
     let flow = FlowConfig::default();
@@ -329,6 +330,17 @@ fn no_arguments_replays_the_bundled_capture() {
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
     assert!(alerts.lines().count() > 100, "{} alerts", alerts.lines().count());
     assert!(dir.path().join("mnpflow-data/models/demo.mnp").exists());
+
+    // An analyst labels an alerted flow by its community ID from another process: the flow
+    // record in the data directory has it, and the label keeps its feature vector.
+    let first: serde_json::Value = serde_json::from_str(alerts.lines().next().unwrap()).unwrap();
+    let cid = first["community_id"].as_str().unwrap().to_owned();
+    let out = mnpflow().current_dir(dir.path()).env_remove("MNPFLOW_DATA").args(["label", &cid, "--as", "attack", "--by", "test"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mnpflow().current_dir(dir.path()).env_remove("MNPFLOW_DATA").args(["labels", "export"]).output().unwrap();
+    let label: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(label["community_id"], cid.as_str());
+    assert!(label["features"].as_array().unwrap().len() > 100, "the label keeps the encoded feature vector");
 }
 
 /// Mistakes on the replay path: one clear line, non-zero exit.

@@ -190,6 +190,12 @@ pub fn open_outputs(
         rules,
         threshold: ThresholdCalibrator::new(threshold, config.alert.calibration_window),
         keep_scores,
+        flow_log: {
+            let dir = data_dir(&d.data_dir);
+            let (log, _) = crate::feedback::log::RecordLog::open(&dir.join("flows.log"))
+                .with_context(|| format!("opening the flow record in {}", dir.display()))?;
+            Some((log, extractor.schema().fingerprint()))
+        },
     })
 }
 

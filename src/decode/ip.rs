@@ -50,19 +50,7 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
             let h = v6.header();
             let plen = h.payload_length() as u32;
             let ip_len = if plen == 0 { captured_or_wire } else { 40 + plen };
-            let mut frag = Fragment::Whole;
-            if v6.is_payload_fragmented() {
-                for ext in v6.extensions().clone() {
-                    if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                        let off = f.fragment_offset().value();
-                        frag = match (f.more_fragments(), off) {
-                            (false, 0) => Fragment::Whole,
-                            (true, 0) => Fragment::First { id: f.identification() },
-                            _ => Fragment::Later { id: f.identification() },
-                        };
-                    }
-                }
-            }
+            let frag = if v6.is_payload_fragmented() { ipv6_fragment(ip) } else { Fragment::Whole };
             (IpAddr::from(h.source()), IpAddr::from(h.destination()), h.hop_limit(), ip_len, frag, v6.payload())
         }
     };
@@ -153,6 +141,42 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
     };
     meta.payload_len = ip_payload_len.saturating_sub(hdr_len);
     Ok(meta)
+}
+
+/// The fragment header of an IPv6 packet, found by walking its extension headers in the raw
+/// bytes, every step bounds-checked. (etherparse's extension iterator aborted on a fuzzed
+/// packet in its unchecked slicing, so we do not iterate it.)
+fn ipv6_fragment(ip: &[u8]) -> Fragment {
+    let mut next = match ip.get(6) {
+        Some(n) => *n,
+        None => return Fragment::Whole,
+    };
+    let mut at = 40usize;
+    // At most a handful of headers in any real packet; the bound stops loops on garbage.
+    for _ in 0..16 {
+        let Some(h) = ip.get(at..at + 8) else { return Fragment::Whole };
+        match next {
+            44 => {
+                let off_flags = u16::from_be_bytes([h[2], h[3]]);
+                let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                return match (off_flags & 1 == 1, off_flags >> 3) {
+                    (false, 0) => Fragment::Whole,
+                    (true, 0) => Fragment::First { id },
+                    _ => Fragment::Later { id },
+                };
+            }
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                next = h[0];
+                at += (h[1] as usize + 1) * 8;
+            }
+            51 => {
+                next = h[0];
+                at += (h[1] as usize + 2) * 4;
+            }
+            _ => return Fragment::Whole,
+        }
+    }
+    Fragment::Whole
 }
 
 /// The window scale shift from TCP options (kind 3), walking the option list by hand so a
@@ -291,6 +315,30 @@ mod tests {
         later[6..8].copy_from_slice(&3u16.to_be_bytes());
         let m = decode_ip(Timestamp(0), 0, &later, 0).unwrap();
         assert_eq!((m.frag, m.sport, m.dport, m.payload_len), (Fragment::Later { id: 0x1234 }, 0, 0, 84));
+    }
+
+    /// Regression (fuzzing, capture_file target): extension headers whose lengths run past
+    /// the packet end the walk; a real fragment header behind a hop-by-hop header is found.
+    #[test]
+    fn ipv6_extension_walk_is_bounded() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        p.extend_from_slice(&[0; 32]);
+        for len in [0u8, 1, 200, 255] {
+            let mut q = p.clone();
+            q[6] = 0;
+            q.extend_from_slice(&[44, len, 0, 0, 0, 0, 0, 0]);
+            for cut in 0..q.len() + 8 {
+                let _ = ipv6_fragment(&q[..cut.min(q.len())]);
+            }
+        }
+        let mut q = p.clone();
+        q[6] = 0;
+        q.extend_from_slice(&[44, 0, 0, 0, 0, 0, 0, 0]);
+        q.extend_from_slice(&[17, 0, 0x00, 0x01, 0, 0, 0x12, 0x34]);
+        assert_eq!(ipv6_fragment(&q), Fragment::First { id: 0x1234 });
+        let n = q.len();
+        q[n - 6] = 0x08;
+        assert_eq!(ipv6_fragment(&q), Fragment::Later { id: 0x1234 });
     }
 
     #[test]

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::{Metrics, Queue, Stage};
 use super::shard::Sharder;
+use crate::feedback::{self, log::RecordLog};
 use crate::alert::eve::{self, ModelInfo};
 use crate::alert::rules::FlowIdentity;
 use crate::alert::{Explanation, RuleSet, ThresholdCalibrator};
@@ -151,6 +152,9 @@ pub struct Outputs {
     /// Keep every flow's identity and score for the report (evaluation against a truth file;
     /// memory grows with the flows, so replay only).
     pub keep_scores: bool,
+    /// The data directory's record of alerted flows (with their feature vectors, so that a
+    /// later `mnpflow label` finds them), and the schema fingerprint of those vectors.
+    pub flow_log: Option<(RecordLog<feedback::ScoredFlow>, String)>,
 }
 
 /// A scored flow, as kept for evaluation.
@@ -691,10 +695,12 @@ fn writer_stage(
     let need_cid = outputs.rules.needs_community_id();
     let mut scored = Vec::new();
     let mut busy = Duration::ZERO;
+    let mut to_log: Vec<feedback::ScoredFlow> = Vec::new();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         let mut alerts = 0u64;
         let mut suppressed = 0u64;
+        let width = batch.rows.len() / batch.len().max(1);
         for i in 0..batch.len() {
             let rec = &batch.recs[i];
             let score = batch.scores[i];
@@ -727,6 +733,21 @@ fn writer_stage(
                     }
                     alerts += 1;
                     wrote_alert = true;
+                    if let Some((_, schema)) = &outputs.flow_log {
+                        to_log.push(feedback::ScoredFlow {
+                            uid: crate::features::uid(rec),
+                            community_id: cid.clone(),
+                            ts: rec.first_ts.as_secs_f64(),
+                            orig_h: rec.orig_addr.to_string(),
+                            orig_p: rec.orig_port,
+                            resp_h: rec.resp_addr.to_string(),
+                            resp_p: rec.resp_port,
+                            proto: rec.proto,
+                            schema: schema.clone(),
+                            features: batch.rows[i * width..(i + 1) * width].to_vec(),
+                            score,
+                        });
+                    }
                 }
             }
             if outputs.keep_scores {
@@ -748,6 +769,16 @@ fn writer_stage(
             && let Err(e) = outputs.alerts.flush()
         {
             error = Some(format!("writing alerts: {e}"));
+        }
+        if let Some((log, _)) = outputs.flow_log.as_mut()
+            && !to_log.is_empty()
+            && error.is_none()
+        {
+            // One fsync per batch; the alerts above are already written.
+            if let Err(e) = log.append_all(&to_log) {
+                error = Some(format!("recording alerted flows: {e}"));
+            }
+            to_log.clear();
         }
         let now = Instant::now();
         lat.clear();
