@@ -27,22 +27,9 @@ pub struct ModelInfo {
 
 /// EVE's timestamp: `2026-01-01T00:00:00.163962+0000` (UTC, microseconds).
 pub fn eve_timestamp(ts: Timestamp) -> String {
-    let secs = ts.0.div_euclid(1_000_000_000);
-    let micros = ts.0.rem_euclid(1_000_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
+    let (y, m, d, hh, mm, ss, micros) = ts.civil();
     let mut s = String::with_capacity(32);
-    let _ = write!(s, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000", rem / 3600, rem % 3600 / 60, rem % 60);
+    let _ = write!(s, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}+0000");
     s
 }
 

@@ -46,6 +46,25 @@ impl Timestamp {
     pub fn add_nanos(self, ns: i64) -> Timestamp {
         Timestamp(self.0.saturating_add(ns))
     }
+
+    /// The UTC calendar date and time: (year, month, day, hour, minute, second, microsecond).
+    /// Howard Hinnant's days-to-civil algorithm; for log stamps, no time zone database needed.
+    pub fn civil(self) -> (i64, u32, u32, u32, u32, u32, u32) {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = (self.0.rem_euclid(1_000_000_000) / 1000) as u32;
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400) as u32;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let y = yoe + era * 400 + (m <= 2) as i64;
+        (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60, micros)
+    }
 }
 
 impl fmt::Display for Timestamp {

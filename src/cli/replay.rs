@@ -105,9 +105,7 @@ impl ReplayArgs {
 }
 
 fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
-    arg.clone()
-        .or_else(|| std::env::var_os("MNPFLOW_DATA").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("mnpflow-data"))
+    super::labels::DataDirArg { data_dir: arg.clone() }.resolve()
 }
 
 fn schema_of_layout(name: &str) -> Option<SchemaKind> {

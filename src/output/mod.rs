@@ -28,19 +28,8 @@ pub struct RecordWriter<W: Write> {
 
 /// Civil date and time (UTC) of a Unix time, for Zeek's `#open`/`#close` stamps.
 fn zeek_stamp(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let rem = unix_secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let (y, m, d, hh, mm, ss, _) = crate::capture::Timestamp(unix_secs.saturating_mul(1_000_000_000)).civil();
+    format!("{y:04}-{m:02}-{d:02}-{hh:02}-{mm:02}-{ss:02}")
 }
 
 fn now_secs() -> i64 {
