@@ -22,6 +22,10 @@
 //! - [`model`] is MNPWAD (multi-normal prototypes for weakly supervised anomaly detection).
 //! - [`alert`] turns scores into Suricata EVE-style alerts, after the suppression rules of
 //!   `rules/`, at a fixed score or a target alert rate.
+//! - [`feedback`] holds the weakly supervised loop's state: durable label and flow records,
+//!   the model registry, the retraining reservoir.
+//! - [`output`] writes records as CSV, JSON lines or Zeek logs; [`config`] is the one typed
+//!   configuration (`mnpflow.toml`); [`cli`] the command line.
 //! - [`pipeline`] runs it all: single-threaded for flow records ([`pipeline::offline`]), or
 //!   as the streaming detector ([`pipeline::stream`]), stage per thread, batches between.
 //!

@@ -44,7 +44,7 @@ pub struct DetectArgs {
     /// Also write every scored flow: flows.csv, flows.jsonl or flows.log (Zeek).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub flows: Option<Format>,
-    /// Suppression rules folder (default from [alert] rules, `rules`).
+    /// Suppression rules folder (default: the `rules` key of the `[alert]` section, else `rules`).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
     /// Back-pressure when a stage falls behind: block (replay default) or drop (live default).
