@@ -116,26 +116,24 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
             Err(_) if first => first_fragment_transport(&mut meta),
             Err(_) => return Err(DecodeError::TruncatedTransport),
         },
-        (_, IPPROTO_ICMP) => match Icmpv4Slice::from_slice(bytes) {
-            Ok(i) => {
-                meta.sport = i.type_u8() as u16;
-                meta.dport = i.code_u8() as u16;
-                meta.payload = i.payload();
-                i.header_len() as u32
+        (_, IPPROTO_ICMP | IPPROTO_ICMPV6) => {
+            // (type, code, payload, header length), the same for both versions.
+            let icmp = if proto == IPPROTO_ICMP {
+                Icmpv4Slice::from_slice(bytes).map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len())).ok()
+            } else {
+                Icmpv6Slice::from_slice(bytes).map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len())).ok()
+            };
+            match icmp {
+                Some((icmp_type, code, payload, hdr)) => {
+                    meta.sport = icmp_type as u16;
+                    meta.dport = code as u16;
+                    meta.payload = payload;
+                    hdr as u32
+                }
+                None if first => first_fragment_transport(&mut meta),
+                None => return Err(DecodeError::TruncatedTransport),
             }
-            Err(_) if first => first_fragment_transport(&mut meta),
-            Err(_) => return Err(DecodeError::TruncatedTransport),
-        },
-        (_, IPPROTO_ICMPV6) => match Icmpv6Slice::from_slice(bytes) {
-            Ok(i) => {
-                meta.sport = i.type_u8() as u16;
-                meta.dport = i.code_u8() as u16;
-                meta.payload = i.payload();
-                i.header_len() as u32
-            }
-            Err(_) if first => first_fragment_transport(&mut meta),
-            Err(_) => return Err(DecodeError::TruncatedTransport),
-        },
+        }
         // Other protocols (GRE, ESP, SCTP, IGMP...): a flow keyed by protocol alone.
         _ => 0,
     };
