@@ -26,6 +26,13 @@ impl Timestamp {
         Timestamp((secs * 1e9).round() as i64)
     }
 
+    /// The wall clock now (for live capture and for stamps on files and labels; capture
+    /// time everywhere else comes from packets).
+    pub fn wall_now() -> Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+
     pub fn from_nanos(ns: i64) -> Timestamp {
         Timestamp(ns)
     }

@@ -61,15 +61,11 @@ pub enum LabelsAction {
     Import { file: PathBuf },
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 pub fn label(args: LabelArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.resolve();
     let mut store = LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?;
     let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
-    let l = store.label(&args.flow, args.verdict, &by, &args.note, now_secs())?;
+    let l = store.label(&args.flow, args.verdict, &by, &args.note, crate::capture::Timestamp::wall_now().as_secs_f64())?;
     println!("labeled {} ({}) as {} by {}", l.uid, l.community_id, l.verdict, l.by);
     Ok(ExitCode::SUCCESS)
 }

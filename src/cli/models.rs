@@ -33,10 +33,6 @@ pub enum ModelsAction {
     },
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let mut reg = Registry::open(&args.data.resolve())?;
     let current = reg.current().map(|e| e.version);
@@ -55,12 +51,12 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             println!("file: {}", reg.model_path(v).display());
         }
         ModelsAction::Rollback { version } => {
-            reg.rollback(version, now_secs())?;
+            reg.rollback(version, crate::capture::Timestamp::wall_now().as_secs_f64())?;
             println!("current model: v{version}");
         }
         ModelsAction::Promote { file, data } => {
             crate::model::artifact::Artifact::load(&file)?;
-            let e = reg.promote(&file, data, Vec::new(), now_secs())?;
+            let e = reg.promote(&file, data, Vec::new(), crate::capture::Timestamp::wall_now().as_secs_f64())?;
             println!("registered {} as v{} (current)", file.display(), e.version);
         }
     }

@@ -7,12 +7,15 @@ use etherparse::{Icmpv4Slice, Icmpv6Slice, LaxIpSlice, TcpSlice, UdpSlice, err};
 use super::{DecodeError, Fragment, PacketMeta, TcpFlags, TcpMeta};
 use crate::capture::Timestamp;
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
+// IP protocol numbers (IANA). Defined here, where headers are read; `flow::key` re-exports
+// the ones later stages match on.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// Byte offset of `inner` within `outer` (both slices of the same frame).
 fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
@@ -226,7 +229,7 @@ fn first_fragment_transport(meta: &mut PacketMeta<'_>) -> u32 {
             }
             0
         }
-        1 | 58 if p.len() >= 2 => {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if p.len() >= 2 => {
             meta.sport = p[0] as u16;
             meta.dport = p[1] as u16;
             meta.payload = p.get(8..).unwrap_or(&[]);

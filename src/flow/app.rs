@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::key::{IPPROTO_TCP, IPPROTO_UDP};
+
 /// Services we recognise, named as UNSW-NB15 and Zeek name them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -178,7 +180,7 @@ impl AppState {
 
 /// Recognises a service from the first payload bytes.
 fn sniff(proto: u8, from_orig: bool, resp_port: u16, p: &[u8]) -> Service {
-    if proto == 6 {
+    if proto == IPPROTO_TCP {
         if is_http_request(p) || is_http_response(p) {
             return Service::Http;
         }
@@ -209,7 +211,7 @@ fn sniff(proto: u8, from_orig: bool, resp_port: u16, p: &[u8]) -> Service {
         if resp_port == 53 && p.len() > 2 && looks_like_dns(&p[2..]) {
             return Service::Dns;
         }
-    } else if proto == 17 {
+    } else if proto == IPPROTO_UDP {
         if (resp_port == 53 || resp_port == 5353) && looks_like_dns(p) {
             return Service::Dns;
         }

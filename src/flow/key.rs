@@ -5,11 +5,7 @@ use std::net::IpAddr;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_SCTP: u8 = 132;
+pub use crate::decode::ip::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// A bidirectional flow key: both directions of a conversation map to the same key. The
 /// endpoint with the smaller (address, port) is `lo`. Ports of ICMP are the type and the

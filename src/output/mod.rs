@@ -27,13 +27,9 @@ pub struct RecordWriter<W: Write> {
 }
 
 /// Civil date and time (UTC) of a Unix time, for Zeek's `#open`/`#close` stamps.
-fn zeek_stamp(unix_secs: i64) -> String {
-    let (y, m, d, hh, mm, ss, _) = crate::capture::Timestamp(unix_secs.saturating_mul(1_000_000_000)).civil();
+fn zeek_stamp(t: crate::capture::Timestamp) -> String {
+    let (y, m, d, hh, mm, ss, _) = t.civil();
     format!("{y:04}-{m:02}-{d:02}-{hh:02}-{mm:02}-{ss:02}")
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Numbers are formatted with `itoa` and `ryu` (shortest round-trip floats): the standard
@@ -110,7 +106,7 @@ impl<W: Write> RecordWriter<W> {
                 writeln!(out, "#empty_field\t(empty)")?;
                 writeln!(out, "#unset_field\t-")?;
                 writeln!(out, "#path\t{log_path}")?;
-                writeln!(out, "#open\t{}", zeek_stamp(now_secs()))?;
+                writeln!(out, "#open\t{}", zeek_stamp(crate::capture::Timestamp::wall_now()))?;
                 let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
                 writeln!(out, "#fields\t{}", names.join("\t"))?;
                 let types: Vec<&str> = columns.iter().map(|c| c.zeek_type).collect();
@@ -198,7 +194,7 @@ impl<W: Write> RecordWriter<W> {
     /// Ends the file (Zeek's `#close` line) and flushes.
     pub fn finish(mut self) -> io::Result<W> {
         if self.format == Format::Zeek {
-            writeln!(self.out, "#close\t{}", zeek_stamp(now_secs()))?;
+            writeln!(self.out, "#close\t{}", zeek_stamp(crate::capture::Timestamp::wall_now()))?;
         }
         self.out.flush()?;
         Ok(self.out)
@@ -258,7 +254,7 @@ mod tests {
 
     #[test]
     fn zeek_stamp_civil_date() {
-        assert_eq!(zeek_stamp(0), "1970-01-01-00-00-00");
-        assert_eq!(zeek_stamp(1_540_469_302), "2018-10-25-12-08-22");
+        assert_eq!(zeek_stamp(crate::capture::Timestamp(0)), "1970-01-01-00-00-00");
+        assert_eq!(zeek_stamp(crate::capture::Timestamp(1_540_469_302_000_000_000)), "2018-10-25-12-08-22");
     }
 }

@@ -350,11 +350,6 @@ fn advance_clock(clock: &mut Option<Timestamp>, ts: Timestamp, regression_ns: i6
 /// How far behind the wall clock the live flow clock is held (1 s).
 const LIVE_CLOCK_SLACK_NS: i64 = 1_000_000_000;
 
-fn wall_now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn capture_stage(
     source: &mut dyn PacketSource,
@@ -390,7 +385,7 @@ fn capture_stage(
                     // The wall clock, less a second: packets reach us a little after the
                     // kernel stamped them, and a clock ahead of them would count them as
                     // reordered. Timeouts are seconds long; a second late is still prompt.
-                    let now = wall_now().add_nanos(-LIVE_CLOCK_SLACK_NS);
+                    let now = Timestamp::wall_now().add_nanos(-LIVE_CLOCK_SLACK_NS);
                     if clock.is_none_or(|c| now > c) {
                         clock = Some(now);
                     }
