@@ -145,7 +145,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let p = eval::prepare(&table, &split, &split.train);
     let d = p.scaler.width();
     let trained = train_model(
-        &TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, val: Some((&p.val, &p.val_labels)) },
+        &TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, trusted_normal: 0, val: Some((&p.val, &p.val_labels)) },
         &cfg,
         &device(),
         !a.config.quiet,

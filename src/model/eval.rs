@@ -233,7 +233,7 @@ pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_r
 /// Trains on a prepared split with `cfg` and scores the test rows (hand-written CPU path).
 pub fn run_once(p: &Prepared, cfg: &super::train::TrainConfig, device: &burn::tensor::Device, progress: bool) -> Result<RunResult, super::train::TrainError> {
     let d = p.scaler.width();
-    let data = super::train::TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, val: Some((&p.val, &p.val_labels)) };
+    let data = super::train::TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, trusted_normal: 0, val: Some((&p.val, &p.val_labels)) };
     let trained = super::train::train(&data, cfg, device, progress)?;
     let started = std::time::Instant::now();
     let scorer = super::score::CpuScorer::new(&trained.model);

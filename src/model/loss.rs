@@ -6,7 +6,7 @@
 //! unless `detach_target`, and the DWA factors), since the reference is the ground truth for
 //! behaviour.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
 
 use super::mnpwad::smooth_l1;
@@ -17,8 +17,18 @@ use super::mnpwad::smooth_l1;
 /// # Shapes
 /// - m_u: `[n]` -> `[n]`
 pub fn normal_weights(m_u: Tensor<1>, beta: f64) -> Tensor<1> {
+    normal_weights_trusting(m_u, beta, None)
+}
+
+/// [`normal_weights`] where the rows marked in `trusted` are known to be normal (an analyst
+/// confirmed them benign): their likelihood is 1 instead of sigmoid(beta m), so they weigh
+/// fully whatever the prototypes make of them. The batch mean of w is still 1.
+pub fn normal_weights_trusting(m_u: Tensor<1>, beta: f64, trusted: Option<Tensor<1, Bool>>) -> Tensor<1> {
     let n = m_u.dims()[0] as f64;
-    let w = sigmoid(m_u.mul_scalar(beta));
+    let mut w = sigmoid(m_u.mul_scalar(beta));
+    if let Some(mask) = trusted {
+        w = w.mask_fill(mask, 1.0);
+    }
     let total = w.clone().sum();
     w.mul_scalar(n) / total
 }
@@ -117,6 +127,20 @@ mod tests {
             close(*a as f64, r * 3.0 / s);
         }
         close(w.iter().map(|&x| x as f64).sum::<f64>() / 3.0, 1.0);
+    }
+
+    #[test]
+    fn trusted_rows_weigh_fully() {
+        // Row 1 is confirmed benign: likelihood 1 instead of sigmoid(-2).
+        let m = [0.2f32, -2.0, 0.5];
+        let mask = Tensor::<1, Bool>::from_data(TensorData::new(vec![false, true, false], [3]), &Device::flex());
+        let w = to_vec(normal_weights_trusting(t1(&m), 1.0, Some(mask)));
+        let raw = [sig(0.2), 1.0, sig(0.5)];
+        let s: f64 = raw.iter().sum();
+        for (a, r) in w.iter().zip(&raw) {
+            close(*a as f64, r * 3.0 / s);
+        }
+        assert!(w[1] > w[0] && w[1] > w[2]);
     }
 
     #[test]

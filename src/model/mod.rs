@@ -4,8 +4,9 @@
 //! The model sees `f32` rows of a fixed width and nothing of packets or flows. `mnpwad` holds
 //! the network (burn modules), `loss` the training losses, `kmeans` the prototype
 //! initialisation, `train` the training procedure, `score` batched inference with
-//! explanations, `artifact` the self-describing model file and `eval` the metrics and the
-//! paper's evaluation protocol.
+//! explanations, `artifact` the self-describing model file, `eval` the metrics and the
+//! paper's evaluation protocol, and `slot` the swap point where the learning loop publishes a
+//! new scorer while the pipeline keeps scoring.
 //!
 //! Deliberately not here: reading tables (`features::tables`) and choosing a device for the
 //! user (the CLI does that).
@@ -17,4 +18,5 @@ pub mod artifact;
 pub mod eval;
 pub mod gemm;
 pub mod score;
+pub mod slot;
 pub mod train;

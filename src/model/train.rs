@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::metrics;
 use super::kmeans::{kmeans, select_k};
-use super::loss::{contrastive_loss, dwa_total, kl_loss, normal_weights, recon_loss, score_loss};
+use super::loss::{contrastive_loss, dwa_total, kl_loss, normal_weights, normal_weights_trusting, recon_loss, score_loss};
 use super::mnpwad::{LEAKY_SLOPE, ModelConfig, Mnpwad, init_linear, normalize_rows, to_vec};
 use super::score::score_rows;
 
@@ -182,6 +182,9 @@ pub struct TrainData<'a> {
     pub unlabeled: &'a [f32],
     /// Labeled anomalies A.
     pub anomalies: &'a [f32],
+    /// The first this many rows of `unlabeled` are confirmed normal (analysts' benign labels):
+    /// they get the full normal-likelihood weight (0 for a plain unlabeled set).
+    pub trusted_normal: usize,
     /// Labeled validation rows for early stopping (rows, 0/1 labels); when absent or of one
     /// class, early stopping watches the training loss instead.
     pub val: Option<(&'a [f32], &'a [u8])>,
@@ -455,6 +458,43 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
     model.prototypes = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(km.centroids, [km.k, cfg.latent]), &ad));
 
     // Step 3: joint training.
+    let best = joint(model, data, cfg, &mut rng, &ad, show_progress, &mut report);
+    report.fit_seconds = started.elapsed().as_secs_f64();
+    Ok(Trained { model: best, report })
+}
+
+/// Warm start: joint training (step 3 only) from an existing model, keeping its layers and
+/// prototypes. The learning loop uses it to adapt the model in service to new traffic and
+/// new labels in a fraction of a full run; `start` must live on `device`.
+pub fn train_warm(data: &TrainData, cfg: &TrainConfig, start: &Mnpwad, device: &Device) -> Result<Trained, TrainError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let n_u = data.unlabeled.len() / data.d.max(1);
+    if data.anomalies.is_empty() {
+        return Err(TrainError::NoLabeledAnomalies);
+    }
+    if data.d != start.config.d_input {
+        return Err(TrainError::Config(format!("rows have width {}, the model takes {}", data.d, start.config.d_input)));
+    }
+    if n_u < 2 {
+        return Err(TrainError::TooFewRows { needed: 2, got: n_u });
+    }
+    let ad = device.clone().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut report = TrainReport { n_prototypes: start.config.n_prototypes, ..TrainReport::default() };
+    let model = start.clone().fork(&ad).train();
+    let best = joint(model, data, cfg, &mut rng, &ad, false, &mut report);
+    report.fit_seconds = started.elapsed().as_secs_f64();
+    Ok(Trained { model: best, report })
+}
+
+/// Joint training with the three losses (spec, step 3) and early stopping; returns the best
+/// weights on the plain device.
+fn joint(mut model: Mnpwad, data: &TrainData, cfg: &TrainConfig, rng: &mut ChaCha8Rng, ad: &Device, show_progress: bool, report: &mut TrainReport) -> Mnpwad {
+    let d = data.d;
+    let n_u = data.unlabeled.len() / d;
+    let n_a = data.anomalies.len() / d;
+    let k = model.config.n_prototypes;
     let use_val = data.val.filter(|(_, y)| y.contains(&0) && y.contains(&1));
     report.criterion = if use_val.is_some() { "validation (1-AUC-PR)+(1-AUC-ROC)" } else { "training loss" }.into();
     let use_rec = !cfg.ablated(Ablation::Recon) && !cfg.ablated(Ablation::Decoder);
@@ -472,18 +512,24 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
         let mut sums = [0.0f64; 3];
         let mut total_sum = 0.0;
         for _ in 0..cfg.batches_per_epoch {
-            let mut idx = rand::seq::index::sample(&mut rng, n_u, bu).into_vec();
+            let idx = rand::seq::index::sample(rng, n_u, bu).into_vec();
             let a_idx: Vec<usize> = (0..ba).map(|_| rng.random_range(0..n_a)).collect();
-            let xu = rows_tensor(data.unlabeled, d, &idx, &ad);
-            let xa = rows_tensor(data.anomalies, d, &a_idx, &ad);
-            idx.clear();
+            let xu = rows_tensor(data.unlabeled, d, &idx, ad);
+            let xa = rows_tensor(data.anomalies, d, &a_idx, ad);
             let f = model.forward(Tensor::cat(vec![xu, xa], 0));
             let split1 = |t: Tensor<1>| (t.clone().narrow(0, 0, bu), t.narrow(0, bu, ba));
             let (r_u, r_a) = split1(f.recon);
             let (m_u, m_a) = split1(f.m);
             let (s_u, s_a) = split1(f.score);
             let q_u = f.q.narrow(0, 0, bu);
-            let w = if use_weights { normal_weights(m_u.clone(), cfg.beta) } else { Tensor::ones([bu], &ad) };
+            let w = if !use_weights {
+                Tensor::ones([bu], ad)
+            } else if data.trusted_normal > 0 {
+                let mask: Vec<bool> = idx.iter().map(|&i| i < data.trusted_normal).collect();
+                normal_weights_trusting(m_u.clone(), cfg.beta, Some(Tensor::from_data(TensorData::new(mask, [bu]), ad)))
+            } else {
+                normal_weights(m_u.clone(), cfg.beta)
+            };
             let mut losses: Vec<Tensor<1>> = Vec::with_capacity(3);
             let mut which = Vec::with_capacity(3);
             if use_rec {
@@ -522,7 +568,7 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
             None => total_sum / nb,
         };
         pb.inc(1);
-        pb.set_message(format!("criterion {criterion:.4} (k = {})", km.k));
+        pb.set_message(format!("criterion {criterion:.4} (k = {})", k));
         report.joint_epochs = epoch + 1;
         if best.as_ref().is_none_or(|(b, _, _)| criterion < *b) {
             best = Some((criterion, epoch, model.clone()));
@@ -538,9 +584,9 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
     let (crit, epoch, best_model) = best.expect("max_epochs >= 1 ran at least one epoch");
     report.best_criterion = crit;
     report.best_epoch = epoch;
-    report.fit_seconds = started.elapsed().as_secs_f64();
-    Ok(Trained { model: best_model.valid(), report })
+    best_model.valid()
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -605,7 +651,7 @@ mod tests {
         let mut val = synthetic(&mut rng, 20, false);
         val.extend(synthetic(&mut rng, 4, true));
         let yv: Vec<u8> = (0..24).map(|i| (i >= 20) as u8).collect();
-        train(&TrainData { d: 6, unlabeled: &u, anomalies: &a, val: Some((&val, &yv)) }, cfg, &Device::flex(), false).unwrap()
+        train(&TrainData { d: 6, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: Some((&val, &yv)) }, cfg, &Device::flex(), false).unwrap()
     }
 
     fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
@@ -635,9 +681,28 @@ mod tests {
     }
 
     #[test]
+    fn warm_start_keeps_the_shape_and_moves_the_weights() {
+        let cold = train_synthetic(&tiny_config(4));
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let u = synthetic(&mut rng, 100, false);
+        let a = synthetic(&mut rng, 3, true);
+        let data = TrainData { d: 6, unlabeled: &u, anomalies: &a, trusted_normal: 10, val: None };
+        let warm = train_warm(&data, &tiny_config(4), &cold.model, &Device::flex()).unwrap();
+        assert_eq!(warm.model.config, cold.model.config);
+        assert_eq!(warm.report.pretrain_epochs, Vec::<usize>::new());
+        assert!(warm.report.joint_epochs >= 1);
+        assert_ne!(weights(&warm), weights(&cold), "joint training moved no weight");
+        // Same inputs, same seed: same model.
+        let again = train_warm(&data, &tiny_config(4), &cold.model, &Device::flex()).unwrap();
+        assert_eq!(weights(&warm), weights(&again));
+        let narrow = TrainData { d: 5, unlabeled: &u[..500], anomalies: &a[..15], trusted_normal: 0, val: None };
+        assert!(matches!(train_warm(&narrow, &tiny_config(4), &cold.model, &Device::flex()), Err(TrainError::Config(_))));
+    }
+
+    #[test]
     fn refuses_without_labeled_anomalies() {
         let u = vec![0.5f32; 6 * 50];
-        let e = train(&TrainData { d: 6, unlabeled: &u, anomalies: &[], val: None }, &tiny_config(1), &Device::flex(), false);
+        let e = train(&TrainData { d: 6, unlabeled: &u, anomalies: &[], trusted_normal: 0, val: None }, &tiny_config(1), &Device::flex(), false);
         assert!(matches!(e, Err(TrainError::NoLabeledAnomalies)));
     }
 

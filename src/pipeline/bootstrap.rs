@@ -196,7 +196,7 @@ pub fn train_on_captures(
         ..TrainConfig::default()
     };
     let w = scaler.width();
-    let trained = train(&TrainData { d: w, unlabeled: &unlabeled, anomalies: &anomalies, val: None }, &tc, &Device::flex(), show_progress)?;
+    let trained = train(&TrainData { d: w, unlabeled: &unlabeled, anomalies: &anomalies, trusted_normal: 0, val: None }, &tc, &Device::flex(), show_progress)?;
     let scorer = crate::model::score::CpuScorer::new(&trained.model);
     let mut scores = vec![0.0f32; n];
     scorer.score_into(&scaler.transform(&values, d, &all), &mut scores);
