@@ -1,4 +1,4 @@
-//! Suppression rules: the repository's `rules/` folder, one or more TOML files of
+//! Rules: the repository's `rules/` folder, one or more TOML files of two kinds of rule.
 //!
 //! ```toml
 //! [[suppress]]
@@ -10,11 +10,18 @@
 //! dest_port = 22              # the responder's port
 //! proto = "tcp"               # tcp, udp, icmp, ipv6-icmp, or a protocol number
 //! community_id = "1:..."      # exactly this conversation
+//!
+//! [[indicator]]               # same conditions: a known-bad address, network, port...
+//! reason = "C2 server from the incident of 2026-11-02"
+//! dest_cidr = "203.0.113.7"
 //! ```
 //!
-//! A rule matches when every condition it states holds; an alert matching any rule is not
-//! written, and each rule counts what it suppressed. Unknown keys are errors that name the
-//! file and line, so a typo cannot silently disable a rule.
+//! A rule matches when every condition it states holds. An alert matching a `suppress` rule
+//! is not written; a flow matching an `indicator` is an alert whatever its score, and is
+//! labeled an attack by the rule (a weak label beside the analysts' for the learning loop).
+//! Each rule counts its matches. Unknown keys and bad values are errors that name the file
+//! and line, so a typo cannot silently disable a rule; a sensor that reloads its rules keeps
+//! the ones in force when a new file is refused.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -77,13 +84,15 @@ struct RawRule {
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     #[serde(default)]
-    suppress: Vec<RawRule>,
+    suppress: Vec<toml::Spanned<RawRule>>,
+    #[serde(default)]
+    indicator: Vec<toml::Spanned<RawRule>>,
 }
 
-/// One suppression rule.
+/// One rule (suppression or indicator).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    /// `file:index` for reports.
+    /// `file:line` for reports.
     pub origin: String,
     pub reason: String,
     pub cidr: Option<Cidr>,
@@ -128,8 +137,8 @@ pub enum RuleError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Toml { path: PathBuf, source: toml::de::Error },
-    #[error("{path}: rule {index}: {problem}")]
-    Invalid { path: PathBuf, index: usize, problem: String },
+    #[error("{path}:{line}: {problem}")]
+    Invalid { path: PathBuf, line: usize, problem: String },
 }
 
 fn proto_number(v: &toml::Value) -> Option<u8> {
@@ -150,8 +159,12 @@ fn proto_number(v: &toml::Value) -> Option<u8> {
 /// Every rule of a folder, with a match counter per rule.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
+    /// Suppression rules and their hits.
     pub rules: Vec<Rule>,
     pub hits: Vec<u64>,
+    /// Indicators and their hits.
+    pub indicators: Vec<Rule>,
+    pub indicator_hits: Vec<u64>,
 }
 
 impl RuleSet {
@@ -174,57 +187,89 @@ impl RuleSet {
         Ok(set)
     }
 
-    /// Adds the rules of one file's text.
+    /// Adds the rules of one file's text; on an error nothing of the file is added.
     pub fn add_toml(&mut self, path: &Path, text: &str) -> Result<(), RuleError> {
         let file: RuleFile = toml::from_str(text).map_err(|source| RuleError::Toml { path: path.to_owned(), source })?;
-        for (i, r) in file.suppress.into_iter().enumerate() {
-            let invalid = |problem: String| RuleError::Invalid { path: path.to_owned(), index: i + 1, problem };
-            let cidr = |s: &Option<String>, key: &str| -> Result<Option<Cidr>, RuleError> {
-                match s {
-                    None => Ok(None),
-                    Some(s) => Cidr::parse(s).map(Some).ok_or_else(|| invalid(format!("{key} = {s:?} is not an address or CIDR block"))),
-                }
-            };
-            let proto = match &r.proto {
-                None => None,
-                Some(v) => Some(proto_number(v).ok_or_else(|| invalid(format!("proto = {v} is not a protocol name or number")))?),
-            };
-            let rule = Rule {
-                origin: format!("{}:{}", path.display(), i + 1),
-                cidr: cidr(&r.cidr, "cidr")?,
-                src_cidr: cidr(&r.src_cidr, "src_cidr")?,
-                dest_cidr: cidr(&r.dest_cidr, "dest_cidr")?,
-                port: r.port,
-                src_port: r.src_port,
-                dest_port: r.dest_port,
-                proto,
-                community_id: r.community_id.clone(),
-                reason: r.reason,
-            };
-            if rule.cidr.is_none()
-                && rule.src_cidr.is_none()
-                && rule.dest_cidr.is_none()
-                && rule.port.is_none()
-                && rule.src_port.is_none()
-                && rule.dest_port.is_none()
-                && rule.proto.is_none()
-                && rule.community_id.is_none()
-            {
-                return Err(invalid("no condition: it would suppress every alert".into()));
-            }
-            self.rules.push(rule);
-            self.hits.push(0);
-        }
+        let line_of = |at: usize| text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
+        let parsed = |raw: Vec<toml::Spanned<RawRule>>| -> Result<Vec<Rule>, RuleError> {
+            raw.into_iter().map(|r| Self::rule(path, line_of(r.span().start), r.into_inner())).collect()
+        };
+        let suppress = parsed(file.suppress)?;
+        let indicators = parsed(file.indicator)?;
+        self.hits.extend(suppress.iter().map(|_| 0));
+        self.rules.extend(suppress);
+        self.indicator_hits.extend(indicators.iter().map(|_| 0));
+        self.indicators.extend(indicators);
         Ok(())
     }
 
+    fn rule(path: &Path, line: usize, r: RawRule) -> Result<Rule, RuleError> {
+        let invalid = |problem: String| RuleError::Invalid { path: path.to_owned(), line, problem };
+        let cidr = |s: &Option<String>, key: &str| -> Result<Option<Cidr>, RuleError> {
+            match s {
+                None => Ok(None),
+                Some(s) => Cidr::parse(s).map(Some).ok_or_else(|| invalid(format!("{key} = {s:?} is not an address or CIDR block"))),
+            }
+        };
+        let proto = match &r.proto {
+            None => None,
+            Some(v) => Some(proto_number(v).ok_or_else(|| invalid(format!("proto = {v} is not a protocol name or number")))?),
+        };
+        let rule = Rule {
+            origin: format!("{}:{}", path.display(), line),
+            cidr: cidr(&r.cidr, "cidr")?,
+            src_cidr: cidr(&r.src_cidr, "src_cidr")?,
+            dest_cidr: cidr(&r.dest_cidr, "dest_cidr")?,
+            port: r.port,
+            src_port: r.src_port,
+            dest_port: r.dest_port,
+            proto,
+            community_id: r.community_id.clone(),
+            reason: r.reason,
+        };
+        if rule.cidr.is_none()
+            && rule.src_cidr.is_none()
+            && rule.dest_cidr.is_none()
+            && rule.port.is_none()
+            && rule.src_port.is_none()
+            && rule.dest_port.is_none()
+            && rule.proto.is_none()
+            && rule.community_id.is_none()
+        {
+            return Err(invalid("no condition: the rule would match every flow".into()));
+        }
+        Ok(rule)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.indicators.is_empty()
     }
 
     /// Whether some rule needs the community ID.
     pub fn needs_community_id(&self) -> bool {
-        self.rules.iter().any(|r| r.community_id.is_some())
+        self.rules.iter().chain(&self.indicators).any(|r| r.community_id.is_some())
+    }
+
+    /// The first matching indicator, counted.
+    pub fn indicate(&mut self, f: &FlowIdentity<'_>) -> Option<usize> {
+        let i = self.indicators.iter().position(|r| r.matches(f))?;
+        self.indicator_hits[i] += 1;
+        Some(i)
+    }
+
+    /// Takes the hit counts of `old` for the rules that are still here (same file, line and
+    /// conditions), so a reload does not reset the counts of unchanged rules.
+    pub fn carry_hits_from(&mut self, old: &RuleSet) {
+        for (r, h) in self.rules.iter().zip(self.hits.iter_mut()) {
+            if let Some(i) = old.rules.iter().position(|o| o == r) {
+                *h = old.hits[i];
+            }
+        }
+        for (r, h) in self.indicators.iter().zip(self.indicator_hits.iter_mut()) {
+            if let Some(i) = old.indicators.iter().position(|o| o == r) {
+                *h = old.indicator_hits[i];
+            }
+        }
     }
 
     /// The first matching rule, counted.
@@ -277,8 +322,31 @@ mod tests {
         let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncdir = \"10.0.0.0/8\"\n").unwrap_err().to_string();
         assert!(e.contains("r.toml") && e.contains("cdir"), "{e}");
         let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncidr = \"10.0.0.0/40\"\n").unwrap_err().to_string();
-        assert!(e.contains("rule 1") && e.contains("CIDR"), "{e}");
+        assert!(e.contains("r.toml:1:") && e.contains("CIDR"), "{e}");
         let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("no condition"), "{e}");
+        // The line of the offending rule, also for an indicator further down.
+        let text = "# comment\n[[suppress]]\nreason = \"ok\"\nport = 53\n\n[[indicator]]\nreason = \"bad\"\nsrc_cidr = \"10.0.0.999\"\n";
+        let e = set.add_toml(Path::new("r.toml"), text).unwrap_err().to_string();
+        assert!(e.starts_with("r.toml:6:") && e.contains("10.0.0.999"), "{e}");
+        let e = set.add_toml(Path::new("r.toml"), "[[indicator]]\nreason = \"x\"\nport = \"http\"\n").unwrap_err().to_string();
+        assert!(e.contains("r.toml") && e.contains("line 3"), "{e}");
+        assert!(set.is_empty(), "a refused file adds nothing");
+    }
+
+    #[test]
+    fn indicators_match_and_reloads_keep_counts() {
+        let text = "[[suppress]]\nreason = \"dns\"\nport = 53\n\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"203.0.113.0/24\"\n";
+        let mut set = RuleSet::default();
+        set.add_toml(Path::new("r.toml"), text).unwrap();
+        assert_eq!(set.indicators[0].origin, "r.toml:5");
+        assert_eq!(set.indicate(&id("10.0.0.1", 4000, "203.0.113.9", 443, 6)), Some(0));
+        assert_eq!(set.indicate(&id("10.0.0.1", 4000, "198.51.100.9", 443, 6)), None);
+        assert_eq!(set.suppress(&id("10.0.0.1", 4000, "10.0.0.2", 53, 17)), Some(0));
+        let mut again = RuleSet::default();
+        again.add_toml(Path::new("r.toml"), text).unwrap();
+        again.add_toml(Path::new("s.toml"), "[[indicator]]\nreason = \"new\"\nport = 4444\n").unwrap();
+        again.carry_hits_from(&set);
+        assert_eq!((again.hits.clone(), again.indicator_hits.clone()), (vec![1], vec![1, 0]));
     }
 }

@@ -98,7 +98,8 @@ impl LabelStore {
         self.labels.recovered_bytes
     }
 
-    /// Labels the flow with this uid or community ID (the most recent such flow).
+    /// Labels the flow with this uid or community ID (the most recent such flow in the data
+    /// directory's record).
     pub fn label(&mut self, id: &str, verdict: Verdict, by: &str, note: &str, now_secs: f64) -> Result<Label, LabelError> {
         let store = self.dir.join("flows.log");
         let (_, flows) = RecordLog::<ScoredFlow>::open(&store)?;
@@ -107,6 +108,11 @@ impl LabelStore {
             .filter(|f| f.uid == id || f.community_id == id)
             .max_by(|a, b| a.ts.total_cmp(&b.ts))
             .ok_or_else(|| LabelError::UnknownFlow { id: id.to_owned(), store: store.clone() })?;
+        Ok(self.label_flow(flow, verdict, by, note, now_secs)?)
+    }
+
+    /// Labels a flow the caller holds (the sensor's recent alerts); acknowledged once durable.
+    pub fn label_flow(&mut self, flow: &ScoredFlow, verdict: Verdict, by: &str, note: &str, now_secs: f64) -> Result<Label, LogError> {
         let label = Label {
             uid: flow.uid.clone(),
             community_id: flow.community_id.clone(),
@@ -117,14 +123,20 @@ impl LabelStore {
             schema: flow.schema.clone(),
             features: flow.features.clone(),
         };
-        self.add(label.clone())?;
+        self.labels.append(&label)?;
+        self.all.push(label.clone());
         Ok(label)
     }
 
     /// Appends a complete label (import); acknowledged once durable.
     pub fn add(&mut self, label: Label) -> Result<(), LabelError> {
-        self.labels.append(&label)?;
-        self.all.push(label);
+        self.add_all(vec![label])
+    }
+
+    /// Appends several labels with one sync (indicator rules label in batches).
+    pub fn add_all(&mut self, labels: Vec<Label>) -> Result<(), LabelError> {
+        self.labels.append_all(&labels)?;
+        self.all.extend(labels);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod log;
 pub mod registry;
 pub mod reservoir;
 pub mod retrain;
+pub mod web;
 
 pub use labels::{Label, LabelStore, ScoredFlow, Verdict};
 pub use registry::{ModelEntry, Registry};
