@@ -24,6 +24,10 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     /// `[live]`: how `live` opens the interface.
     pub live: LiveConfig,
+    /// `[learn]`: the learning loop (retraining and model promotion while running).
+    pub learn: crate::feedback::LearnConfig,
+    /// `[feedback]`: the analysts' page and the record of alerted flows.
+    pub feedback: crate::feedback::FeedbackConfig,
 }
 
 /// Why a configuration file was refused.

@@ -5,6 +5,7 @@ mod argus;
 mod cli;
 mod conn_state;
 mod feedback;
+mod learning;
 mod model;
 mod replay;
 mod robustness;

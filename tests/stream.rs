@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use mnpflow::alert::eve::ModelInfo;
 use mnpflow::alert::{RuleSet, Threshold, ThresholdCalibrator};
 use mnpflow::capture::CaptureFile;
 use mnpflow::capture::source::FileSource;
@@ -17,10 +16,10 @@ use mnpflow::capture::writer::PcapWriter;
 use mnpflow::features::{self, SchemaKind};
 use mnpflow::flow::{FlowConfig, FlowRecord};
 use mnpflow::model::eval;
-use mnpflow::model::score::CpuScorer;
+use mnpflow::model::slot::ModelSlot;
 use mnpflow::pipeline::bootstrap::{self, BootstrapConfig, Truth};
 use mnpflow::pipeline::metrics::Metrics;
-use mnpflow::pipeline::stream::{self, Backpressure, Outputs, Scoring, Setup, Speed, StreamConfig, StreamReport};
+use mnpflow::pipeline::stream::{self, Backpressure, LoopLinks, Outputs, Scoring, Setup, Speed, StreamConfig, StreamReport};
 
 use crate::util::{flows_of, shared_captures};
 
@@ -29,8 +28,8 @@ pub fn repo(rel: &str) -> PathBuf {
 }
 
 /// A model trained once on the bundled capture and its truth file, saved for the CLI tests.
-pub fn model() -> &'static (PathBuf, Scoring) {
-    static M: OnceLock<(PathBuf, Scoring)> = OnceLock::new();
+pub fn model() -> &'static (PathBuf, ModelSlot<Scoring>) {
+    static M: OnceLock<(PathBuf, ModelSlot<Scoring>)> = OnceLock::new();
     M.get_or_init(|| {
         let truth = Truth::read(&repo("captures/demo.truth.csv")).unwrap();
         let b = bootstrap::train_on_captures(&[repo("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth), &BootstrapConfig::default(), false)
@@ -40,12 +39,8 @@ pub fn model() -> &'static (PathBuf, Scoring) {
         let path = dir.join("demo.mnp");
         b.artifact.save(&path).unwrap();
         let m = b.artifact.to_model(&path, &burn::tensor::Device::flex()).unwrap();
-        let scoring = Scoring {
-            scorer: CpuScorer::new(&m),
-            scaler: b.artifact.scaler.clone(),
-            model: ModelInfo { version: "test".into(), schema: "unsw-nb15".into() },
-        };
-        (path, scoring)
+        let scoring = Scoring::new(&b.artifact, &m, &std::fs::read(&path).unwrap(), None, None);
+        (path, ModelSlot::new(scoring))
     })
 }
 
@@ -71,6 +66,9 @@ fn replay(paths: &[PathBuf], cfg: &StreamConfig, rules: RuleSet, threshold: Thre
         threshold: ThresholdCalibrator::new(threshold, 10_000),
         keep_scores: true,
         flow_log: None,
+        flow_log_max_bytes: u64::MAX,
+        weak_labels: None,
+        threshold_explicit: true,
     };
     let metrics = Metrics::new();
     let flow = FlowConfig::default();
@@ -83,7 +81,7 @@ fn replay(paths: &[PathBuf], cfg: &StreamConfig, rules: RuleSet, threshold: Thre
         metrics_listener: None,
     };
     let stop = AtomicBool::new(false);
-    let report = stream::run(&mut source, setup, extractor, scoring, outputs, &stop, &metrics);
+    let report = stream::run(&mut source, setup, extractor, scoring, outputs, LoopLinks::default(), &stop, &metrics);
     let bytes = alerts.lock().unwrap().clone();
     (report, metrics, bytes)
 }

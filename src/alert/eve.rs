@@ -23,6 +23,8 @@ pub struct ModelInfo {
     pub version: String,
     /// The feature schema the model reads (`unsw-nb15`).
     pub schema: String,
+    /// Its version in the data directory's model registry, when it came from there.
+    pub registry_version: Option<u64>,
 }
 
 /// EVE's timestamp: `2026-01-01T00:00:00.163962+0000` (UTC, microseconds).
@@ -63,6 +65,7 @@ pub fn write_alert(
     cut: f32,
     why: &Explanation,
     model: &ModelInfo,
+    indicator: Option<&crate::alert::Rule>,
 ) {
     let mut v = json!({
         "timestamp": eve_timestamp(rec.last_ts),
@@ -96,6 +99,12 @@ pub fn write_alert(
             },
         },
     });
+    if let Some(rv) = model.registry_version {
+        v["anomaly"]["model"]["registry_version"] = json!(rv);
+    }
+    if let Some(r) = indicator {
+        v["anomaly"]["indicator"] = json!({ "rule": r.origin, "reason": r.reason });
+    }
     if rec.vlan != 0 {
         v["vlan"] = json!([rec.vlan >> 12, rec.vlan & 0xfff]);
     }

@@ -106,6 +106,11 @@ impl ThresholdCalibrator {
     pub fn threshold(&self) -> Threshold {
         self.threshold
     }
+
+    /// Recent scores a rate is calibrated on.
+    pub fn window(&self) -> usize {
+        self.window
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 
-use super::replay::{DetectArgs, load_model};
+use super::replay::{DetectArgs, load_model, registry_model};
 use crate::capture::live::LiveSource;
 use crate::config::Config;
 use crate::pipeline::stream::{Backpressure, Speed};
@@ -33,9 +33,6 @@ pub struct LiveArgs {
 }
 
 pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let Some(model) = &args.detect.model else {
-        bail!("live needs a model: --model FILE (train one with `mnpflow train`, or let `mnpflow replay --truth` train one on a capture)");
-    };
     let mut cfg = config.live.clone();
     if let Some(s) = args.snaplen {
         cfg.snaplen = s;
@@ -51,12 +48,23 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
-    let loaded = match load_model(model) {
-        Ok(m) => m,
-        Err(e) => bail!("loading model {}: {e}", model.display()),
+    let loaded = match &args.detect.model {
+        Some(model) => match load_model(model) {
+            Ok(m) => m,
+            Err(e) => bail!("loading model {}: {e:#}", model.display()),
+        },
+        None => {
+            let dir = super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
+            match registry_model(&dir)? {
+                Some(m) => m,
+                None => bail!(
+                    "live needs a model: --model FILE, or a current model in the registry of {} (train one with `mnpflow train`, or let `mnpflow replay --truth` train one on a capture)",
+                    dir.display()
+                ),
+            }
+        }
     };
     eprintln!("capturing on {} (Ctrl-C to stop; open flows are flushed and scored)", args.interface);
-    let _: &PathBuf = model;
-    super::replay::detect(&mut source, &args.detect, config, &loaded, Speed::Max, Backpressure::Drop, false)?;
+    super::replay::detect(&mut source, &args.detect, config, loaded, Speed::Max, Backpressure::Drop, false, false)?;
     Ok(ExitCode::SUCCESS)
 }

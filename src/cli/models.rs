@@ -30,6 +30,9 @@ pub enum ModelsAction {
         /// What it was trained on, in words.
         #[arg(long, default_value = "")]
         data: String,
+        /// The score cut that goes with it (a sensor without --threshold alerts at score >= CUT).
+        #[arg(long)]
+        cut: Option<f32>,
     },
 }
 
@@ -54,9 +57,9 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             reg.rollback(version, crate::capture::Timestamp::wall_now().as_secs_f64())?;
             println!("current model: v{version}");
         }
-        ModelsAction::Promote { file, data } => {
+        ModelsAction::Promote { file, data, cut } => {
             crate::model::artifact::Artifact::load(&file)?;
-            let e = reg.promote(&file, data, Vec::new(), crate::capture::Timestamp::wall_now().as_secs_f64())?;
+            let e = reg.promote(&file, data, Vec::new(), cut, crate::capture::Timestamp::wall_now().as_secs_f64())?;
             println!("registered {} as v{} (current)", file.display(), e.version);
         }
     }

@@ -8,20 +8,25 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use sha1::{Digest, Sha1};
 
-use crate::alert::eve::ModelInfo;
 use crate::alert::{RuleSet, Threshold, ThresholdCalibrator};
 use crate::capture::source::{FileSource, PacketSource};
 use crate::config::Config;
 use crate::features::{self, SchemaKind};
 use crate::model::artifact::Artifact;
 use crate::model::eval;
-use crate::model::score::CpuScorer;
+use crate::capture::Timestamp;
+use crate::feedback::log::RecordLog;
+use crate::feedback::{LabelStore, Registry};
+use crate::model::mnpwad::Mnpwad;
+use crate::model::slot::ModelSlot;
 use crate::output::{Format, RecordWriter};
 use crate::pipeline::bootstrap::{self, Truth};
 use crate::pipeline::metrics::{self, Metrics};
+use crate::pipeline::learn::LearnSetup;
+use crate::pipeline::sensor::{self, WebSetup};
 use crate::pipeline::stream::{self, Backpressure, Outputs, Scoring, Setup, Speed, StreamReport};
+use crate::pipeline::web_server;
 
 /// Options shared by `replay` and `live`.
 #[derive(Debug, Args, Clone)]
@@ -56,6 +61,18 @@ pub struct DetectArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Run the learning loop: retrain on recent traffic and labels, promote a better model
+    /// and move to it while running (also `[learn] enabled = true`).
+    #[arg(long)]
+    pub learn: bool,
+    /// Serve the analysts' page and JSON API on this address (e.g. 127.0.0.1:8080). Any
+    /// address but loopback needs --feedback-token. After a replay the page stays up until
+    /// Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub feedback: Option<std::net::SocketAddr>,
+    /// Token the page and API require (default: [feedback] token, else $MNPFLOW_FEEDBACK_TOKEN).
+    #[arg(long, value_name = "TOKEN")]
+    pub feedback_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +116,9 @@ impl ReplayArgs {
                 backpressure: None,
                 stats_interval: None,
                 metrics: None,
+                learn: false,
+                feedback: None,
+                feedback_token: None,
             },
         })
     }
@@ -112,19 +132,29 @@ fn schema_of_layout(name: &str) -> Option<SchemaKind> {
     [SchemaKind::Unsw, SchemaKind::Zeek].into_iter().find(|k| k.schema().name == name)
 }
 
-/// The model's identity in alerts: a digest of its file.
-fn model_version(bytes: &[u8]) -> String {
-    let h = Sha1::digest(bytes);
-    format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
-}
-
 /// A model loaded and ready, with the schema it reads.
 pub struct LoadedModel {
-    pub scoring: Scoring,
-    /// The threshold that comes with the model (best-F1 cut of a model trained just now).
+    pub artifact: Artifact,
+    pub model: Mnpwad,
+    /// The model file's bytes (they name its version).
+    pub bytes: Vec<u8>,
+    /// The threshold that comes with the model (best-F1 cut of a model trained just now, or
+    /// the registry's cut).
     pub suggested: Option<Threshold>,
     pub schema: SchemaKind,
     pub path: PathBuf,
+    /// Its version in the data directory's registry, when it is registered.
+    pub registry_version: Option<u64>,
+}
+
+impl LoadedModel {
+    pub fn scoring(&self) -> Scoring {
+        let cut = match self.suggested {
+            Some(Threshold::Score(c)) => Some(c),
+            _ => None,
+        };
+        Scoring::new(&self.artifact, &self.model, &self.bytes, self.registry_version, cut)
+    }
 }
 
 pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
@@ -136,16 +166,42 @@ pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
     art.check_layout(path, &schema.name, &schema.fingerprint())?;
     let model = art.to_model(path, &burn::tensor::Device::flex())?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(LoadedModel {
-        scoring: Scoring {
-            scorer: CpuScorer::new(&model),
-            scaler: art.scaler.clone(),
-            model: ModelInfo { version: model_version(&bytes), schema: art.layout.name.clone() },
-        },
-        schema: kind,
-        suggested: None,
-        path: path.to_owned(),
-    })
+    Ok(LoadedModel { artifact: art, model, bytes, schema: kind, suggested: None, path: path.to_owned(), registry_version: None })
+}
+
+/// The registry's current model of a data directory, if there is one.
+pub fn registry_model(data_dir: &Path) -> anyhow::Result<Option<LoadedModel>> {
+    let reg = Registry::open(data_dir)?;
+    let Some(e) = reg.current() else { return Ok(None) };
+    let path = reg.model_path(e.version);
+    let mut m = load_model(&path).with_context(|| format!("loading the registry's current model v{}", e.version))?;
+    m.registry_version = Some(e.version);
+    m.suggested = e.cut.map(Threshold::Score);
+    Ok(Some(m))
+}
+
+/// Makes sure the model in service is in the registry (the learning loop needs a parent to
+/// promote from and a version to roll back to): the current entry when its file is the same,
+/// else a new version.
+fn register(loaded: &mut LoadedModel, data_dir: &Path) -> anyhow::Result<()> {
+    if loaded.registry_version.is_some() {
+        return Ok(());
+    }
+    let mut reg = Registry::open(data_dir)?;
+    if let Some(e) = reg.current()
+        && std::fs::read(reg.model_path(e.version)).is_ok_and(|b| b == loaded.bytes)
+    {
+        loaded.registry_version = Some(e.version);
+        return Ok(());
+    }
+    let cut = match loaded.suggested {
+        Some(Threshold::Score(c)) => Some(c),
+        _ => None,
+    };
+    let e = reg.promote(&loaded.path, format!("model in service at start: {}", loaded.path.display()), Vec::new(), cut, Timestamp::wall_now().as_secs_f64())?;
+    eprintln!("learn     registered {} as model v{} (the learning loop's starting point)", loaded.path.display(), e.version);
+    loaded.registry_version = Some(e.version);
+    Ok(())
 }
 
 /// Opens the outputs in `dir`.
@@ -180,21 +236,30 @@ pub fn open_outputs(
             Some(RecordWriter::new(create(name)?, f, &stream::scored_columns(extractor), "mnpflow_flows").context("writing flows header")?)
         }
     };
-    let rules_dir = d.rules.clone().unwrap_or_else(|| config.alert.rules.clone());
-    let rules = RuleSet::load_dir(&rules_dir)?;
+    let rules = RuleSet::load_dir(&rules_dir(d, config))?;
+    let dir = data_dir(&d.data_dir);
+    let log = RecordLog::open_for_append(&dir.join("flows.log")).with_context(|| format!("opening the flow record in {}", dir.display()))?;
+    // Indicator rules label flows: the label store is opened only when there are some.
+    let weak_labels = if rules.indicators.is_empty() {
+        None
+    } else {
+        Some(LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?)
+    };
     Ok(Outputs {
         alerts: create("alerts.jsonl")?,
         flows,
         rules,
         threshold: ThresholdCalibrator::new(threshold, config.alert.calibration_window),
         keep_scores,
-        flow_log: {
-            let dir = data_dir(&d.data_dir);
-            let (log, _) = crate::feedback::log::RecordLog::open(&dir.join("flows.log"))
-                .with_context(|| format!("opening the flow record in {}", dir.display()))?;
-            Some((log, extractor.schema().fingerprint()))
-        },
+        flow_log: Some((log, extractor.schema().fingerprint())),
+        flow_log_max_bytes: config.feedback.flow_record_bytes,
+        weak_labels,
+        threshold_explicit: d.threshold.is_some() || config.alert.threshold.is_some(),
     })
+}
+
+fn rules_dir(d: &DetectArgs, config: &Config) -> PathBuf {
+    d.rules.clone().unwrap_or_else(|| config.alert.rules.clone())
 }
 
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
@@ -203,13 +268,31 @@ pub fn detect(
     source: &mut dyn PacketSource,
     d: &DetectArgs,
     config: &Config,
-    loaded: &LoadedModel,
+    mut loaded: LoadedModel,
     speed: Speed,
     default_backpressure: Backpressure,
     keep_scores: bool,
+    stay_after_end: bool,
 ) -> anyhow::Result<StreamReport> {
     let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
-    let threshold = threshold_of(d, config, loaded)?;
+    let threshold = threshold_of(d, config, &loaded)?;
+    let dir = data_dir(&d.data_dir);
+    let mut learn_cfg = config.learn.clone();
+    learn_cfg.enabled |= d.learn;
+    if learn_cfg.enabled {
+        register(&mut loaded, &dir)?;
+    }
+    // Bind the page before anything starts, so a bad address or a missing token is the
+    // first thing the user hears.
+    let web = match d.feedback {
+        Some(addr) => {
+            let token = d.feedback_token.clone().or_else(|| config.feedback.token.clone()).or_else(|| std::env::var("MNPFLOW_FEEDBACK_TOKEN").ok()).filter(|t| !t.is_empty());
+            let server = web_server::bind(addr, token.as_deref())?;
+            eprintln!("feedback  http://{addr}/{}", if token.is_some() { "?token=..." } else { "" });
+            Some(WebSetup { server, token, data_dir: dir.clone(), stay: stay_after_end })
+        }
+        None => None,
+    };
     let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
     let mut stream_cfg = config.stream.clone();
     if let Some(w) = d.workers {
@@ -233,7 +316,17 @@ pub fn detect(
     crate::pipeline::catch_interrupt();
     let m = Metrics::new();
     let setup = Setup { stream: &stream_cfg, flow: &config.flow, speed, default_backpressure, stats_interval, metrics_listener };
-    let report = stream::run(source, setup, extractor, &loaded.scoring, outputs, &crate::pipeline::INTERRUPTED, &m);
+    let slot = ModelSlot::new(loaded.scoring());
+    let first_version = slot.load().model.version.clone();
+    // The loop's thread also follows the registry (rollback) and the rules folder.
+    let learn = LearnSetup {
+        cfg: learn_cfg,
+        data_dir: dir.clone(),
+        rules_dir: Some(rules_dir(d, config)),
+        artifact: loaded.artifact.clone(),
+        registry_version: loaded.registry_version,
+    };
+    let report = sensor::run(source, setup, extractor, &slot, outputs, Some(learn), web, &crate::pipeline::INTERRUPTED, &m)?;
     eprint!("{}", m.summary());
     let f = &report.flow;
     eprintln!(
@@ -247,10 +340,15 @@ pub fn detect(
     for (r, hits) in report.rules.rules.iter().zip(&report.rules.hits) {
         eprintln!("rule      {} ({}): {} suppressed", r.origin, r.reason, hits);
     }
+    for (r, hits) in report.rules.indicators.iter().zip(&report.rules.indicator_hits) {
+        eprintln!("indicator {} ({}): {} flows alerted and labeled", r.origin, r.reason, hits);
+    }
+    let last_version = slot.load().model.version.clone();
     eprintln!(
-        "output    {} (model {}, threshold {}, last cut {:.4})",
+        "output    {} (model {}{}, threshold {}, last cut {:.4})",
         d.output_dir.join("alerts.jsonl").display(),
-        loaded.scoring.model.version,
+        first_version,
+        if last_version != first_version { format!(", then {last_version}") } else { String::new() },
         threshold,
         report.last_cut
     );
@@ -284,9 +382,17 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     // Open the captures first: a missing file is reported before any training.
     let mut source = FileSource::open(&captures)?;
-    let loaded = match &args.detect.model {
-        Some(p) => load_model(p).with_context(|| format!("loading model {}", p.display()))?,
-        None => {
+    let registered = match &args.detect.model {
+        Some(_) => None,
+        None => registry_model(&data_dir(&args.detect.data_dir))?,
+    };
+    let loaded = match (&args.detect.model, registered) {
+        (Some(p), _) => load_model(p).with_context(|| format!("loading model {}", p.display()))?,
+        (None, Some(m)) => {
+            eprintln!("no --model: using the registry's current model v{} ({})", m.registry_version.unwrap_or(0), m.path.display());
+            m
+        }
+        (None, None) => {
             eprintln!("no --model: training one on the capture's own flows{}", if truth.is_some() { " and its truth file" } else { "" });
             let b = bootstrap::train_on_captures(&captures, &config.flow, args.schema, truth.as_ref(), &config.bootstrap, false)?;
             let dir = data_dir(&args.detect.data_dir).join("models");
@@ -308,7 +414,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             m
         }
     };
-    let report = detect(&mut source, &args.detect, config, &loaded, speed, Backpressure::Block, truth.is_some())?;
+    let report = detect(&mut source, &args.detect, config, loaded, speed, Backpressure::Block, truth.is_some(), true)?;
     if let Some(t) = &truth {
         let labels: Vec<u8> = report.scored.iter().map(|s| t.is_attack(&s.rec) as u8).collect();
         let scores: Vec<f32> = report.scored.iter().map(|s| s.score).collect();

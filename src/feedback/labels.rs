@@ -89,6 +89,12 @@ impl LabelStore {
         Ok(LabelStore { labels, all, dir: data_dir.to_owned() })
     }
 
+    /// Every label of a data directory, read-only (beside writers in other threads or
+    /// processes).
+    pub fn read(data_dir: &Path) -> Result<Vec<Label>, LogError> {
+        RecordLog::read(&data_dir.join("labels.log"))
+    }
+
     pub fn labels(&self) -> &[Label] {
         &self.all
     }
@@ -102,7 +108,11 @@ impl LabelStore {
     /// directory's record).
     pub fn label(&mut self, id: &str, verdict: Verdict, by: &str, note: &str, now_secs: f64) -> Result<Label, LabelError> {
         let store = self.dir.join("flows.log");
-        let (_, flows) = RecordLog::<ScoredFlow>::open(&store)?;
+        // The record rotates: the previous log holds older flows.
+        let older = super::log::rotated(&store);
+        // Read-only: a running sensor may be appending.
+        let mut flows = RecordLog::<ScoredFlow>::read(&older)?;
+        flows.extend(RecordLog::<ScoredFlow>::read(&store)?);
         let flow = flows
             .iter()
             .filter(|f| f.uid == id || f.community_id == id)

@@ -56,35 +56,7 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
-        let mut records = Vec::new();
-        let mut good_end = 0u64;
-        let mut torn: Option<(usize, String)> = None;
-        {
-            let mut reader = BufReader::new(&mut file);
-            let mut line = String::new();
-            let mut n = 0;
-            loop {
-                line.clear();
-                let read = reader.read_line(&mut line).map_err(io_err)?;
-                if read == 0 {
-                    break;
-                }
-                n += 1;
-                if let Some((at, problem)) = torn.take() {
-                    // A bad line followed by more lines is not a torn tail.
-                    return Err(LogError::Corrupt { path: path.to_owned(), line: at, problem });
-                }
-                let complete = line.ends_with('\n');
-                match decode_line::<T>(line.trim_end_matches('\n')) {
-                    Ok(r) if complete => {
-                        records.push(r);
-                        good_end += read as u64;
-                    }
-                    Ok(_) => torn = Some((n, "last line has no newline".into())),
-                    Err(problem) => torn = Some((n, problem)),
-                }
-            }
-        }
+        let (records, good_end) = scan(path, &mut file)?;
         let len = file.metadata().map_err(io_err)?.len();
         let recovered_bytes = len - good_end;
         if recovered_bytes > 0 {
@@ -96,8 +68,67 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
         Ok((RecordLog { path: path.to_owned(), file, recovered_bytes, _t: PhantomData }, records))
     }
 
+    /// Opens the log to append without reading it: for a writer that never reads back (the
+    /// sensor's record of scored flows), so start-up does not grow with the file. Only a torn
+    /// last line is looked for (bytes after the last newline: a crash mid-write) and cut off.
+    pub fn open_for_append(path: &Path) -> Result<RecordLog<T>, LogError> {
+        let io_err = |source| LogError::Io { path: path.to_owned(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let mut good_end = len;
+        let mut pos = len;
+        let mut buf = vec![0u8; 64 * 1024];
+        // Walk back to the last newline (a record line is far shorter than this walk's limit).
+        while pos > 0 {
+            let n = buf.len().min(pos as usize);
+            pos -= n as u64;
+            file.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+            io::Read::read_exact(&mut file, &mut buf[..n]).map_err(io_err)?;
+            if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+                good_end = pos + i as u64 + 1;
+                break;
+            }
+            good_end = pos;
+        }
+        let recovered_bytes = len - good_end;
+        if recovered_bytes > 0 {
+            file.set_len(good_end).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        Ok(RecordLog { path: path.to_owned(), file, recovered_bytes, _t: PhantomData })
+    }
+
+    /// Reads every record without opening for writing and without repairing anything: for a
+    /// reader beside a running writer (whose last line may be in flight, and is skipped).
+    pub fn read(path: &Path) -> Result<Vec<T>, LogError> {
+        match File::open(path) {
+            Ok(mut f) => Ok(scan(path, &mut f)?.0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(LogError::Io { path: path.to_owned(), source }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes in the log now.
+    pub fn len_bytes(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Starts a fresh log: the current file becomes `<name>.1` (replacing an older one), so
+    /// the record keeps between one and two logs' worth of the newest records.
+    pub fn rotate(&mut self) -> Result<(), LogError> {
+        let io_err = |source| LogError::Io { path: self.path.clone(), source };
+        self.file.sync_all().map_err(io_err)?;
+        std::fs::rename(&self.path, rotated(&self.path)).map_err(io_err)?;
+        self.file = OpenOptions::new().read(true).append(true).create(true).open(&self.path).map_err(io_err)?;
+        Ok(())
     }
 
     /// Appends a record; returns once it is on stable storage.
@@ -116,6 +147,48 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
         self.file.write_all(buf.as_bytes()).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)
     }
+}
+
+/// Reads the records of `file`; returns them and the byte offset where the good lines end
+/// (a bad or unterminated last line is a torn tail, left out; a bad line before others is
+/// corruption).
+fn scan<T: DeserializeOwned>(path: &Path, file: &mut File) -> Result<(Vec<T>, u64), LogError> {
+    let io_err = |source| LogError::Io { path: path.to_owned(), source };
+    let mut records = Vec::new();
+    let mut good_end = 0u64;
+    let mut torn: Option<(usize, String)> = None;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(io_err)?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if let Some((at, problem)) = torn.take() {
+            // A bad line followed by more lines is not a torn tail.
+            return Err(LogError::Corrupt { path: path.to_owned(), line: at, problem });
+        }
+        let complete = line.ends_with('\n');
+        match decode_line::<T>(line.trim_end_matches('\n')) {
+            Ok(r) if complete => {
+                records.push(r);
+                good_end += read as u64;
+            }
+            Ok(_) => torn = Some((n, "last line has no newline".into())),
+            Err(problem) => torn = Some((n, problem)),
+        }
+    }
+    Ok((records, good_end))
+}
+
+/// Where [`RecordLog::rotate`] moves the previous log.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".1");
+    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -141,6 +214,30 @@ mod tests {
         log.append(&vec![6]).unwrap();
         let (_, recs) = RecordLog::<Vec<u32>>::open(&p).unwrap();
         assert_eq!(recs.last().unwrap(), &vec![6]);
+    }
+
+    #[test]
+    fn append_only_open_cuts_a_torn_tail_and_rotation_keeps_the_previous_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("flows.log");
+        let mut log = RecordLog::<u32>::open_for_append(&p).unwrap();
+        log.append_all(&[1, 2]).unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"0000abcd 3").unwrap();
+        drop(f);
+        let mut log = RecordLog::<u32>::open_for_append(&p).unwrap();
+        assert_eq!(log.recovered_bytes, 10);
+        log.append(&3).unwrap();
+        assert_eq!(RecordLog::<u32>::open(&p).unwrap().1, vec![1, 2, 3]);
+        log.rotate().unwrap();
+        log.append(&4).unwrap();
+        assert_eq!(RecordLog::<u32>::open(&rotated(&p)).unwrap().1, vec![1, 2, 3]);
+        assert_eq!(RecordLog::<u32>::open(&p).unwrap().1, vec![4]);
+        // A file with no newline at all is one torn line.
+        std::fs::write(&p, b"0000abcd 9").unwrap();
+        assert_eq!(RecordLog::<u32>::open_for_append(&p).unwrap().recovered_bytes, 10);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
     }
 
     #[test]

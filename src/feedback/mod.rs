@@ -15,3 +15,21 @@ pub use labels::{Label, LabelStore, ScoredFlow, Verdict};
 pub use registry::{ModelEntry, Registry};
 pub use reservoir::Reservoir;
 pub use retrain::LearnConfig;
+
+/// `[feedback]`: the analysts' page and the record of alerted flows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Token the page and API require (unset; needed to serve on any address but loopback).
+    pub token: Option<String>,
+    /// `flows.log` (alerted flows with their feature vectors, for later labels) starts afresh
+    /// past this size (64 MiB), keeping the previous file: labels find flows of the newest one
+    /// to two files' worth.
+    pub flow_record_bytes: u64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig { token: None, flow_record_bytes: 64 << 20 }
+    }
+}

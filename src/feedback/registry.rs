@@ -23,6 +23,9 @@ pub struct ModelEntry {
     pub data: String,
     /// Validation figures that justified it (name, value), e.g. ("auc_pr", 0.71).
     pub validation: Vec<(String, f64)>,
+    /// The score cut that goes with it (alerts at `score >= cut`) when the user sets none.
+    #[serde(default)]
+    pub cut: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +90,7 @@ impl Registry {
     }
 
     /// Registers a model file as the next version (copied in) and makes it current.
-    pub fn promote(&mut self, model_file: &Path, data: String, validation: Vec<(String, f64)>, now: f64) -> Result<ModelEntry, RegistryError> {
+    pub fn promote(&mut self, model_file: &Path, data: String, validation: Vec<(String, f64)>, cut: Option<f32>, now: f64) -> Result<ModelEntry, RegistryError> {
         let version = self.entries.iter().map(|e| e.version).max().unwrap_or(0) + 1;
         let dest = self.model_path(version);
         let tmp = dest.with_extension("mnp.tmp");
@@ -95,7 +98,7 @@ impl Registry {
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|_| std::fs::rename(&tmp, &dest))
             .map_err(|source| RegistryError::Copy { path: model_file.to_owned(), source })?;
-        let entry = ModelEntry { version, parent: self.current, created: now, data, validation };
+        let entry = ModelEntry { version, parent: self.current, created: now, data, validation, cut };
         self.log.append_all(&[Event::Register(entry.clone()), Event::Promote { version, at: now }])?;
         self.entries.push(entry.clone());
         self.current = Some(version);
@@ -128,9 +131,9 @@ mod tests {
         std::fs::write(&model, b"model one").unwrap();
         let mut r = Registry::open(dir.path()).unwrap();
         assert!(r.current().is_none());
-        let v1 = r.promote(&model, "1000 rows".into(), vec![("auc_pr".into(), 0.5)], 1.0).unwrap();
+        let v1 = r.promote(&model, "1000 rows".into(), vec![("auc_pr".into(), 0.5)], Some(0.7), 1.0).unwrap();
         std::fs::write(&model, b"model two").unwrap();
-        let v2 = r.promote(&model, "2000 rows".into(), vec![], 2.0).unwrap();
+        let v2 = r.promote(&model, "2000 rows".into(), vec![], None, 2.0).unwrap();
         assert_eq!((v1.version, v2.version, v2.parent), (1, 2, Some(1)));
         assert_eq!(std::fs::read(r.model_path(1)).unwrap(), b"model one");
         r.rollback(1, 3.0).unwrap();
@@ -139,6 +142,7 @@ mod tests {
         drop(r);
         let r = Registry::open(dir.path()).unwrap();
         assert_eq!(r.current().unwrap().version, 1);
+        assert_eq!(r.current().unwrap().cut, Some(0.7));
         assert_eq!(r.entries().len(), 2);
     }
 }

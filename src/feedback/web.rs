@@ -213,8 +213,8 @@ pub fn handle(state: &WebState<'_>, method: &str, url: &str, authorization: Opti
             Reply::json(200, json!({ "alerts": alerts }))
         }
         ("POST", "/api/labels") => post_label(state, body, now_secs),
-        ("GET", "/api/labels") => match LabelStore::open(&state.data_dir) {
-            Ok(s) => Reply::json(200, json!({ "labels": s.labels().iter().map(label_json).collect::<Vec<_>>() })),
+        ("GET", "/api/labels") => match LabelStore::read(&state.data_dir) {
+            Ok(all) => Reply::json(200, json!({ "labels": all.iter().map(label_json).collect::<Vec<_>>() })),
             Err(e) => Reply::error(500, e.to_string()),
         },
         ("GET", "/api/models") => match Registry::open(&state.data_dir) {

@@ -86,6 +86,17 @@ pub struct Metrics {
     /// Capture below us (libpcap): kernel buffer and interface drops.
     pub kernel_drops: AtomicU64,
     pub interface_drops: AtomicU64,
+    /// Alerts raised by indicator rules (whatever the score).
+    pub indicator_alerts: AtomicU64,
+    /// Times the scorer moved to another model (learning loop, rollback).
+    pub model_swaps: AtomicU64,
+    /// Learning loop: retraining turns, promotions, and rows not offered to the reservoir
+    /// because it was busy training (a sample: nothing downstream misses them).
+    pub retrains: AtomicU64,
+    pub promotions: AtomicU64,
+    pub learn_rows_skipped: AtomicU64,
+    /// The scorer's current cut (f32 bits), for the learning loop's rate matching.
+    pub cut_bits: AtomicU64,
     high_water: [AtomicU64; 4],
     busy_ns: [AtomicU64; 5],
     /// Flow end -> written, microseconds.
@@ -117,6 +128,12 @@ impl Metrics {
             dropped_flows: AtomicU64::new(0),
             kernel_drops: AtomicU64::new(0),
             interface_drops: AtomicU64::new(0),
+            indicator_alerts: AtomicU64::new(0),
+            model_swaps: AtomicU64::new(0),
+            retrains: AtomicU64::new(0),
+            promotions: AtomicU64::new(0),
+            learn_rows_skipped: AtomicU64::new(0),
+            cut_bits: AtomicU64::new(f32::INFINITY.to_bits() as u64),
             high_water: Default::default(),
             busy_ns: Default::default(),
             // 1 µs to 1 hour at 3 significant digits.
@@ -187,7 +204,23 @@ impl Metrics {
             g(&self.batches_scored),
             g(&self.rows_scored) as f64 / g(&self.batches_scored).max(1) as f64
         );
-        let _ = writeln!(s, "alerts    {} written, {} suppressed by rules", g(&self.alerts), g(&self.suppressed));
+        let _ = writeln!(
+            s,
+            "alerts    {} written ({} by indicator rules), {} suppressed by rules",
+            g(&self.alerts),
+            g(&self.indicator_alerts),
+            g(&self.suppressed)
+        );
+        if g(&self.retrains) + g(&self.model_swaps) > 0 {
+            let _ = writeln!(
+                s,
+                "learning  {} retrains, {} promoted, {} model swaps; {} rows not sampled while training",
+                g(&self.retrains),
+                g(&self.promotions),
+                g(&self.model_swaps),
+                g(&self.learn_rows_skipped)
+            );
+        }
         let items = [
             (Stage::Capture, g(&self.packets_read), "packets"),
             (Stage::Flow, g(&self.packets_flowed), "packets"),
@@ -258,6 +291,10 @@ impl Metrics {
         counter("batches_scored_total", "Scorer batches.", g(&self.batches_scored));
         counter("alerts_total", "Alerts written.", g(&self.alerts));
         counter("alerts_suppressed_total", "Alerts suppressed by rules.", g(&self.suppressed));
+        counter("indicator_alerts_total", "Alerts raised by indicator rules.", g(&self.indicator_alerts));
+        counter("model_swaps_total", "Times the scorer moved to another model.", g(&self.model_swaps));
+        counter("retrains_total", "Learning loop retraining turns.", g(&self.retrains));
+        counter("promotions_total", "Candidates the learning loop promoted.", g(&self.promotions));
         counter("dropped_packets_total", "Packets dropped at the capture -> flow queue.", g(&self.dropped_packets));
         counter("dropped_flows_total", "Flow records dropped at the flow -> features queue.", g(&self.dropped_flows));
         counter("capture_kernel_drops_total", "Packets the kernel capture buffer dropped.", g(&self.kernel_drops));

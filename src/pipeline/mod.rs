@@ -5,13 +5,19 @@
 //! - [`stream`] is the streaming detector: capture, N flow workers, features and batcher,
 //!   scorer and alert writer on their own threads, joined by bounded batch queues
 //!   ([`shard`] picks a packet's worker; [`metrics`] measures it all).
+//! - [`learn`] is the learning loop's thread (reservoir, retraining, promotion, following
+//!   the registry and the rules folder); [`web_server`] serves the analysts' page; [`sensor`]
+//!   runs the stream with both beside it.
 //! - [`bootstrap`] trains a model on a capture's own flows when none is given.
 
 pub mod bootstrap;
+pub mod learn;
 pub mod metrics;
 pub mod offline;
+pub mod sensor;
 pub mod shard;
 pub mod stream;
+pub mod web_server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

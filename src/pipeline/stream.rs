@@ -38,18 +38,20 @@
 //! from run to run.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 
 use super::metrics::{Metrics, Queue, Stage};
 use super::shard::Sharder;
 use crate::feedback::{self, log::RecordLog};
 use crate::alert::eve::{self, ModelInfo};
 use crate::alert::rules::FlowIdentity;
-use crate::alert::{Explanation, RuleSet, ThresholdCalibrator};
+use crate::alert::{Explanation, RuleSet, Threshold, ThresholdCalibrator};
 use crate::capture::file::FileStats;
 use crate::capture::source::{Next, PacketSource};
 use crate::capture::{LinkType, RawPacket, Timestamp};
@@ -59,7 +61,11 @@ use crate::features::tables::Scaler;
 use crate::features::{Cell, Column, RecordExtractor};
 use crate::flow::config::secs;
 use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, community_id};
+use crate::feedback::web::{AlertFeed, AlertView};
+use crate::model::artifact::Artifact;
+use crate::model::mnpwad::Mnpwad;
 use crate::model::score::CpuScorer;
+use crate::model::slot::ModelSlot;
 use crate::output::RecordWriter;
 
 /// What to do when the next stage's queue is full.
@@ -134,11 +140,47 @@ impl std::str::FromStr for Speed {
     }
 }
 
-/// The model as the scorer uses it.
+/// The model as the scorer uses it; what [`ModelSlot`] holds.
 pub struct Scoring {
     pub scorer: CpuScorer,
     pub scaler: Scaler,
     pub model: ModelInfo,
+    /// The score cut that comes with this model, used when the user set no threshold.
+    pub cut: Option<f32>,
+}
+
+impl Scoring {
+    /// Builds the scorer for a model; `file_bytes` (the model file) name its version.
+    pub fn new(art: &Artifact, model: &Mnpwad, file_bytes: &[u8], registry_version: Option<u64>, cut: Option<f32>) -> Scoring {
+        let h = Sha1::digest(file_bytes);
+        let version = format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
+        Scoring {
+            scorer: CpuScorer::new(model),
+            scaler: art.scaler.clone(),
+            model: ModelInfo { version, schema: art.layout.name.clone(), registry_version },
+            cut,
+        }
+    }
+}
+
+/// What the learning loop hears from the writer: a copy of each scored batch's encoded rows,
+/// for the reservoir.
+pub struct Sample {
+    /// Capture time of the batch's last flow end, Unix seconds.
+    pub t: i64,
+    pub rows: Vec<f32>,
+}
+
+/// The run's links to the learning loop and the analysts' page (all optional).
+#[derive(Default)]
+pub struct LoopLinks<'a> {
+    /// Recent alerts for the page.
+    pub feed: Option<&'a AlertFeed>,
+    /// Samples for the learning loop (never blocks: a loop busy training misses samples,
+    /// counted in `learn_rows_skipped`).
+    pub learn: Option<Sender<Sample>>,
+    /// Reloaded rule sets, taken at the writer's next batch.
+    pub rules: Option<Receiver<RuleSet>>,
 }
 
 /// Where results go.
@@ -155,6 +197,13 @@ pub struct Outputs {
     /// The data directory's record of alerted flows (with their feature vectors, so that a
     /// later `mnpflow label` finds them), and the schema fingerprint of those vectors.
     pub flow_log: Option<(RecordLog<feedback::ScoredFlow>, String)>,
+    /// `flow_log` rotates past this size.
+    pub flow_log_max_bytes: u64,
+    /// Where indicator rules' weak labels go (the data directory's label store).
+    pub weak_labels: Option<feedback::LabelStore>,
+    /// Whether the user chose the threshold (then it holds for every model; a rate is
+    /// recalibrated after a swap), or each model brings its own cut.
+    pub threshold_explicit: bool,
 }
 
 /// A scored flow, as kept for evaluation.
@@ -235,7 +284,7 @@ struct Exported {
 }
 
 /// Rows on their way to the scorer and the writer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct RowBatch {
     recs: Vec<FlowRecord>,
     at: Vec<Instant>,
@@ -246,6 +295,8 @@ struct RowBatch {
     scores: Vec<f32>,
     why: Vec<Explanation>,
     cut: f32,
+    /// The model that scored this batch.
+    model: Option<Arc<Scoring>>,
 }
 
 impl RowBatch {
@@ -259,6 +310,7 @@ impl RowBatch {
         self.cells.clear();
         self.scores.clear();
         self.why.clear();
+        self.model = None;
     }
 }
 
@@ -627,19 +679,37 @@ fn features_stage(
 // ---------------------------------------------------------------------------------------
 // Scorer
 
+/// The calibrator for a model the scorer just moved to.
+fn calibrator_for(scoring: &Scoring, current: &ThresholdCalibrator, explicit: bool, window: usize) -> ThresholdCalibrator {
+    // The user's threshold holds for every model: a fixed score as it is, a rate recalibrated
+    // from the new model's own scores (two models' scores are not on one scale, so the old
+    // window is dropped). Otherwise the model's own cut, else the threshold in force.
+    let t = if explicit { current.threshold() } else { scoring.cut.map(Threshold::Score).unwrap_or(current.threshold()) };
+    ThresholdCalibrator::new(t, window)
+}
+
 fn score_stage(
-    scoring: &Scoring,
+    slot: &ModelSlot<Scoring>,
     width: usize,
     mut threshold: ThresholdCalibrator,
+    threshold_explicit: bool,
+    window: usize,
     rx: Receiver<RowBatch>,
     tx: Sender<RowBatch>,
     metrics: &Metrics,
 ) -> ThresholdCalibrator {
     let mut scaled: Vec<f32> = Vec::new();
-    let sc = &scoring.scaler;
     let mut busy = Duration::ZERO;
+    let mut model = slot.reader();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
+        // The batch boundary: the one place a new model is taken.
+        if model.refresh() {
+            threshold = calibrator_for(model.get(), &threshold, threshold_explicit, window);
+            metrics.model_swaps.fetch_add(1, Relaxed);
+        }
+        let scoring = model.get();
+        let sc = &scoring.scaler;
         scaled.clear();
         for row in batch.rows.chunks_exact(width) {
             for k in 0..sc.keep.len() {
@@ -648,11 +718,13 @@ fn score_stage(
         }
         let s = scoring.scorer.explain(&scaled);
         batch.cut = threshold.calibrate(&s.score);
+        metrics.cut_bits.store(batch.cut.to_bits() as u64, Relaxed);
         batch.why.clear();
         for i in 0..s.score.len() {
             batch.why.push(Explanation { recon_error: s.recon[i], prototype: s.prototype[i], similarity: s.similarity[i] });
         }
         batch.scores = s.score;
+        batch.model = Some(scoring.clone());
         metrics.rows_scored.fetch_add(batch.len() as u64, Relaxed);
         metrics.batches_scored.fetch_add(1, Relaxed);
         busy += t0.elapsed();
@@ -673,10 +745,28 @@ struct WriterResult {
     scored: Vec<ScoredFlow>,
 }
 
+/// A flow as the data directory and the analysts' page keep it.
+fn scored_record(rec: &FlowRecord, cid: &str, schema: &str, features: &[f32], score: f32) -> feedback::ScoredFlow {
+    feedback::ScoredFlow {
+        uid: crate::features::uid(rec),
+        community_id: cid.to_owned(),
+        ts: rec.first_ts.as_secs_f64(),
+        orig_h: rec.orig_addr.to_string(),
+        orig_p: rec.orig_port,
+        resp_h: rec.resp_addr.to_string(),
+        resp_p: rec.resp_port,
+        proto: rec.proto,
+        schema: schema.to_owned(),
+        features: features.to_vec(),
+        score,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn writer_stage(
     mut outputs: Outputs,
-    model: &ModelInfo,
+    links: LoopLinks<'_>,
+    fingerprint: &str,
     n_cells: usize,
     community_seed: u16,
     rx: Receiver<RowBatch>,
@@ -687,26 +777,35 @@ fn writer_stage(
     let mut cells: Vec<Cell> = Vec::with_capacity(n_cells + 2);
     let mut lat: Vec<u64> = Vec::new();
     let mut error: Option<String> = None;
-    let need_cid = outputs.rules.needs_community_id();
     let mut scored = Vec::new();
     let mut busy = Duration::ZERO;
     let mut to_log: Vec<feedback::ScoredFlow> = Vec::new();
+    let mut indicated: Vec<feedback::Label> = Vec::new();
+    let keep_records = outputs.flow_log.is_some() || links.feed.is_some();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
+        if let Some(new) = links.rules.as_ref().and_then(|r| r.try_iter().last()) {
+            let mut new = new;
+            new.carry_hits_from(&outputs.rules);
+            outputs.rules = new;
+        }
+        let need_cid = outputs.rules.needs_community_id();
+        let check_indicators = !outputs.rules.indicators.is_empty();
+        let scoring = batch.model.take().expect("the scorer names the model of every batch");
+        let model = &scoring.model;
         let mut alerts = 0u64;
         let mut suppressed = 0u64;
+        let mut by_indicator = 0u64;
         let width = batch.rows.len() / batch.len().max(1);
         for i in 0..batch.len() {
             let rec = &batch.recs[i];
             let score = batch.scores[i];
-            let alert = score >= batch.cut;
+            let mut alert = score >= batch.cut;
             let mut wrote_alert = false;
-            if alert {
-                let cid = if need_cid || error.is_none() {
-                    community_id(community_seed, rec.orig_addr, rec.orig_port, rec.resp_addr, rec.resp_port, rec.proto)
-                } else {
-                    String::new()
-                };
+            if alert || check_indicators {
+                let cid_of = || community_id(community_seed, rec.orig_addr, rec.orig_port, rec.resp_addr, rec.resp_port, rec.proto);
+                // The community ID costs a SHA-1: only for alerts and rules that name one.
+                let mut cid = if alert || need_cid { cid_of() } else { String::new() };
                 let who = FlowIdentity {
                     src: rec.orig_addr,
                     src_port: rec.orig_port,
@@ -715,11 +814,37 @@ fn writer_stage(
                     proto: rec.proto,
                     community_id: Some(&cid),
                 };
-                if outputs.rules.suppress(&who).is_some() {
+                let indicator = if check_indicators { outputs.rules.indicate(&who) } else { None };
+                let suppress = alert && indicator.is_none() && outputs.rules.suppress(&who).is_some();
+                let indicator = indicator.map(|k| &outputs.rules.indicators[k]);
+                if let Some(rule) = indicator {
+                    // An indicator makes an alert whatever the score, and a weak label.
+                    alert = true;
+                    by_indicator += 1;
+                    if cid.is_empty() {
+                        cid = cid_of();
+                    }
+                    if outputs.weak_labels.is_some() {
+                        let f = scored_record(rec, &cid, fingerprint, &batch.rows[i * width..(i + 1) * width], score);
+                        indicated.push(feedback::Label {
+                            uid: f.uid,
+                            community_id: f.community_id,
+                            verdict: feedback::Verdict::Attack,
+                            by: format!("rule:{}", rule.origin),
+                            at: Timestamp::wall_now().as_secs_f64(),
+                            note: rule.reason.clone(),
+                            schema: f.schema,
+                            features: f.features,
+                        });
+                    }
+                }
+                if !alert {
+                    // Only an indicator check brought this flow here.
+                } else if suppress {
                     suppressed += 1;
                 } else {
                     line.clear();
-                    eve::write_alert(&mut line, rec, &cid, score, batch.cut, &batch.why[i], model);
+                    eve::write_alert(&mut line, rec, &cid, score, batch.cut, &batch.why[i], model, indicator);
                     line.push('\n');
                     if error.is_none()
                         && let Err(e) = outputs.alerts.write_all(line.as_bytes())
@@ -728,20 +853,27 @@ fn writer_stage(
                     }
                     alerts += 1;
                     wrote_alert = true;
-                    if let Some((_, schema)) = &outputs.flow_log {
-                        to_log.push(feedback::ScoredFlow {
-                            uid: crate::features::uid(rec),
-                            community_id: cid.clone(),
-                            ts: rec.first_ts.as_secs_f64(),
-                            orig_h: rec.orig_addr.to_string(),
-                            orig_p: rec.orig_port,
-                            resp_h: rec.resp_addr.to_string(),
-                            resp_p: rec.resp_port,
-                            proto: rec.proto,
-                            schema: schema.clone(),
-                            features: batch.rows[i * width..(i + 1) * width].to_vec(),
-                            score,
-                        });
+                    if keep_records {
+                        let f = scored_record(rec, &cid, fingerprint, &batch.rows[i * width..(i + 1) * width], score);
+                        if let Some(feed) = links.feed {
+                            let why = &batch.why[i];
+                            feed.push(AlertView {
+                                seq: 0,
+                                time: eve::eve_timestamp(rec.last_ts),
+                                flow_id: rec.id,
+                                flow: f.clone(),
+                                threshold: batch.cut,
+                                model: model.version.clone(),
+                                recon_error: why.recon_error,
+                                prototype: why.prototype,
+                                similarity: why.similarity,
+                                indicator: indicator.map(|r| format!("{} ({})", r.reason, r.origin)),
+                                label: None,
+                            });
+                        }
+                        if outputs.flow_log.is_some() {
+                            to_log.push(f);
+                        }
                     }
                 }
             }
@@ -772,8 +904,26 @@ fn writer_stage(
             // One fsync per batch; the alerts above are already written.
             if let Err(e) = log.append_all(&to_log) {
                 error = Some(format!("recording alerted flows: {e}"));
+            } else if log.len_bytes() > outputs.flow_log_max_bytes
+                && let Err(e) = log.rotate()
+            {
+                error = Some(format!("rotating the record of alerted flows: {e}"));
             }
-            to_log.clear();
+        }
+        to_log.clear();
+        if let Some(store) = outputs.weak_labels.as_mut()
+            && !indicated.is_empty()
+            && error.is_none()
+            && let Err(e) = store.add_all(std::mem::take(&mut indicated))
+        {
+            error = Some(format!("storing indicator labels: {e}"));
+        }
+        indicated.clear();
+        if let Some(tx) = &links.learn {
+            let t = batch.recs.last().map(|r| r.last_ts.as_secs_f64() as i64).unwrap_or(0);
+            if tx.try_send(Sample { t, rows: batch.rows.clone() }).is_err() {
+                metrics.learn_rows_skipped.fetch_add(batch.len() as u64, Relaxed);
+            }
         }
         let now = Instant::now();
         lat.clear();
@@ -781,6 +931,8 @@ fn writer_stage(
         metrics.record_latencies(&lat);
         metrics.alerts.fetch_add(alerts, Relaxed);
         metrics.suppressed.fetch_add(suppressed, Relaxed);
+        metrics.indicator_alerts.fetch_add(by_indicator, Relaxed);
+        drop(scoring);
         batch.clear();
         let _ = free.try_send(batch);
         busy += t0.elapsed();
@@ -809,8 +961,9 @@ pub fn run(
     source: &mut dyn PacketSource,
     setup: Setup<'_>,
     extractor: Box<dyn RecordExtractor>,
-    scoring: &Scoring,
+    slot: &ModelSlot<Scoring>,
     outputs: Outputs,
+    loop_links: LoopLinks<'_>,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> StreamReport {
@@ -822,6 +975,7 @@ pub fn run(
     let n_cells = extractor.columns().len();
     let keep_cells = outputs.flows.is_some();
     let community_seed = setup.flow.community_id_seed;
+    let fingerprint = extractor.schema().fingerprint();
     let sharder = Sharder::new(cfg.shard_seed);
     let mut per_worker = setup.flow.clone();
     per_worker.max_flows = setup.flow.max_flows.div_ceil(n).max(1);
@@ -875,14 +1029,16 @@ pub fn run(
             .expect("spawning the features stage");
         // The calibrator travels to the scorer; the rest of the outputs to the writer.
         let threshold = outputs.threshold.clone();
+        let explicit = outputs.threshold_explicit;
+        let window = outputs.threshold.window();
         let scorer = std::thread::Builder::new()
             .name("mnpflow-score".into())
-            .spawn_scoped(s, move || score_stage(scoring, width, threshold, row_rx, scored_tx, metrics))
+            .spawn_scoped(s, move || score_stage(slot, width, threshold, explicit, window, row_rx, scored_tx, metrics))
             .expect("spawning the scorer");
-        let model = &scoring.model;
+        let fingerprint = &fingerprint;
         let writer = std::thread::Builder::new()
             .name("mnpflow-output".into())
-            .spawn_scoped(s, move || writer_stage(outputs, model, n_cells, community_seed, scored_rx, free_row_tx, metrics))
+            .spawn_scoped(s, move || writer_stage(outputs, loop_links, fingerprint, n_cells, community_seed, scored_rx, free_row_tx, metrics))
             .expect("spawning the writer");
 
         let cap = Capture { links, free: free_pkt_rx, policy, batch_size: cfg.packet_batch.max(1), metrics };

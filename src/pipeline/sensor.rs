@@ -1,0 +1,99 @@
+//! The whole sensor: the stream ([`super::stream`]) with the learning loop
+//! ([`super::learn`]) and the analysts' page ([`super::web_server`]) beside it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+
+use super::learn::{self, LearnSetup};
+use super::metrics::Metrics;
+use super::stream::{self, LoopLinks, Outputs, Sample, Scoring, Setup, StreamReport};
+use crate::alert::RuleSet;
+use crate::capture::source::PacketSource;
+use crate::feedback::LabelStore;
+use crate::feedback::web::{AlertFeed, WebState};
+use crate::features::RecordExtractor;
+use crate::model::slot::ModelSlot;
+
+/// Alerts the page keeps.
+const FEED_ALERTS: usize = 2000;
+
+/// The analysts' page.
+pub struct WebSetup {
+    pub server: tiny_http::Server,
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    /// Keep serving after the stream ends, until `stop` (replay: label what was replayed).
+    pub stay: bool,
+}
+
+/// Runs the stream with the loop and the page; returns when the stream has drained (and,
+/// with `web.stay`, the page was stopped).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    source: &mut dyn PacketSource,
+    setup: Setup<'_>,
+    extractor: Box<dyn RecordExtractor>,
+    slot: &ModelSlot<Scoring>,
+    outputs: Outputs,
+    learn: Option<LearnSetup>,
+    web: Option<WebSetup>,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> anyhow::Result<StreamReport> {
+    let feed = AlertFeed::new(FEED_ALERTS);
+    let web_state = match &web {
+        Some(w) => Some(WebState {
+            feed: &feed,
+            labels: Mutex::new(LabelStore::open(&w.data_dir)?),
+            data_dir: w.data_dir.clone(),
+            token: w.token.clone(),
+        }),
+        None => None,
+    };
+    let page_done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let mut links = LoopLinks { feed: web.is_some().then_some(&feed), ..LoopLinks::default() };
+        let learner = learn.map(|l| {
+            let (tx, rx) = bounded::<Sample>(64);
+            let (rules_tx, rules_rx) = bounded::<RuleSet>(4);
+            links.learn = Some(tx);
+            links.rules = Some(rules_rx);
+            std::thread::Builder::new()
+                .name("mnpflow-learn".into())
+                .spawn_scoped(s, move || learn::run(l, rx, rules_tx, slot, metrics))
+                .expect("spawning the learning loop")
+        });
+        let page = match (&web, &web_state) {
+            (Some(w), Some(state)) => {
+                let done = &page_done;
+                Some(
+                    std::thread::Builder::new()
+                        .name("mnpflow-web".into())
+                        .spawn_scoped(s, move || super::web_server::serve(&w.server, state, done))
+                        .expect("spawning the feedback page"),
+                )
+            }
+            _ => None,
+        };
+        let report = stream::run(source, setup, extractor, slot, outputs, links, stop, metrics);
+        if let Some(l) = learner {
+            l.join().expect("the learning loop panicked");
+        }
+        if web.as_ref().is_some_and(|w| w.stay) && !stop.load(Relaxed) {
+            eprintln!("feedback  the capture is done; the page stays up until Ctrl-C");
+            while !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        page_done.store(true, Relaxed);
+        if let Some(p) = page {
+            p.join().expect("the feedback page panicked");
+        }
+        report
+    });
+    Ok(report)
+}
