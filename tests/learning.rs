@@ -140,7 +140,7 @@ fn contaminated_unlabeled_traffic_with_and_without_weights() {
     let contamination = f.kind.iter().filter(|k| !k.is_empty()).count();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for seed in 0..3u64 {
-        let labeled: Vec<usize> = (0..n).filter(|&i| f.kind[i] == "synflood" && (i + seed as usize) % 10 == 0).collect();
+        let labeled: Vec<usize> = (0..n).filter(|&i| f.kind[i] == "synflood" && (i + seed as usize).is_multiple_of(10)).collect();
         let unlabeled: Vec<usize> = all.iter().copied().filter(|i| !labeled.contains(i)).collect();
         let u = scaler.transform(&f.rows, f.d, &unlabeled);
         let a = scaler.transform(&f.rows, f.d, &labeled);

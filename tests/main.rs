@@ -9,6 +9,7 @@ mod learning;
 mod model;
 mod replay;
 mod robustness;
+mod sensor_loop;
 mod stream;
 #[cfg(feature = "live")]
 mod live;

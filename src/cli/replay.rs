@@ -239,12 +239,8 @@ pub fn open_outputs(
     let rules = RuleSet::load_dir(&rules_dir(d, config))?;
     let dir = data_dir(&d.data_dir);
     let log = RecordLog::open_for_append(&dir.join("flows.log")).with_context(|| format!("opening the flow record in {}", dir.display()))?;
-    // Indicator rules label flows: the label store is opened only when there are some.
-    let weak_labels = if rules.indicators.is_empty() {
-        None
-    } else {
-        Some(LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?)
-    };
+    // Indicator rules label flows (also those of a rules folder reloaded while running).
+    let weak_labels = Some(LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?);
     Ok(Outputs {
         alerts: create("alerts.jsonl")?,
         flows,

@@ -16,8 +16,9 @@
 //! and its numbers go into the decision's text, which the loop logs.
 //!
 //! The candidate keeps the alert volume of the model it replaces: its score cut is chosen so
-//! that it alerts on the same share of the held-back recent flows as the current model at its
-//! current cut (scores of two models are not on one scale).
+//! that it alerts on the same share of the recent flows as the current model at its current
+//! cut (scores of two models are not on one scale). The sensor uses that cut when its
+//! threshold is a fixed score; a rate threshold simply recalibrates on the new model.
 
 use std::time::Duration;
 
@@ -167,7 +168,7 @@ fn usable_labels<'a>(labels: &'a [Label], fingerprint: &str, width: usize) -> Ve
 
 /// Splits labels into (train, held back): the held-back share by a hash of the uid, at least
 /// one on each side when there are two or more.
-fn hold_back<'a>(mut labels: Vec<&'a Label>, share: f64) -> (Vec<&'a Label>, Vec<&'a Label>) {
+fn hold_back(mut labels: Vec<&Label>, share: f64) -> (Vec<&Label>, Vec<&Label>) {
     labels.sort_by_key(|l| (crc32fast::hash(l.uid.as_bytes()), l.uid.clone()));
     let n = labels.len();
     let mut h = (share.clamp(0.0, 1.0) * n as f64).ceil() as usize;
@@ -309,11 +310,10 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         }
     };
 
-    // Same alert volume as the current model on the held-back recent flows.
-    let recent_from = val_y.len() - val_idx.len();
-    let cur_recent = &cur_scores[recent_from..];
-    let rate = cur_recent.iter().filter(|&&s| s >= current.cut).count() as f64 / cur_recent.len().max(1) as f64;
-    let cut = cut_at_rate(&cand_scores[recent_from..], rate);
+    // Same alert volume as the current model on the recent flows.
+    let cur_recent = score(current.model, &art.scaler, recent, d);
+    let rate = cur_recent.iter().filter(|&&s| s >= current.cut).count() as f64 / n_recent as f64;
+    let cut = cut_at_rate(&score(&trained.model, &scaler, recent, d), rate);
 
     let summary = DataSummary {
         source: format!(

@@ -679,15 +679,21 @@ fn features_stage(
 // ---------------------------------------------------------------------------------------
 // Scorer
 
-/// The calibrator for a model the scorer just moved to.
-fn calibrator_for(scoring: &Scoring, current: &ThresholdCalibrator, explicit: bool, window: usize) -> ThresholdCalibrator {
-    // The user's threshold holds for every model: a fixed score as it is, a rate recalibrated
-    // from the new model's own scores (two models' scores are not on one scale, so the old
-    // window is dropped). Otherwise the model's own cut, else the threshold in force.
-    let t = if explicit { current.threshold() } else { scoring.cut.map(Threshold::Score).unwrap_or(current.threshold()) };
-    ThresholdCalibrator::new(t, window)
+/// The threshold for a model the scorer just moved to, from the run's starting threshold.
+///
+/// The user's threshold holds for every model. A rate (the user's or the default) stays a
+/// rate, recalibrated from the new model's own scores: two models' scores are not on one
+/// scale, so the old window is dropped. A fixed cut that came with the first model gives way
+/// to the new model's own cut (the learning loop's rate-matched one, or the registry's).
+fn threshold_for(scoring: &Scoring, base: Threshold, explicit: bool) -> Threshold {
+    match base {
+        _ if explicit => base,
+        Threshold::Rate(_) => base,
+        Threshold::Score(_) => scoring.cut.map(Threshold::Score).unwrap_or(base),
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn score_stage(
     slot: &ModelSlot<Scoring>,
     width: usize,
@@ -701,11 +707,12 @@ fn score_stage(
     let mut scaled: Vec<f32> = Vec::new();
     let mut busy = Duration::ZERO;
     let mut model = slot.reader();
+    let base = threshold.threshold();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         // The batch boundary: the one place a new model is taken.
         if model.refresh() {
-            threshold = calibrator_for(model.get(), &threshold, threshold_explicit, window);
+            threshold = ThresholdCalibrator::new(threshold_for(model.get(), base, threshold_explicit), window);
             metrics.model_swaps.fetch_add(1, Relaxed);
         }
         let scoring = model.get();
