@@ -75,6 +75,15 @@ mod tests {
     fn documented_file_is_the_defaults() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("mnpflow.toml");
         assert_eq!(Config::from_path(&p).unwrap(), Config::default());
+        // ... and documents every key (commented out where the default is "unset").
+        let text = std::fs::read_to_string(&p).unwrap();
+        let all: toml::Table = toml::from_str(&Config::default_toml()).unwrap();
+        for (section, keys) in &all {
+            assert!(text.contains(&format!("[{section}]")), "mnpflow.toml has no [{section}]");
+            for key in keys.as_table().unwrap().keys() {
+                assert!(text.contains(&format!("\n{key} =")) || text.contains(&format!("# {key} =")), "mnpflow.toml does not document [{section}] {key}");
+            }
+        }
     }
 
     #[test]
