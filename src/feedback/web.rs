@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::labels::{Label, LabelError, LabelStore, ScoredFlow, Verdict};
 use super::registry::Registry;
+use crate::flow::FlowRecord;
 
 /// Bodies larger than this are refused (a label is a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -48,15 +49,92 @@ pub struct AlertView {
     pub label: Option<Verdict>,
 }
 
-/// The most recent alerts, bounded: the writer pushes, the page reads.
-pub struct AlertFeed {
-    inner: Mutex<(VecDeque<AlertView>, u64)>,
+/// A window of the most recent scored flows that did not alert, so that an analyst can
+/// label a miss (an attack the model let through) by uid or community ID. Fixed memory:
+/// records and rows are copied into slots allocated once.
+struct RecentFlows {
+    recs: Vec<FlowRecord>,
+    rows: Vec<f32>,
+    scores: Vec<f32>,
+    width: usize,
+    next: usize,
     capacity: usize,
 }
 
+impl RecentFlows {
+    fn push(&mut self, recs: &[FlowRecord], rows: &[f32], scores: &[f32]) {
+        let width = rows.len() / recs.len().max(1);
+        if width != self.width {
+            // First batch (or a schema change): start over at this width.
+            *self = RecentFlows { recs: Vec::new(), rows: Vec::new(), scores: Vec::new(), width, next: 0, capacity: self.capacity };
+        }
+        for (i, r) in recs.iter().enumerate() {
+            let row = &rows[i * width..(i + 1) * width];
+            if self.recs.len() < self.capacity {
+                self.recs.push(*r);
+                self.rows.extend_from_slice(row);
+                self.scores.push(scores[i]);
+            } else {
+                let k = self.next;
+                self.recs[k] = *r;
+                self.rows[k * width..(k + 1) * width].copy_from_slice(row);
+                self.scores[k] = scores[i];
+                self.next = (k + 1) % self.capacity;
+            }
+        }
+    }
+
+    fn find(&self, id: &str, community_seed: u16, schema: &str) -> Option<ScoredFlow> {
+        let by_cid = id.starts_with("1:");
+        let k = (0..self.recs.len()).rev().map(|j| (j + self.next) % self.recs.len()).find(|&k| {
+            let r = &self.recs[k];
+            if by_cid { r.community_id(community_seed) == id } else { crate::features::uid(r) == id }
+        })?;
+        let r = &self.recs[k];
+        Some(ScoredFlow {
+            uid: crate::features::uid(r),
+            community_id: r.community_id(community_seed),
+            ts: r.first_ts.as_secs_f64(),
+            orig_h: r.orig_addr.to_string(),
+            orig_p: r.orig_port,
+            resp_h: r.resp_addr.to_string(),
+            resp_p: r.resp_port,
+            proto: r.proto,
+            schema: schema.to_owned(),
+            features: self.rows[k * self.width..(k + 1) * self.width].to_vec(),
+            score: self.scores[k],
+        })
+    }
+}
+
+/// The most recent alerts, bounded: the writer pushes, the page reads; and a window of the
+/// other recent flows for labels of misses.
+pub struct AlertFeed {
+    inner: Mutex<(VecDeque<AlertView>, u64)>,
+    capacity: usize,
+    recent: Mutex<RecentFlows>,
+    community_seed: u16,
+    schema: String,
+}
+
 impl AlertFeed {
-    pub fn new(capacity: usize) -> AlertFeed {
-        AlertFeed { inner: Mutex::new((VecDeque::new(), 0)), capacity: capacity.max(1) }
+    /// `capacity` alerts, `recent` other flows; flows are named by community IDs of
+    /// `community_seed` and their rows are of schema (fingerprint) `schema`.
+    pub fn new(capacity: usize, recent: usize, community_seed: u16, schema: &str) -> AlertFeed {
+        AlertFeed {
+            inner: Mutex::new((VecDeque::new(), 0)),
+            capacity: capacity.max(1),
+            recent: Mutex::new(RecentFlows { recs: Vec::new(), rows: Vec::new(), scores: Vec::new(), width: 0, next: 0, capacity: recent.max(1) }),
+            community_seed,
+            schema: schema.to_owned(),
+        }
+    }
+
+    /// Keeps a scored batch's flows in the window of recent flows (one lock per batch).
+    pub fn push_recent(&self, recs: &[FlowRecord], rows: &[f32], scores: &[f32]) {
+        if !recs.is_empty() {
+            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(recs, rows, scores);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<AlertView>, u64)> {
@@ -94,9 +172,11 @@ impl AlertFeed {
             .collect()
     }
 
-    /// The most recent alerted flow with this uid or community ID.
+    /// The most recent alerted flow with this uid or community ID, else the most recent
+    /// such flow of the window of other flows.
     pub fn find(&self, id: &str) -> Option<ScoredFlow> {
-        self.lock().0.iter().rev().find(|a| a.flow.uid == id || a.flow.community_id == id).map(|a| a.flow.clone())
+        let alerted = self.lock().0.iter().rev().find(|a| a.flow.uid == id || a.flow.community_id == id).map(|a| a.flow.clone());
+        alerted.or_else(|| self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).find(id, self.community_seed, &self.schema))
     }
 
     fn mark(&self, uid: &str, verdict: Verdict) {
@@ -301,7 +381,7 @@ mod tests {
     #[test]
     fn label_from_the_api_is_stored_with_its_features() {
         let dir = tempfile::tempdir().unwrap();
-        let feed = AlertFeed::new(2);
+        let feed = AlertFeed::new(2, 10, 0, "fp");
         for u in ["C1", "C2", "C3"] {
             feed.push(alert(u));
         }
@@ -325,7 +405,7 @@ mod tests {
     #[test]
     fn mistakes_get_4xx_and_store_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let feed = AlertFeed::new(10);
+        let feed = AlertFeed::new(10, 10, 0, "fp");
         feed.push(alert("C1"));
         let st = state(&feed, dir.path(), Some("s3cret"));
         let post = |auth: Option<&str>, url: &str, body: &[u8]| handle(&st, "POST", url, auth, body, 0.0).status;
@@ -346,6 +426,28 @@ mod tests {
         assert_eq!(post(auth, "/api/labels", good), 201);
         assert_eq!(handle(&st, "GET", "/?token=s3cret", None, b"", 0.0).status, 200);
         assert_eq!(LabelStore::open(dir.path()).unwrap().labels().len(), 1);
+    }
+
+    #[test]
+    fn a_miss_in_the_window_of_recent_flows_can_be_labeled() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = AlertFeed::new(10, 2, 0, "fp");
+        let mut recs: Vec<FlowRecord> = Vec::new();
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
+        crate::pipeline::offline::run_files(&[demo], &crate::flow::FlowConfig::default(), |r| recs.push(*r)).unwrap();
+        recs.truncate(3);
+        let rows: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        feed.push_recent(&recs, &rows, &[0.1, 0.2, 0.3]);
+        let uid = |i: usize| crate::features::uid(&recs[i]);
+        assert!(feed.find(&uid(0)).is_none(), "the window holds the newest two");
+        let f = feed.find(&uid(2)).unwrap();
+        assert_eq!((f.features, f.score, f.schema.as_str()), (vec![4.0, 5.0], 0.3, "fp"));
+        let cid = recs[1].community_id(0);
+        assert_eq!(feed.find(&cid).unwrap().uid, uid(1));
+        let st = state(&feed, dir.path(), None);
+        let body = format!(r#"{{"id": "{}", "verdict": "attack", "note": "missed"}}"#, uid(1));
+        assert_eq!(handle(&st, "POST", "/api/labels", None, body.as_bytes(), 0.0).status, 201);
+        assert_eq!(LabelStore::read(dir.path()).unwrap()[0].features, vec![2.0, 3.0]);
     }
 
     #[test]

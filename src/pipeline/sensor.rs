@@ -20,6 +20,8 @@ use crate::model::slot::ModelSlot;
 
 /// Alerts the page keeps.
 const FEED_ALERTS: usize = 2000;
+/// Other recent flows the page can label (a miss the model let through): about 7 MB.
+const FEED_RECENT_FLOWS: usize = 10_000;
 
 /// The analysts' page.
 pub struct WebSetup {
@@ -44,7 +46,7 @@ pub fn run(
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> anyhow::Result<StreamReport> {
-    let feed = AlertFeed::new(FEED_ALERTS);
+    let feed = AlertFeed::new(FEED_ALERTS, FEED_RECENT_FLOWS, setup.flow.community_id_seed, &extractor.schema().fingerprint());
     let web_state = match &web {
         Some(w) => Some(WebState {
             feed: &feed,

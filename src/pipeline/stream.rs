@@ -926,6 +926,9 @@ fn writer_stage(
             error = Some(format!("storing indicator labels: {e}"));
         }
         indicated.clear();
+        if let Some(feed) = links.feed {
+            feed.push_recent(&batch.recs, &batch.rows, &batch.scores);
+        }
         if let Some(tx) = &links.learn {
             let t = batch.recs.last().map(|r| r.last_ts.as_secs_f64() as i64).unwrap_or(0);
             if tx.try_send(Sample { t, rows: batch.rows.clone() }).is_err() {
