@@ -99,8 +99,11 @@ pub struct Metrics {
     pub cut_bits: AtomicU64,
     high_water: [AtomicU64; 4],
     busy_ns: [AtomicU64; 5],
-    /// Flow end -> written, microseconds.
+    /// Flow end -> written, microseconds, for flows that ended while traffic flowed.
     latency: Mutex<Histogram<u64>>,
+    /// The same for flows the end of input flushed all at once (a burst whose last flow
+    /// waits for all the others: reported apart so it does not hide the steady state).
+    latency_flush: Mutex<Histogram<u64>>,
     pub stop: AtomicBool,
 }
 
@@ -138,6 +141,7 @@ impl Metrics {
             busy_ns: Default::default(),
             // 1 µs to 1 hour at 3 significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
+            latency_flush: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
             stop: AtomicBool::new(false),
         }
     }
@@ -162,18 +166,34 @@ impl Metrics {
         self.busy_ns[s as usize].load(Relaxed) as f64 / 1e9
     }
 
-    /// Records a batch of latencies (microseconds).
-    pub fn record_latencies(&self, us: &[u64]) {
-        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        for &v in us {
-            h.saturating_record(v.max(1));
+    /// Records a batch of latencies (microseconds): of flows that ended in traffic, and of
+    /// flows flushed at the end of input.
+    pub fn record_latencies(&self, us: &[u64], flushed: &[u64]) {
+        for (v, h) in [(us, &self.latency), (flushed, &self.latency_flush)] {
+            if v.is_empty() {
+                continue;
+            }
+            let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+            for &x in v {
+                h.saturating_record(x.max(1));
+            }
         }
     }
 
-    /// (p50, p99, p99.9, max) of flow end -> written, in microseconds, and the count.
-    pub fn latency_us(&self) -> (u64, u64, u64, u64, u64) {
-        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+    fn quantiles(h: &Mutex<Histogram<u64>>) -> (u64, u64, u64, u64, u64) {
+        let h = h.lock().unwrap_or_else(|p| p.into_inner());
         (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max(), h.len())
+    }
+
+    /// (p50, p99, p99.9, max) of flow end -> written, in microseconds, and the count, for
+    /// flows that ended while traffic flowed.
+    pub fn latency_us(&self) -> (u64, u64, u64, u64, u64) {
+        Self::quantiles(&self.latency)
+    }
+
+    /// The same for flows flushed at the end of input.
+    pub fn flush_latency_us(&self) -> (u64, u64, u64, u64, u64) {
+        Self::quantiles(&self.latency_flush)
     }
 
     fn get(a: &AtomicU64) -> u64 {
@@ -255,6 +275,10 @@ impl Metrics {
             fmt_us(p999),
             fmt_us(max)
         );
+        let (f50, f99, _, fmax, fn_) = self.flush_latency_us();
+        if fn_ > 0 {
+            let _ = writeln!(s, "          and {fn_} flows flushed at the end of input: p50 {} p99 {} max {}", fmt_us(f50), fmt_us(f99), fmt_us(fmax));
+        }
         s
     }
 

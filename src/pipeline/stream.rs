@@ -88,6 +88,11 @@ pub struct StreamConfig {
     pub packet_batch: usize,
     /// Batches each queue holds before back-pressure applies (64).
     pub queue_batches: usize,
+    /// Batches of ended flows queued between the flow workers and the features stage. Unset:
+    /// 2 under `block` (a deeper queue only makes ended flows wait longer for their alert:
+    /// the packet queues absorb bursts before packets become flows), `queue_batches` under
+    /// `drop` (depth there saves flow records from being dropped in a burst).
+    pub flow_queue_batches: Option<usize>,
     /// Rows per scorer batch at most (1024).
     pub batch_rows: usize,
     /// A scorer batch closes this long after its first row even when not full (0.002 s).
@@ -109,6 +114,7 @@ impl Default for StreamConfig {
             workers: 2,
             packet_batch: 512,
             queue_batches: 64,
+            flow_queue_batches: None,
             batch_rows: 1024,
             batch_deadline: Duration::from_millis(2),
             tick: Duration::from_millis(1),
@@ -782,7 +788,7 @@ fn writer_stage(
 ) -> (Option<RecordWriter<Box<dyn Write + Send>>>, Box<dyn Write + Send>, WriterResult) {
     let mut line = String::new();
     let mut cells: Vec<Cell> = Vec::with_capacity(n_cells + 2);
-    let mut lat: Vec<u64> = Vec::new();
+    let (mut lat, mut lat_flush): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let mut error: Option<String> = None;
     let mut scored = Vec::new();
     let mut busy = Duration::ZERO;
@@ -937,8 +943,12 @@ fn writer_stage(
         }
         let now = Instant::now();
         lat.clear();
-        lat.extend(batch.at.iter().map(|t| now.saturating_duration_since(*t).as_micros() as u64));
-        metrics.record_latencies(&lat);
+        lat_flush.clear();
+        for (r, t) in batch.recs.iter().zip(&batch.at) {
+            let us = now.saturating_duration_since(*t).as_micros() as u64;
+            if r.end_reason == EndReason::EndOfInput { lat_flush.push(us) } else { lat.push(us) }
+        }
+        metrics.record_latencies(&lat, &lat_flush);
         metrics.alerts.fetch_add(alerts, Relaxed);
         metrics.suppressed.fetch_add(suppressed, Relaxed);
         metrics.indicator_alerts.fetch_add(by_indicator, Relaxed);
@@ -991,7 +1001,11 @@ pub fn run(
     per_worker.max_flows = setup.flow.max_flows.div_ceil(n).max(1);
 
     let (free_pkt_tx, free_pkt_rx) = bounded::<PacketBatch>(n * (q + 2));
-    let (flow_tx, flow_rx) = bounded::<Vec<Exported>>(q);
+    let qf = cfg.flow_queue_batches.unwrap_or(match policy {
+        Backpressure::Block => 2,
+        Backpressure::Drop => q,
+    });
+    let (flow_tx, flow_rx) = bounded::<Vec<Exported>>(qf.max(1));
     let (row_tx, row_rx) = bounded::<RowBatch>(q);
     let (free_row_tx, free_row_rx) = bounded::<RowBatch>(q + 4);
     let (scored_tx, scored_rx) = bounded::<RowBatch>(q);
