@@ -70,6 +70,14 @@ fn data(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
 }
 
+/// `mnpflow replay OPTIONS --model (the test model) --output-dir OUT --data-dir STATE` on
+/// the bundled capture.
+fn replay_demo<I: AsRef<std::ffi::OsStr>>(options: impl IntoIterator<Item = I>, out: &Path, state: &Path) -> Command {
+    let mut c = mnpflow();
+    c.arg("replay").args(options).arg("--model").arg(&model().0).arg("--output-dir").arg(out).arg("--data-dir").arg(state).arg(repo("captures/demo.pcap"));
+    c
+}
+
 /// Labels of the first `k` SSH brute-force flows of the bundled capture, as `labels export`
 /// writes them (with the feature vectors the sensor would have recorded).
 fn brute_force_labels(k: usize) -> String {
@@ -132,25 +140,14 @@ fn scored_uids(p: &Path) -> Vec<String> {
 /// the registry and `learn.log` keep the decision with its numbers.
 #[test]
 fn promotion_and_rollback_while_streaming_lose_no_flow() {
-    let (model_path, _) = model();
     let dir = tempfile::tempdir().unwrap();
     let (out, state) = (data(dir.path(), "out"), data(dir.path(), "state"));
     let cfg = data(dir.path(), "mnpflow.toml");
     std::fs::write(&cfg, "[learn]\ninterval = 3600.0\nafter_labels = 5\nmin_rows = 200\n").unwrap();
     let labels = data(dir.path(), "labels.jsonl");
     std::fs::write(&labels, brute_force_labels(6)).unwrap();
-    let mut s = Sensor::start(
-        mnpflow()
-            .args(["replay", "--speed", "25x", "--learn", "--flows", "csv", "--rules", "none", "--config"])
-            .arg(&cfg)
-            .arg("--model")
-            .arg(model_path)
-            .arg("--output-dir")
-            .arg(&out)
-            .arg("--data-dir")
-            .arg(&state)
-            .arg(repo("captures/demo.pcap")),
-    );
+    let options = ["--speed", "25x", "--learn", "--flows", "csv", "--rules", "none", "--config", cfg.to_str().unwrap()];
+    let mut s = Sensor::start(&mut replay_demo(options, &out, &state));
     s.wait_for("as model v1", 60);
     // Let the reservoir fill (200 flows), then the analyst's labels arrive.
     std::thread::sleep(Duration::from_millis(2500));
@@ -195,23 +192,11 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
 /// turns the C&C beacon's later flows into alerts and attack labels.
 #[test]
 fn rules_reload_while_running_and_indicators_label_flows() {
-    let (model_path, _) = model();
     let dir = tempfile::tempdir().unwrap();
     let (out, state, rules) = (data(dir.path(), "out"), data(dir.path(), "state"), data(dir.path(), "rules"));
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("a.toml"), "[[suppress]]\nreason = \"dns\"\ndest_port = 53\n").unwrap();
-    let mut s = Sensor::start(
-        mnpflow()
-            .args(["replay", "--speed", "30x", "--threshold", "0.5", "--rules"])
-            .arg(&rules)
-            .arg("--model")
-            .arg(model_path)
-            .arg("--output-dir")
-            .arg(&out)
-            .arg("--data-dir")
-            .arg(&state)
-            .arg(repo("captures/demo.pcap")),
-    );
+    let mut s = Sensor::start(&mut replay_demo(["--speed", "30x", "--threshold", "0.5", "--rules", rules.to_str().unwrap()], &out, &state));
     std::thread::sleep(Duration::from_millis(1000));
     std::fs::write(rules.join("b.toml"), "# C2\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"185.100.87.999\"\n").unwrap();
     let refused = s.wait_for("rules     refused", 10);
@@ -235,18 +220,8 @@ fn rules_reload_while_running_and_indicators_label_flows() {
 /// Anywhere but loopback, the page needs a token; with one, requests without it are refused.
 #[test]
 fn feedback_page_off_loopback_needs_a_token() {
-    let (model_path, _) = model();
     let dir = tempfile::tempdir().unwrap();
-    let out = mnpflow()
-        .args(["replay", "--feedback", "0.0.0.0:0", "--model"])
-        .arg(model_path)
-        .arg("--output-dir")
-        .arg(dir.path())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg(repo("captures/demo.pcap"))
-        .output()
-        .unwrap();
+    let out = replay_demo(["--feedback", "0.0.0.0:0"], dir.path(), dir.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("without a token") && err.contains("--feedback-token"), "{err}");
 }
@@ -280,22 +255,12 @@ fn web_page_in_a_headless_browser_labels_an_alert() {
         eprintln!("SKIPPED web_page_in_a_headless_browser_labels_an_alert: install chromium chromium-driver python3-selenium to run it");
         return;
     }
-    let (model_path, _) = model();
     let dir = tempfile::tempdir().unwrap();
     let state = data(dir.path(), "state");
     let port = free_port();
-    let mut s = Sensor::start(
-        mnpflow()
-            .args(["replay", "--threshold", "0.5", "--rules", "none", "--feedback-token", "tok3n", "--feedback"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--model")
-            .arg(model_path)
-            .arg("--output-dir")
-            .arg(dir.path())
-            .arg("--data-dir")
-            .arg(&state)
-            .arg(repo("captures/demo.pcap")),
-    );
+    let addr = format!("127.0.0.1:{port}");
+    let options = ["--threshold", "0.5", "--rules", "none", "--feedback-token", "tok3n", "--feedback", addr.as_str()];
+    let mut s = Sensor::start(&mut replay_demo(options, dir.path(), &state));
     s.wait_for("the page stays up", 60);
     let (st, _) = http(port, "GET /api/alerts HTTP/1.0\r\n\r\n");
     assert_eq!(st, 401);
