@@ -148,12 +148,16 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    pub fn scoring(&self) -> Scoring {
-        let cut = match self.suggested {
+    /// The fixed cut that comes with the model, if any.
+    fn cut(&self) -> Option<f32> {
+        match self.suggested {
             Some(Threshold::Score(c)) => Some(c),
             _ => None,
-        };
-        Scoring::new(&self.artifact, &self.model, &self.bytes, self.registry_version, cut)
+        }
+    }
+
+    pub fn scoring(&self) -> Scoring {
+        Scoring::new(&self.artifact, &self.model, &self.bytes, self.registry_version, self.cut())
     }
 }
 
@@ -194,11 +198,7 @@ fn register(loaded: &mut LoadedModel, data_dir: &Path) -> anyhow::Result<()> {
         loaded.registry_version = Some(e.version);
         return Ok(());
     }
-    let cut = match loaded.suggested {
-        Some(Threshold::Score(c)) => Some(c),
-        _ => None,
-    };
-    let e = reg.promote(&loaded.path, format!("model in service at start: {}", loaded.path.display()), Vec::new(), cut, Timestamp::wall_now().as_secs_f64())?;
+    let e = reg.promote(&loaded.path, format!("model in service at start: {}", loaded.path.display()), Vec::new(), loaded.cut(), Timestamp::wall_now().as_secs_f64())?;
     eprintln!("learn     registered {} as model v{} (the learning loop's starting point)", loaded.path.display(), e.version);
     loaded.registry_version = Some(e.version);
     Ok(())

@@ -59,10 +59,17 @@ pub fn run(
     let page_done = AtomicBool::new(false);
     let report = std::thread::scope(|s| {
         let mut links = LoopLinks { feed: web.is_some().then_some(&feed), ..LoopLinks::default() };
+        // The loop's thread ends when the sample sender goes: with learning off, no samples
+        // are copied, and the sender is held here until the stream ends.
+        let mut idle_sender = None;
         let learner = learn.map(|l| {
             let (tx, rx) = bounded::<Sample>(64);
             let (rules_tx, rules_rx) = bounded::<RuleSet>(4);
-            links.learn = Some(tx);
+            if l.cfg.enabled {
+                links.learn = Some(tx);
+            } else {
+                idle_sender = Some(tx);
+            }
             links.rules = Some(rules_rx);
             std::thread::Builder::new()
                 .name("mnpflow-learn".into())
@@ -82,6 +89,7 @@ pub fn run(
             _ => None,
         };
         let report = stream::run(source, setup, extractor, slot, outputs, links, stop, metrics);
+        drop(idle_sender);
         if let Some(l) = learner {
             l.join().expect("the learning loop panicked");
         }

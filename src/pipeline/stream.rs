@@ -851,11 +851,10 @@ fn writer_stage(
                         });
                     }
                 }
-                if !alert {
-                    // Only an indicator check brought this flow here.
-                } else if suppress {
+                // (A flow that neither scored high nor matched an indicator ends here.)
+                if alert && suppress {
                     suppressed += 1;
-                } else {
+                } else if alert {
                     line.clear();
                     eve::write_alert(&mut line, rec, &cid, score, batch.cut, &batch.why[i], model, indicator);
                     line.push('\n');
