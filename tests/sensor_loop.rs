@@ -135,9 +135,10 @@ fn scored_uids(p: &Path) -> Vec<String> {
 }
 
 /// While the capture streams: analysts' labels arrive, the loop trains a candidate, promotes
-/// it and the scorer moves to it; then `mnpflow models rollback 1` moves it back. Every flow
-/// is scored exactly once across both swaps, alerts name the model that scored them, and
-/// the registry and `learn.log` keep the decision with its numbers.
+/// it and the scorer moves to it; then `mnpflow models rollback 1` moves it back, and
+/// `mnpflow models retrain --scratch` asks for one more turn. Every flow is scored exactly
+/// once across the swaps, alerts name the model that scored them, and the registry and
+/// `learn.log` keep the decisions with their numbers.
 #[test]
 fn promotion_and_rollback_while_streaming_lose_no_flow() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,8 +165,14 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     let rb = mnpflow().args(["models", "rollback", "1"]).arg("--data-dir").arg(&state).output().unwrap();
     assert!(rb.status.success(), "{}", String::from_utf8_lossy(&rb.stderr));
     s.wait_for("model v1 is current", 10);
+    // An analyst asks for a retrain from scratch: the loop takes it and decides.
+    let rq = mnpflow().args(["models", "retrain", "--scratch"]).arg("--data-dir").arg(&state).output().unwrap();
+    assert!(rq.status.success(), "{}", String::from_utf8_lossy(&rq.stderr));
+    s.wait_for("retraining on request (from scratch)", 10);
+    let decided = s.wait_for("candidate trained in", 30);
     let err = s.finish();
-    assert!(err.contains("2 model swaps"), "{err}");
+    let swaps = if decided.contains("now model v3") { 3 } else { 2 };
+    assert!(err.contains(&format!("{swaps} model swaps")), "{err}");
 
     // No flow lost or scored twice: the offline engine's flows, each once.
     let uids = scored_uids(&out.join("flows.csv"));
@@ -179,7 +186,7 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     assert!(v[..first2].iter().all(|&x| x == 1), "{v:?}");
     assert!(v[first2..].contains(&1), "no alert after the rollback: {v:?}");
     let reg = Registry::open(&state).unwrap();
-    assert_eq!(reg.current().unwrap().version, 1);
+    assert_eq!(reg.current().unwrap().version, if swaps == 3 { 3 } else { 1 });
     let v2 = reg.get(2).unwrap();
     assert_eq!(v2.parent, Some(1));
     assert!(v2.cut.is_some() && v2.validation.iter().any(|(k, _)| k == "auc_pr"), "{v2:?}");

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::labels::DataDirArg;
 use crate::feedback::Registry;
+use crate::feedback::retrain::RetrainRequest;
 
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
@@ -24,6 +25,12 @@ pub enum ModelsAction {
     Show { version: Option<u64> },
     /// Make an older version current; a running sensor picks it up at its next batch.
     Rollback { version: u64 },
+    /// Ask the sensor running with this data directory (and --learn) to retrain now.
+    Retrain {
+        /// Train from scratch instead of from the current model's weights.
+        #[arg(long)]
+        scratch: bool,
+    },
     /// Register a model file as the next version and make it current.
     Promote {
         file: PathBuf,
@@ -37,7 +44,8 @@ pub enum ModelsAction {
 }
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
-    let mut reg = Registry::open(&args.data.resolve())?;
+    let dir = args.data.resolve();
+    let mut reg = Registry::open(&dir)?;
     let current = reg.current().map(|e| e.version);
     match args.action {
         ModelsAction::List => {
@@ -56,6 +64,11 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         ModelsAction::Rollback { version } => {
             reg.rollback(version, crate::capture::Timestamp::wall_now().as_secs_f64())?;
             println!("current model: v{version}");
+        }
+        ModelsAction::Retrain { scratch } => {
+            let req = if scratch { RetrainRequest::Scratch } else { RetrainRequest::Warm };
+            req.write(&dir)?;
+            println!("asked the sensor using {} to retrain ({}); its learning loop takes the request within a second", dir.display(), if scratch { "from scratch" } else { "warm start" });
         }
         ModelsAction::Promote { file, data, cut } => {
             crate::model::artifact::Artifact::load(&file)?;

@@ -97,6 +97,37 @@ impl Default for LearnConfig {
     }
 }
 
+/// A request, from another process, to retrain now: `<data-dir>/retrain.request` holding
+/// `warm` or `scratch` (`mnpflow models retrain [--scratch]` writes it; the running sensor's
+/// loop takes it within a second and removes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrainRequest {
+    Warm,
+    Scratch,
+}
+
+impl RetrainRequest {
+    pub fn path(data_dir: &std::path::Path) -> std::path::PathBuf {
+        data_dir.join("retrain.request")
+    }
+
+    /// Leaves a request for the sensor using `data_dir` (atomically: written, then renamed).
+    pub fn write(self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let tmp = data_dir.join("retrain.request.tmp");
+        std::fs::write(&tmp, if self == RetrainRequest::Scratch { "scratch\n" } else { "warm\n" })?;
+        std::fs::rename(tmp, Self::path(data_dir))
+    }
+
+    /// Takes a pending request (removing it); an unreadable one counts as `warm`.
+    pub fn take(data_dir: &std::path::Path) -> Option<RetrainRequest> {
+        let p = Self::path(data_dir);
+        let text = std::fs::read_to_string(&p).ok()?;
+        std::fs::remove_file(&p).ok()?;
+        Some(if text.trim() == "scratch" { RetrainRequest::Scratch } else { RetrainRequest::Warm })
+    }
+}
+
 /// The model in service.
 pub struct Current<'a> {
     pub artifact: &'a Artifact,
@@ -436,6 +467,17 @@ mod tests {
         // Most held-back flows stay held back as labels arrive.
         let kept = h1.iter().filter(|u| h2.iter().any(|m| &m.uid == *u)).count();
         assert!(kept >= 5, "{kept}");
+    }
+
+    #[test]
+    fn retrain_requests_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RetrainRequest::take(dir.path()), None);
+        RetrainRequest::Scratch.write(dir.path()).unwrap();
+        assert_eq!(RetrainRequest::take(dir.path()), Some(RetrainRequest::Scratch));
+        assert_eq!(RetrainRequest::take(dir.path()), None);
+        RetrainRequest::Warm.write(dir.path()).unwrap();
+        assert_eq!(RetrainRequest::take(dir.path()), Some(RetrainRequest::Warm));
     }
 
     #[test]

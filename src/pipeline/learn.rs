@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use super::stream::{Sample, Scoring};
 use crate::alert::RuleSet;
 use crate::capture::Timestamp;
-use crate::feedback::retrain::{Current, RetrainError, retrain};
+use crate::feedback::retrain::{Current, RetrainError, RetrainRequest, retrain};
 use crate::feedback::{Label, LabelStore, LearnConfig, Registry, Reservoir};
 use crate::model::artifact::Artifact;
 use crate::model::mnpwad::Mnpwad;
@@ -160,7 +160,7 @@ impl Loop<'_> {
         new_labels >= self.cfg.after_labels.max(1) || self.last_turn.elapsed() >= self.cfg.interval
     }
 
-    fn turn(&mut self) {
+    fn turn(&mut self, scratch: bool) {
         self.last_turn = Instant::now();
         self.labels_at_turn = self.labels.len();
         let recent = self.reservoir.sample();
@@ -168,8 +168,9 @@ impl Loop<'_> {
         let started = Instant::now();
         let result = {
             let cur = Current { artifact: &self.current.artifact, model: &self.current.model, cut };
-            let (labels, cfg) = (&self.labels, &self.cfg);
-            let job = || retrain(&cur, &recent, labels, cfg, &Device::flex());
+            let cfg = LearnConfig { warm_start: self.cfg.warm_start && !scratch, ..self.cfg.clone() };
+            let labels = &self.labels;
+            let job = || retrain(&cur, &recent, labels, &cfg, &Device::flex());
             match &self.pool {
                 Some(p) => p.install(job),
                 None => job(),
@@ -311,8 +312,13 @@ pub fn run(setup: LearnSetup, rx: Receiver<Sample>, rules_tx: Sender<RuleSet>, s
         }
         lp.follow_registry();
         lp.reload_labels();
-        if lp.due() {
-            lp.turn();
+        if lp.cfg.enabled
+            && let Some(req) = RetrainRequest::take(&lp.dir)
+        {
+            lp.log(&format!("retraining on request ({})", if req == RetrainRequest::Scratch { "from scratch" } else { "warm start" }), json!({ "at": Loop::now(), "event": "request", "scratch": req == RetrainRequest::Scratch }));
+            lp.turn(req == RetrainRequest::Scratch);
+        } else if lp.due() {
+            lp.turn(false);
         }
     }
 }
