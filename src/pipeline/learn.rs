@@ -176,9 +176,11 @@ impl Loop<'_> {
                 None => job(),
             }
         };
-        self.metrics.retrains.fetch_add(1, Relaxed);
         let r = match result {
-            Ok(r) => r,
+            Ok(r) => {
+                self.metrics.retrains.fetch_add(1, Relaxed);
+                r
+            }
             Err(e) => {
                 // Say it once per distinct reason, not every interval.
                 let msg = e.to_string();

@@ -90,7 +90,7 @@ pub struct Metrics {
     pub indicator_alerts: AtomicU64,
     /// Times the scorer moved to another model (learning loop, rollback).
     pub model_swaps: AtomicU64,
-    /// Learning loop: retraining turns, promotions, and rows not offered to the reservoir
+    /// Learning loop: candidates trained, promotions, and rows not offered to the reservoir
     /// because it was busy training (a sample: nothing downstream misses them).
     pub retrains: AtomicU64,
     pub promotions: AtomicU64,
