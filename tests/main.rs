@@ -13,4 +13,6 @@ mod sensor_loop;
 mod stream;
 #[cfg(feature = "live")]
 mod live;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 mod util;

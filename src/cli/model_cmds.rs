@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use clap::Args;
 
 use crate::features::tables::{self, SchemaChoice, Table, TableOptions};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
 use crate::model::eval::{self, mean_std};
-use crate::model::score::{CpuScorer, Scores, explain_rows};
+use crate::model::device::{self, Backend};
+use crate::model::score::{Scorer, Scores};
 use crate::model::train::{Ablation, TrainConfig, TrainData, train as train_model};
 
 /// How to read the input table.
@@ -108,11 +108,6 @@ impl ConfigArgs {
     }
 }
 
-/// The compute device. Only the CPU (`flex`) backend is built by default.
-fn device() -> Device {
-    Device::flex()
-}
-
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -132,6 +127,10 @@ pub struct TrainArgs {
     /// Random seed (also the training seed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Train on the CPU or on a GPU (wgpu: builds with --features wgpu; without a GPU it says
+    /// why and uses the CPU).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -144,10 +143,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     // A deployed model sees only its training rows, so constant columns are judged on them.
     let p = eval::prepare(&table, &split, &split.train);
     let d = p.scaler.width();
+    let compute = device::select(a.backend);
     let trained = train_model(
         &TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, trusted_normal: 0, val: Some((&p.val, &p.val_labels)) },
         &cfg,
-        &device(),
+        &compute.device,
         !a.config.quiet,
     )
     .with_context(|| format!("training on {}", a.table.table.display()))?;
@@ -191,9 +191,14 @@ pub struct ScoreArgs {
     /// Output CSV (default: standard output).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
-    /// Score with the burn model instead of the hand-written CPU path.
+    /// Score with the burn model instead of the hand-written CPU path (implied by
+    /// --backend wgpu).
     #[arg(long)]
     pub burn: bool,
+    /// Score on the CPU or on a GPU (wgpu: builds with --features wgpu; without a GPU it says
+    /// why and uses the CPU).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
 }
 
 fn schema_choice_for(layout_name: &str) -> SchemaChoice {
@@ -214,13 +219,14 @@ pub fn score(mut a: ScoreArgs) -> anyhow::Result<ExitCode> {
     art.check_layout(&a.model, &name, &fp)?;
     let rows: Vec<usize> = (0..table.n_rows()).collect();
     let x = art.scaler.transform(&table.values, table.width(), &rows);
-    let started = std::time::Instant::now();
-    let s: Scores = if a.burn {
-        let model = art.to_model(&a.model, &device())?;
-        explain_rows(&model, &x, art.scaler.width(), 4096)
-    } else {
-        CpuScorer::new(&art.to_model(&a.model, &device())?).explain(&x)
+    let compute = device::select(a.backend);
+    let model = art.to_model(&a.model, &compute.device)?;
+    let scorer = match compute.backend {
+        Backend::Cpu if a.burn => Scorer::Burn { model, batch: 4096 },
+        _ => Scorer::new(&model, &compute),
     };
+    let started = std::time::Instant::now();
+    let s: Scores = scorer.explain(&x);
     let secs = started.elapsed().as_secs_f64();
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
@@ -281,6 +287,10 @@ pub struct EvalArgs {
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Train on the CPU or on a GPU (wgpu: builds with --features wgpu; without a GPU it says
+    /// why and uses the CPU). Test rows are scored on the CPU either way: same function.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -314,7 +324,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         split.test.len(),
         p.test_labels.iter().filter(|&&l| l == 1).count()
     );
-    let dev = device();
+    let dev = device::select(a.backend).device;
     let mut results = Vec::new();
     for r in 0..a.runs {
         let mut c = cfg.clone();

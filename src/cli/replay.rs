@@ -14,6 +14,7 @@ use crate::capture::source::{FileSource, PacketSource};
 use crate::config::Config;
 use crate::features::{self, SchemaKind};
 use crate::model::artifact::Artifact;
+use crate::model::device::{self, Backend, Compute};
 use crate::model::eval;
 use crate::capture::Timestamp;
 use crate::feedback::log::RecordLog;
@@ -73,6 +74,10 @@ pub struct DetectArgs {
     /// Token the page and API require (default: [feedback] token, else $MNPFLOW_FEEDBACK_TOKEN).
     #[arg(long, value_name = "TOKEN")]
     pub feedback_token: Option<String>,
+    /// Where the scorer runs: cpu (the hand-written forward pass) or wgpu (burn on a GPU;
+    /// builds with --features wgpu; without a GPU it says why and uses the CPU).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +124,7 @@ impl ReplayArgs {
                 learn: false,
                 feedback: None,
                 feedback_token: None,
+                backend: Backend::Cpu,
             },
         })
     }
@@ -156,8 +162,9 @@ impl LoadedModel {
         }
     }
 
-    pub fn scoring(&self) -> Scoring {
-        Scoring::new(&self.artifact, &self.model, &self.bytes, self.registry_version, self.cut())
+    /// Its scorer on `compute`.
+    pub fn scoring(&self, compute: &Compute) -> Scoring {
+        Scoring::on(compute, &self.artifact, &self.model, &self.bytes, self.registry_version, self.cut())
     }
 }
 
@@ -312,7 +319,8 @@ pub fn detect(
     crate::pipeline::catch_interrupt();
     let m = Metrics::new();
     let setup = Setup { stream: &stream_cfg, flow: &config.flow, speed, default_backpressure, stats_interval, metrics_listener };
-    let slot = ModelSlot::new(loaded.scoring());
+    let compute = device::select(d.backend);
+    let slot = ModelSlot::new(loaded.scoring(&compute));
     let first_version = slot.load().model.version.clone();
     // The loop's thread also follows the registry (rollback) and the rules folder.
     let learn = LearnSetup {
@@ -321,6 +329,7 @@ pub fn detect(
         rules_dir: Some(rules_dir(d, config)),
         artifact: loaded.artifact.clone(),
         registry_version: loaded.registry_version,
+        compute,
     };
     let report = sensor::run(source, setup, extractor, &slot, outputs, Some(learn), web, &crate::pipeline::INTERRUPTED, &m)?;
     eprint!("{}", m.summary());

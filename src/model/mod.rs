@@ -5,16 +5,18 @@
 //! the network (burn modules), `loss` the training losses, `kmeans` the prototype
 //! initialisation, `train` the training procedure, `score` batched inference with
 //! explanations, `artifact` the self-describing model file, `eval` the metrics and the
-//! paper's evaluation protocol, and `slot` the swap point where the learning loop publishes a
-//! new scorer while the pipeline keeps scoring.
+//! paper's evaluation protocol, `slot` the swap point where the learning loop publishes a
+//! new scorer while the pipeline keeps scoring, and `device` the CPU or GPU backend (opening a
+//! GPU fallibly, with a fallback to the CPU).
 //!
-//! Deliberately not here: reading tables (`features::tables`) and choosing a device for the
-//! user (the CLI does that).
+//! Deliberately not here: reading tables (`features::tables`) and choosing the backend for
+//! the user (the CLI's `--backend` does that).
 
 pub mod kmeans;
 pub mod loss;
 pub mod mnpwad;
 pub mod artifact;
+pub mod device;
 pub mod eval;
 pub mod gemm;
 pub mod score;

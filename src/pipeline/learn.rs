@@ -25,6 +25,7 @@ use crate::capture::Timestamp;
 use crate::feedback::retrain::{Current, RetrainError, RetrainRequest, retrain};
 use crate::feedback::{Label, LabelStore, LearnConfig, Registry, Reservoir};
 use crate::model::artifact::Artifact;
+use crate::model::device::Compute;
 use crate::model::mnpwad::Mnpwad;
 use crate::model::slot::ModelSlot;
 
@@ -41,6 +42,9 @@ pub struct LearnSetup {
     /// loop follow the registry).
     pub artifact: Artifact,
     pub registry_version: Option<u64>,
+    /// Where the scorer runs (`--backend`): a model the loop moves the scorer to is scored
+    /// there too. Training itself stays on the CPU, beside the scorer.
+    pub compute: Compute,
 }
 
 /// The model the loop believes is in service.
@@ -77,6 +81,7 @@ struct Loop<'a> {
     dir: PathBuf,
     slot: &'a ModelSlot<Scoring>,
     metrics: &'a Metrics,
+    compute: Compute,
     current: InService,
     reservoir: Reservoir,
     labels: Vec<Label>,
@@ -141,7 +146,7 @@ impl Loop<'_> {
         }
         match load(&reg.model_path(entry.version)) {
             Ok((artifact, model, bytes)) => {
-                self.slot.store(Scoring::new(&artifact, &model, &bytes, Some(entry.version), entry.cut));
+                self.slot.store(Scoring::on(&self.compute, &artifact, &model, &bytes, Some(entry.version), entry.cut));
                 self.current = InService { artifact, model, version: Some(entry.version) };
                 self.log(
                     &format!("model v{} is current (changed in the registry: rollback or promotion); the scorer moved to it", entry.version),
@@ -227,7 +232,7 @@ impl Loop<'_> {
         let _ = std::fs::remove_file(&tmp);
         self.registry_len = file_len(&models.join("registry.log"));
         let bytes = std::fs::read(reg.model_path(entry.version))?;
-        self.slot.store(Scoring::new(&artifact, &model, &bytes, Some(entry.version), Some(cut)));
+        self.slot.store(Scoring::on(&self.compute, &artifact, &model, &bytes, Some(entry.version), Some(cut)));
         self.metrics.promotions.fetch_add(1, Relaxed);
         self.current = InService { artifact, model, version: Some(entry.version) };
         Ok(entry.version)
@@ -272,6 +277,7 @@ pub fn run(setup: LearnSetup, rx: Receiver<Sample>, rules_tx: Sender<RuleSet>, s
         last_turn: Instant::now(),
         last_refusal: None,
         current: InService { artifact: setup.artifact, model, version: setup.registry_version },
+        compute: setup.compute,
         cfg,
         dir,
         slot,

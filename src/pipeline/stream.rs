@@ -64,7 +64,8 @@ use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, commu
 use crate::feedback::web::{AlertFeed, AlertView};
 use crate::model::artifact::Artifact;
 use crate::model::mnpwad::Mnpwad;
-use crate::model::score::CpuScorer;
+use crate::model::device::Compute;
+use crate::model::score::Scorer;
 use crate::model::slot::ModelSlot;
 use crate::output::RecordWriter;
 
@@ -148,7 +149,8 @@ impl std::str::FromStr for Speed {
 
 /// The model as the scorer uses it; what [`ModelSlot`] holds.
 pub struct Scoring {
-    pub scorer: CpuScorer,
+    /// The hand-written CPU path, or burn on a GPU (`--backend wgpu`).
+    pub scorer: Scorer,
     pub scaler: Scaler,
     pub model: ModelInfo,
     /// The score cut that comes with this model, used when the user set no threshold.
@@ -156,12 +158,17 @@ pub struct Scoring {
 }
 
 impl Scoring {
-    /// Builds the scorer for a model; `file_bytes` (the model file) name its version.
+    /// Builds the CPU scorer for a model; `file_bytes` (the model file) name its version.
     pub fn new(art: &Artifact, model: &Mnpwad, file_bytes: &[u8], registry_version: Option<u64>, cut: Option<f32>) -> Scoring {
+        Scoring::on(&Compute::cpu(), art, model, file_bytes, registry_version, cut)
+    }
+
+    /// Builds the scorer for a model on `compute` (the CPU, or a GPU).
+    pub fn on(compute: &Compute, art: &Artifact, model: &Mnpwad, file_bytes: &[u8], registry_version: Option<u64>, cut: Option<f32>) -> Scoring {
         let h = Sha1::digest(file_bytes);
         let version = format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
         Scoring {
-            scorer: CpuScorer::new(model),
+            scorer: Scorer::new(model, compute),
             scaler: art.scaler.clone(),
             model: ModelInfo { version, schema: art.layout.name.clone(), registry_version },
             cut,
