@@ -194,9 +194,8 @@ mod tests {
     #[cfg(feature = "wgpu")]
     mod on_wgpu {
         use super::super::*;
-        use crate::model::mnpwad::ModelConfig;
+        use crate::model::score::tests::{max_diff, variants};
         use crate::model::score::{CpuScorer, Scorer, explain_rows};
-        use rand::{Rng, SeedableRng};
 
         pub(crate) fn gpu() -> Compute {
             let c = select(Backend::Wgpu);
@@ -221,22 +220,14 @@ mod tests {
         #[test]
         fn wgpu_scores_equal_the_cpu_path() {
             let g = gpu();
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
-            for (d, k, alpha, recon, sim) in [(40, 4, 1.0, true, true), (13, 3, 2.5, false, true), (6, 2, 1.0, true, false)] {
-                let mut cfg = ModelConfig::new(d, 8, k);
-                cfg.alpha = alpha;
-                cfg.recon_input = recon;
-                cfg.similarity_input = sim;
-                let model = cfg.init(&mut rng, &Device::flex());
-                let n = 300;
-                let rows: Vec<f32> = (0..n * d).map(|_| rng.random_range(-0.2f32..1.2)).collect();
+            for (model, rows, d) in variants(17) {
+                let n = rows.len() / d;
                 let cpu = CpuScorer::new(&model).explain(&rows);
                 let on_gpu = Scorer::new(&model, &g);
                 assert!(matches!(on_gpu, Scorer::Burn { .. }), "a wgpu scorer runs burn on the GPU");
                 // Odd batches: the last one is partial.
                 for a in [on_gpu.explain(&rows), explain_rows(on_gpu.model().unwrap(), &rows, d, 97)] {
                     assert_eq!(a.score.len(), n);
-                    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
                     assert!(max_diff(&a.score, &cpu.score) < 1e-4, "d {d}: score differs by {}", max_diff(&a.score, &cpu.score));
                     assert!(max_diff(&a.recon, &cpu.recon) < 1e-4, "d {d}: recon differs by {}", max_diff(&a.recon, &cpu.recon));
                     assert!(max_diff(&a.similarity, &cpu.similarity) < 1e-4, "d {d}: similarity differs by {}", max_diff(&a.similarity, &cpu.similarity));

@@ -342,26 +342,41 @@ impl Scratch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::mnpwad::ModelConfig;
     use burn::tensor::Device;
     use rand::{Rng, SeedableRng};
 
+    /// The scorer's test cases, shared by every comparison of two scoring paths: three model
+    /// shapes (40 features and k 4; alpha 2.5 without the reconstruction input; no similarity
+    /// input), each with 300 random rows slightly outside [0, 1]. Returns (model, rows, width).
+    pub(crate) fn variants(seed: u64) -> Vec<(Mnpwad, Vec<f32>, usize)> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        [(40, 4, 1.0, true, true), (13, 3, 2.5, false, true), (6, 2, 1.0, true, false)]
+            .into_iter()
+            .map(|(d, k, alpha, recon, sim)| {
+                let mut cfg = ModelConfig::new(d, 8, k);
+                cfg.alpha = alpha;
+                cfg.recon_input = recon;
+                cfg.similarity_input = sim;
+                let model = cfg.init(&mut rng, &Device::flex());
+                let rows: Vec<f32> = (0..300 * d).map(|_| rng.random_range(-0.2f32..1.2)).collect();
+                (model, rows, d)
+            })
+            .collect()
+    }
+
+    pub(crate) fn max_diff(x: &[f32], y: &[f32]) -> f32 {
+        x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max)
+    }
+
     #[test]
     fn cpu_path_equals_burn_path() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (d, k, alpha, recon, sim) in [(40, 4, 1.0, true, true), (13, 3, 2.5, false, true), (6, 2, 1.0, true, false)] {
-            let mut cfg = ModelConfig::new(d, 8, k);
-            cfg.alpha = alpha;
-            cfg.recon_input = recon;
-            cfg.similarity_input = sim;
-            let model = cfg.init(&mut rng, &Device::flex());
-            let n = 300;
-            let rows: Vec<f32> = (0..n * d).map(|_| rng.random_range(-0.2f32..1.2)).collect();
+        for (model, rows, d) in variants(7) {
+            let n = rows.len() / d;
             let a = explain_rows(&model, &rows, d, 128);
             let b = CpuScorer::new(&model).explain(&rows);
-            let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
             assert!(max_diff(&a.score, &b.score) < 1e-5, "score {}", max_diff(&a.score, &b.score));
             assert!(max_diff(&a.recon, &b.recon) < 1e-5);
             assert!(max_diff(&a.similarity, &b.similarity) < 1e-5);
