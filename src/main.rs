@@ -5,6 +5,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("MNPFLOW_LOG"))
         .with_writer(std::io::stderr)
         .init();
+    // Flush subnormal floats to zero here and in rayon's global pool, where burn's CPU
+    // backend runs large operations (see `model::denormal`).
+    mnpflow::model::denormal::flush_on_this_thread();
+    if let Err(e) = rayon::ThreadPoolBuilder::new().start_handler(|_| mnpflow::model::denormal::flush_on_this_thread()).build_global() {
+        tracing::debug!("rayon's global pool was already built: {e}");
+    }
     match mnpflow::cli::run() {
         Ok(code) => code,
         Err(err) => {

@@ -7,7 +7,8 @@
 //! explanations, `artifact` the self-describing model file, `eval` the metrics and the
 //! paper's evaluation protocol, `slot` the swap point where the learning loop publishes a
 //! new scorer while the pipeline keeps scoring, and `device` the CPU or GPU backend (opening a
-//! GPU fallibly, with a fallback to the CPU).
+//! GPU fallibly, with a fallback to the CPU), and `denormal` the flush-to-zero mode that keeps
+//! subnormal floats from slowing training and scoring tenfold.
 //!
 //! Deliberately not here: reading tables (`features::tables`) and choosing the backend for
 //! the user (the CLI's `--backend` does that).
@@ -16,6 +17,7 @@ pub mod kmeans;
 pub mod loss;
 pub mod mnpwad;
 pub mod artifact;
+pub mod denormal;
 pub mod device;
 pub mod eval;
 pub mod gemm;

@@ -15,6 +15,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 
+use super::denormal::{FlushGuard, flush_subnormals};
 use super::device::{Backend, Compute};
 use super::gemm::gemm_acc;
 use super::mnpwad::{LEAKY_SLOPE, Mnpwad, to_vec};
@@ -135,8 +136,11 @@ impl Dense {
     fn from(l: &burn::nn::Linear) -> Dense {
         let w = l.weight.val();
         let [d_in, d_out] = w.dims();
-        let b = l.bias.as_ref().map(|b| to_vec(b.val())).unwrap_or_else(|| vec![0.0; d_out]);
-        Dense { d_in, d_out, w: to_vec(w), b }
+        let mut b = l.bias.as_ref().map(|b| to_vec(b.val())).unwrap_or_else(|| vec![0.0; d_out]);
+        let mut w = to_vec(w);
+        flush_subnormals(&mut w);
+        flush_subnormals(&mut b);
+        Dense { d_in, d_out, w, b }
     }
 }
 
@@ -163,7 +167,8 @@ impl CpuScorer {
     /// Copies the weights out of a burn model.
     pub fn new(model: &Mnpwad) -> CpuScorer {
         let e = model.config.latent;
-        let raw = to_vec(model.prototypes.val());
+        let mut raw = to_vec(model.prototypes.val());
+        flush_subnormals(&mut raw);
         let mut protos = Vec::with_capacity(raw.len());
         for p in raw.chunks(e) {
             let norm = p.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
@@ -241,6 +246,7 @@ impl CpuScorer {
     fn run(&self, rows: &[f32], mut sink: impl FnMut(usize, f32, f32, u32, f32, &[f32])) {
         let d = self.input_width();
         let e = self.latent_width();
+        let _ftz = FlushGuard::new();
         let mut t = Scratch::new(self);
         for (b, x) in rows.chunks(BLOCK * d).enumerate() {
             let n = x.len() / d;

@@ -25,6 +25,7 @@ use crate::capture::Timestamp;
 use crate::feedback::retrain::{Current, RetrainError, RetrainRequest, retrain};
 use crate::feedback::{Label, LabelStore, LearnConfig, Registry, Reservoir};
 use crate::model::artifact::Artifact;
+use crate::model::denormal;
 use crate::model::device::Compute;
 use crate::model::mnpwad::Mnpwad;
 use crate::model::slot::ModelSlot;
@@ -256,7 +257,7 @@ pub fn run(setup: LearnSetup, rx: Receiver<Sample>, rules_tx: Sender<RuleSet>, s
         Err(e) => return eprintln!("learn     cannot rebuild the model in service: {e}; the learning loop is off"),
     };
     let horizon = cfg.reservoir_horizon.as_secs().max(1) as i64;
-    let pool = match rayon::ThreadPoolBuilder::new().num_threads(cfg.threads.max(1)).thread_name(|i| format!("mnpflow-train-{i}")).build() {
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(cfg.threads.max(1)).thread_name(|i| format!("mnpflow-train-{i}")).start_handler(|_| denormal::flush_on_this_thread()).build() {
         Ok(p) => Some(p),
         Err(e) => {
             eprintln!("learn     cannot make a training pool of {} threads ({e}); training on this thread", cfg.threads);
