@@ -168,11 +168,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     art.save(&a.output).with_context(|| format!("writing model {}", a.output.display()))?;
     let r = &trained.report;
     eprintln!(
-        "trained on {} rows ({} labeled anomalies), {} features, k = {}, {} joint epochs (best {}), {:.1} s -> {}",
+        "trained on {} rows ({} labeled anomalies), {} features, k = {} (clustered from {}), {} joint epochs (best {}), {:.1} s -> {}",
         p.unlabeled.len() / d,
         p.anomalies.len() / d,
         d,
         r.n_prototypes,
+        r.prototype_rows,
         r.joint_epochs,
         r.best_epoch,
         r.fit_seconds,
@@ -331,8 +332,18 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         c.seed = a.seed + r as u64;
         let res = eval::run_once(&p, &c, &dev, !a.config.quiet)?;
         eprintln!(
-            "seed {}: AUC-PR {:.4}  AUC-ROC {:.4}  AP {:.4}  k {}  epochs {}  fit {:.1} s  score {:.3} s",
-            res.seed, res.metrics.auc_pr, res.metrics.auc_roc, res.metrics.average_precision, res.n_prototypes, res.joint_epochs, res.fit_seconds, res.score_seconds
+            "seed {}: AUC-PR {:.4}  AUC-ROC {:.4}  AP {:.4}  k {}  epochs {}  fit {:.1} s (pretrain {:.1}, prototypes {:.1}, joint {:.1})  score {:.3} s",
+            res.seed,
+            res.metrics.auc_pr,
+            res.metrics.auc_roc,
+            res.metrics.average_precision,
+            res.n_prototypes,
+            res.joint_epochs,
+            res.fit_seconds,
+            res.stage_seconds[0],
+            res.stage_seconds[1],
+            res.stage_seconds[2],
+            res.score_seconds
         );
         results.push(res);
     }

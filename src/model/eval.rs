@@ -196,6 +196,8 @@ pub struct RunResult {
     pub seed: u64,
     pub metrics: Metrics,
     pub fit_seconds: f64,
+    /// Fit seconds by step: pretraining, prototypes, joint training.
+    pub stage_seconds: [f64; 3],
     pub score_seconds: f64,
     pub n_prototypes: usize,
     pub joint_epochs: usize,
@@ -244,6 +246,7 @@ pub fn run_once(p: &Prepared, cfg: &super::train::TrainConfig, device: &burn::te
         seed: cfg.seed,
         metrics: metrics(&scores, &p.test_labels),
         fit_seconds: trained.report.fit_seconds,
+        stage_seconds: trained.report.stage_seconds,
         score_seconds,
         n_prototypes: trained.report.n_prototypes,
         joint_epochs: trained.report.joint_epochs,
