@@ -32,6 +32,9 @@ table_file() {
     esac
 }
 
+# Mean and standard deviation (population, as numpy's default) of numbers on standard input.
+stats() { "$python" -c 'import sys, statistics as st; v=[float(x) for x in sys.stdin.read().split()]; print(f"{st.fmean(v)} {st.pstdev(v)}")'; }
+
 echo "| table | reference fit s | mnpflow fit s | mnpflow faster by | reference AUC-PR | mnpflow AUC-PR | delta |"
 echo "|---|---|---|---|---|---|---|"
 for t in "${tables[@]}"; do
@@ -43,8 +46,6 @@ for t in "${tables[@]}"; do
     ours_out=$(RAYON_NUM_THREADS=1 "$bin" eval --quiet --table "$file" --split "$split" \
         --runs "$nseeds" --seed "$first" 2>&1 | grep '^seed ')
     echo "$ours_out" >&2
-    # mean and standard deviation (population, as numpy's default) of one field per run
-    stats() { "$python" -c 'import sys, statistics as st; v=[float(x) for x in sys.stdin.read().split()]; print(f"{st.fmean(v)} {st.pstdev(v)}")'; }
     ref_fit=$(echo "$ref_out" | "$python" -c 'import sys,json; [print(json.loads(l)["fit_s"]) for l in sys.stdin if l.strip()]' | stats)
     ref_pr=$(echo "$ref_out" | "$python" -c 'import sys,json; [print(json.loads(l)["auc_pr"]) for l in sys.stdin if l.strip()]' | stats)
     our_fit=$(echo "$ours_out" | awk '{for(i=1;i<=NF;i++) if($i=="fit") print $(i+1)}' | stats)

@@ -7,6 +7,7 @@
 //! ChaCha generator seeded by [`TrainConfig::seed`], so a seed decides the model on the CPU
 //! backend.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -520,7 +521,7 @@ const KNOWN_NORMAL_PER_PROTOTYPE: usize = 5;
 /// validation rows labeled normal and the analysts' confirmed-benign rows. On the shared
 /// tables, where unlabeled anomalies are 1 to 4 %, the two choices score alike over 12 seeds
 /// (docs/model-results.md).
-fn prototype_rows(data: &TrainData, want: PrototypeRows, at_least: usize) -> (Vec<f32>, String) {
+fn prototype_rows<'a>(data: &TrainData<'a>, want: PrototypeRows, at_least: usize) -> (Cow<'a, [f32]>, String) {
     let d = data.d;
     let n_u = data.unlabeled.len() / d;
     if want == PrototypeRows::KnownNormal {
@@ -532,11 +533,11 @@ fn prototype_rows(data: &TrainData, want: PrototypeRows, at_least: usize) -> (Ve
         }
         let n = known.len() / d;
         if n >= at_least {
-            return (known, format!("{n} known-normal rows"));
+            return (Cow::Owned(known), format!("{n} known-normal rows"));
         }
-        return (data.unlabeled.to_vec(), format!("{n_u} unlabeled rows ({n} known-normal rows, fewer than {at_least})"));
+        return (Cow::Borrowed(data.unlabeled), format!("{n_u} unlabeled rows ({n} known-normal rows, fewer than {at_least})"));
     }
-    (data.unlabeled.to_vec(), format!("{n_u} unlabeled rows"))
+    (Cow::Borrowed(data.unlabeled), format!("{n_u} unlabeled rows"))
 }
 
 /// Warm start: joint training (step 3 only) from an existing model, keeping its layers and
@@ -812,10 +813,10 @@ mod tests {
         assert_eq!(why, "40 unlabeled rows (11 known-normal rows, fewer than 12)");
         // Asked for the unlabeled rows: those, whatever is known.
         let (got, _) = prototype_rows(&data(3, Some((&val, &labels))), PrototypeRows::Unlabeled, 1);
-        assert_eq!(got, unlabeled);
+        assert_eq!(&*got, &unlabeled[..]);
         // No validation split and no confirmed rows.
         let (got, _) = prototype_rows(&data(0, None), PrototypeRows::KnownNormal, 1);
-        assert_eq!(got, unlabeled);
+        assert_eq!(&*got, &unlabeled[..]);
     }
 
     /// A flood of near-identical attack rows in the unlabeled traffic: clustering the unlabeled
