@@ -9,8 +9,8 @@
 # utils_pretrain.py, Dataset.py); it is not part of this repository. PYTHON (default python3)
 # must have torch 1.13, scikit-learn, pandas and numpy<2. SEEDS default 42,43,44 (the seeds
 # of the published reference figures). TABLE: names of ../shared/reference/splits/*.split.csv
-# (default: all eight). Prints a markdown table: mean fit seconds of each, their ratio, and
-# mean AUC-PR of each; per-seed JSON lines go to stderr.
+# (default: all eight). Prints a markdown table: mean fit seconds of each, their ratio, AUC-PR
+# mean +- std of each and the difference of the means; per-seed lines go to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${1:?usage: benches/train_vs_reference.sh REF_DIR [SEEDS] [TABLE...]}
@@ -32,6 +32,10 @@ table_file() {
     esac
 }
 
+# One field of the reference's JSON lines on standard input, a value per line.
+ref_field() { "$python" -c 'import sys, json; [print(json.loads(l)[sys.argv[1]]) for l in sys.stdin if l.strip()]' "$1"; }
+# One field of mnpflow eval's per-seed lines: the word after NAME.
+our_field() { awk -v name="$1" '{for(i=1;i<NF;i++) if($i==name) print $(i+1)}'; }
 # Mean and standard deviation (population, as numpy's default) of numbers on standard input.
 stats() { "$python" -c 'import sys, statistics as st; v=[float(x) for x in sys.stdin.read().split()]; print(f"{st.fmean(v)} {st.pstdev(v)}")'; }
 
@@ -46,10 +50,10 @@ for t in "${tables[@]}"; do
     ours_out=$(RAYON_NUM_THREADS=1 "$bin" eval --quiet --table "$file" --split "$split" \
         --runs "$nseeds" --seed "$first" 2>&1 | grep '^seed ')
     echo "$ours_out" >&2
-    ref_fit=$(echo "$ref_out" | "$python" -c 'import sys,json; [print(json.loads(l)["fit_s"]) for l in sys.stdin if l.strip()]' | stats)
-    ref_pr=$(echo "$ref_out" | "$python" -c 'import sys,json; [print(json.loads(l)["auc_pr"]) for l in sys.stdin if l.strip()]' | stats)
-    our_fit=$(echo "$ours_out" | awk '{for(i=1;i<=NF;i++) if($i=="fit") print $(i+1)}' | stats)
-    our_pr=$(echo "$ours_out" | awk '{for(i=1;i<=NF;i++) if($i=="AUC-PR") print $(i+1)}' | stats)
+    ref_fit=$(echo "$ref_out" | ref_field fit_s | stats)
+    ref_pr=$(echo "$ref_out" | ref_field auc_pr | stats)
+    our_fit=$(echo "$ours_out" | our_field fit | stats)
+    our_pr=$(echo "$ours_out" | our_field AUC-PR | stats)
     read -r rf _ <<<"$ref_fit"; read -r of _ <<<"$our_fit"
     read -r rp rps <<<"$ref_pr"; read -r op ops <<<"$our_pr"
     printf "| %s | %.1f | %.1f | %.2fx | %.3f+-%.3f | %.3f+-%.3f | %+.3f |\n" "$t" "$rf" "$of" \
