@@ -110,6 +110,8 @@ fn sorted(mut v: Vec<Identity>) -> Vec<Identity> {
 /// Every shared capture and the bundled one: for 1, 2 and 4 workers the pipeline exports
 /// exactly the flows of the single-table engine (same endpoints, times, packet and byte
 /// counts and end reasons), each once, with ids unique across workers, and scores each.
+/// More: it releases them in the same order (the window order), so that every feature, the
+/// `ct_*` counts included, every score and every alert is the same for any number of workers.
 #[test]
 fn replay_exports_the_offline_flows_for_1_2_4_workers() {
     let mut captures = shared_captures();
@@ -125,6 +127,9 @@ fn replay_exports_the_offline_flows_for_1_2_4_workers() {
         };
         let (offline, ostats) = flows_of(&paths);
         let want = sorted(offline.iter().map(identity).collect());
+        let unnumbered = |r: &FlowRecord| FlowRecord { id: 0, ..*r };
+        let want_order: Vec<FlowRecord> = offline.iter().map(unnumbered).collect();
+        let mut first_scores: Option<Vec<(u32, bool)>> = None;
         for workers in [1, 2, 4] {
             let cfg = StreamConfig { workers, packet_batch: 64, shard_seed: Some(workers as u64), ..StreamConfig::default() };
             let (report, metrics, _) = replay(&paths, &cfg, RuleSet::default(), Threshold::Rate(0.02));
@@ -136,6 +141,18 @@ fn replay_exports_the_offline_flows_for_1_2_4_workers() {
                 let reasons = |v: &[Identity]| { let mut m = std::collections::BTreeMap::new(); for x in v { *m.entry(x.1.6).or_insert(0) += 1; } m };
                 eprintln!("got {:?} want {:?} resets {} vs {}", reasons(&got), reasons(&want), report.flow.clock_resets, ostats.flow.clock_resets);
                 panic!("{paths:?} with {workers} workers: flows differ from the offline engine\nnot offline: {extra:?}\nmissing: {missing:?}");
+            }
+            // Every field of every record, in the offline engine's order: what the ct_* window
+            // counts over, so equal here means equal features.
+            let got_order: Vec<FlowRecord> = report.scored.iter().map(|s| unnumbered(&s.rec)).collect();
+            if let Some(i) = (0..want_order.len()).find(|&i| got_order[i] != want_order[i]) {
+                panic!("{paths:?} with {workers} workers: record {i} out of window order\ngot  {:?}\nwant {:?}", got_order[i], want_order[i]);
+            }
+            assert_eq!(report.order.released_early + report.order.late, 0, "{paths:?}: {:?}", report.order);
+            let scores: Vec<(u32, bool)> = report.scored.iter().map(|s| (s.score.to_bits(), s.alerted)).collect();
+            match &first_scores {
+                None => first_scores = Some(scores),
+                Some(one) => assert!(one == &scores, "{paths:?} with {workers} workers: scores or alerts differ from 1 worker"),
             }
             let mut ids: Vec<u64> = report.scored.iter().map(|s| s.rec.id).collect();
             ids.sort_unstable();
@@ -358,5 +375,61 @@ fn replay_bad_input_is_one_clear_line() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// `replay --flows csv` writes exactly the records of `mnpflow flows` (every column: the ct_*
+/// counts, the uids) with 1, 2 and 4 workers and on a repeated run, and the alerts are the same
+/// on every run: the window order does not depend on the threads (issue 15).
+#[test]
+fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = model();
+    let caps = [repo("captures/demo.pcap"), crate::util::shared("captures/ndpi/malware.pcap")];
+    for cap in &caps {
+        let off = dir.path().join("off.csv");
+        let st = mnpflow().args(["flows", "--schema", "unsw", "--format", "csv", "-o"]).arg(&off).arg(cap).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let want = std::fs::read_to_string(&off).unwrap();
+        let want: Vec<&str> = want.lines().collect();
+        let mut first_alerts: Option<String> = None;
+        for (run, workers) in ["1", "2", "4", "2"].iter().enumerate() {
+            let out = dir.path().join(format!("r{run}"));
+            let st = mnpflow()
+                .args(["replay", "--workers", workers, "--flows", "csv", "--rules", "none", "--model"])
+                .arg(model)
+                .arg("--output-dir")
+                .arg(&out)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg(cap)
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+            let got = std::fs::read_to_string(out.join("flows.csv")).unwrap();
+            let got: Vec<&str> = got.lines().collect();
+            assert_eq!(got.len(), want.len(), "{cap:?} with {workers} workers");
+            assert_eq!(got[0], format!("{},score,alert", want[0]));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate().skip(1) {
+                // The replay's row is the offline row plus its score and alert columns.
+                let cut = g.rmatch_indices(',').nth(1).unwrap().0;
+                assert_eq!(&g[..cut], *w, "{cap:?} with {workers} workers: row {i} differs from `mnpflow flows`");
+            }
+            // Alerts name the flow id of the worker that numbered it; everything else is equal.
+            let alerts = std::fs::read_to_string(out.join("alerts.jsonl")).unwrap();
+            let alerts: String = alerts
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let mut v = v;
+                    v.as_object_mut().unwrap().remove("flow_id");
+                    v.to_string() + "\n"
+                })
+                .collect();
+            match &first_alerts {
+                None => first_alerts = Some(alerts),
+                Some(a) => assert!(a == &alerts, "{cap:?} with {workers} workers (run {run}): alerts differ from the first run"),
+            }
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Which scores alert: a fixed score, or a target alert rate over recent traffic.
 //!
-//! A rate threshold keeps the last `window` scores in a ring and, for each batch, alerts on
-//! the scores at or above the ring's `1 - rate` quantile (the batch itself included, so the
-//! very first batch is calibrated on itself). It adapts to the traffic: a burst of anomalies
+//! A rate threshold keeps the last `window` scores and alerts on a flow whose score is at or
+//! above the `1 - rate` quantile of the window ending at it (itself included, so the very first
+//! flows are calibrated on themselves). It adapts to the traffic: a burst of anomalies
 //! larger than the rate raises the bar instead of flooding the alert file, and that is the
 //! point of asking for a rate.
 
@@ -52,13 +52,36 @@ impl fmt::Display for Threshold {
 }
 
 /// Turns a [`Threshold`] into a score cut per batch.
+/// Total order of scores as integers (NaN counts as the lowest score), for the ordered sets.
+fn order_bits(s: f32) -> u32 {
+    let s = if s.is_nan() { f32::NEG_INFINITY } else { s };
+    let b = s.to_bits();
+    if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
+}
+
+fn from_order_bits(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
+}
+
+/// Scores in the window, each with its arrival number so that equal scores stay distinct.
+type Entry = (u32, u64);
+
+/// Turns a threshold into a cut per flow.
+///
+/// Each flow's cut is computed from the window ending at that flow (itself included), never
+/// from how flows were batched: the pipeline's batch boundaries depend on timing, and the
+/// alerts of a replay must not. The window is kept as two ordered sets, the `k` highest
+/// scores and the rest, so each flow costs a few tree updates instead of a selection over
+/// the whole window.
 #[derive(Debug, Clone)]
 pub struct ThresholdCalibrator {
     threshold: Threshold,
-    ring: Vec<f32>,
-    next: usize,
+    /// Arrival order of the window's entries, oldest first.
+    ring: std::collections::VecDeque<Entry>,
+    top: std::collections::BTreeSet<Entry>,
+    rest: std::collections::BTreeSet<Entry>,
+    seen: u64,
     window: usize,
-    scratch: Vec<f32>,
     current: f32,
 }
 
@@ -69,36 +92,56 @@ impl ThresholdCalibrator {
             Threshold::Score(s) => s,
             Threshold::Rate(_) => f32::INFINITY,
         };
-        ThresholdCalibrator { threshold, ring: Vec::with_capacity(window), next: 0, window, scratch: Vec::new(), current }
+        ThresholdCalibrator {
+            threshold,
+            ring: std::collections::VecDeque::with_capacity(window),
+            top: Default::default(),
+            rest: Default::default(),
+            seen: 0,
+            window,
+            current,
+        }
     }
 
-    /// Takes a batch's scores into the window and returns the score cut for that batch:
-    /// a score alerts when `score >= cut`.
-    pub fn calibrate(&mut self, scores: &[f32]) -> f32 {
-        let Threshold::Rate(rate) = self.threshold else { return self.current };
+    /// Takes scores into the window in order and appends each one's cut to `cuts`: a score
+    /// alerts when `score >= cut`. The cut of a rate is the k-th highest score of the window
+    /// ending at that flow, k = ceil(rate * n): at most k of the window alert (ties aside).
+    pub fn calibrate(&mut self, scores: &[f32], cuts: &mut Vec<f32>) {
+        let Threshold::Rate(rate) = self.threshold else {
+            cuts.extend(std::iter::repeat_n(self.current, scores.len()));
+            return;
+        };
         for &s in scores {
-            let s = if s.is_nan() { f32::NEG_INFINITY } else { s };
-            if self.ring.len() < self.window {
-                self.ring.push(s);
+            let e = (order_bits(s), self.seen);
+            self.seen += 1;
+            if self.top.first().is_some_and(|lo| e > *lo) || self.top.is_empty() {
+                self.top.insert(e);
             } else {
-                self.ring[self.next] = s;
-                self.next = (self.next + 1) % self.window;
+                self.rest.insert(e);
             }
+            self.ring.push_back(e);
+            if self.ring.len() > self.window {
+                let old = self.ring.pop_front().expect("longer than the window");
+                if !self.top.remove(&old) {
+                    self.rest.remove(&old);
+                }
+            }
+            let n = self.ring.len();
+            let k = ((rate * n as f64).ceil() as usize).clamp(1, n);
+            while self.top.len() > k {
+                let lo = self.top.pop_first().expect("top holds more than k");
+                self.rest.insert(lo);
+            }
+            while self.top.len() < k {
+                let Some(hi) = self.rest.pop_last() else { break };
+                self.top.insert(hi);
+            }
+            self.current = self.top.first().map(|e| from_order_bits(e.0)).unwrap_or(f32::INFINITY);
+            cuts.push(self.current);
         }
-        if self.ring.is_empty() {
-            return self.current;
-        }
-        // The k-th largest score, k = ceil(rate * n): at most k of the window alert (ties aside).
-        let n = self.ring.len();
-        let k = ((rate * n as f64).ceil() as usize).clamp(1, n);
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.ring);
-        let (_, kth, _) = self.scratch.select_nth_unstable_by(n - k, |a, b| a.total_cmp(b));
-        self.current = *kth;
-        self.current
     }
 
-    /// The cut of the last batch (infinite before the first batch of a rate threshold).
+    /// The cut of the last flow (infinite before the first flow of a rate threshold).
     pub fn current(&self) -> f32 {
         self.current
     }
@@ -127,20 +170,57 @@ mod tests {
         }
     }
 
+    fn cuts(c: &mut ThresholdCalibrator, scores: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        c.calibrate(scores, &mut out);
+        out
+    }
+
     #[test]
     fn fixed_score_ignores_traffic() {
         let mut c = ThresholdCalibrator::new(Threshold::Score(0.5), 10);
-        assert_eq!(c.calibrate(&[0.9, 0.1]), 0.5);
+        assert_eq!(cuts(&mut c, &[0.9, 0.1]), vec![0.5, 0.5]);
     }
 
     #[test]
     fn rate_alerts_on_that_share_of_the_window() {
         let mut c = ThresholdCalibrator::new(Threshold::Rate(0.1), 1000);
         let scores: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-        let cut = c.calibrate(&scores);
+        let cut = *cuts(&mut c, &scores).last().unwrap();
         assert_eq!(scores.iter().filter(|&&s| s >= cut).count(), 100);
         // Only the window counts: after 1000 low scores, the old high ones are gone.
-        let cut = c.calibrate(&vec![0.5; 1000]);
+        let cut = *cuts(&mut c, &vec![0.5; 1000]).last().unwrap();
         assert_eq!(cut, 0.5);
+    }
+
+    /// Every cut is the k-th highest of the window ending at that flow, as a sort says, for
+    /// scores with ties, NaN and negatives; and however the scores are split into batches.
+    #[test]
+    fn each_cut_is_the_quantile_of_its_window_in_any_batching() {
+        let mut rng = crate::capture::synth::Rng::new(9);
+        let scores: Vec<f32> = (0..3000)
+            .map(|i| if i % 97 == 0 { f32::NAN } else { (rng.range(0, 200) as f32 - 50.0) / 7.0 })
+            .collect();
+        let (rate, window) = (0.03, 250);
+        let mut whole = ThresholdCalibrator::new(Threshold::Rate(rate), window);
+        let all = cuts(&mut whole, &scores);
+        for (i, &cut) in all.iter().enumerate() {
+            let mut win: Vec<f32> = scores[(i + 1).saturating_sub(window)..=i]
+                .iter()
+                .map(|&s| if s.is_nan() { f32::NEG_INFINITY } else { s })
+                .collect();
+            win.sort_by(|a, b| b.total_cmp(a));
+            let k = ((rate * win.len() as f64).ceil() as usize).clamp(1, win.len());
+            assert_eq!(cut, win[k - 1], "flow {i}");
+        }
+        let mut split = ThresholdCalibrator::new(Threshold::Rate(rate), window);
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < scores.len() {
+            let n = (rng.range(1, 60) as usize).min(scores.len() - at);
+            split.calibrate(&scores[at..at + n], &mut got);
+            at += n;
+        }
+        assert_eq!(got, all);
     }
 }

@@ -342,6 +342,19 @@ pub fn detect(
         f.clock_resets,
         f.orphan_fragments
     );
+    let o = &report.order;
+    eprintln!(
+        "order     flows released in window order (by last time), {} held at peak{}",
+        o.peak_held,
+        if o.released_early + o.late > 0 {
+            format!(
+                "; {} released before their turn ([flow] max_held_records reached) and {} behind one already released: their ct_* counts may differ from `mnpflow flows`",
+                o.released_early, o.late
+            )
+        } else {
+            String::new()
+        }
+    );
     for (r, hits) in report.rules.rules.iter().zip(&report.rules.hits) {
         eprintln!("rule      {} ({}): {} suppressed", r.origin, r.reason, hits);
     }

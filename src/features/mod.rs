@@ -101,19 +101,37 @@ pub fn extractor_for(kind: SchemaKind, schema: Schema, community_id_seed: u16) -
     })
 }
 
-/// Zeek-style uid of a flow: `C` plus 17 base62 characters derived from the flow id (stable
-/// per run). Six bits per character, no divisions: this runs once per exported flow.
+/// Zeek-style uid of a flow: `C` plus 17 base62 characters derived from what identifies the
+/// record (clock epoch, start time, 5-tuple, VLAN), never from the flow id, which depends on
+/// how many flow workers numbered it: `flows` and `replay` with any worker count name a record
+/// alike, so labels given against one output find it in the other. Six bits per character, no
+/// divisions: this runs once per exported flow.
 pub fn uid(rec: &FlowRecord) -> String {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    // splitmix64 of the id and of a variant, so consecutive ids do not look consecutive.
+    // splitmix64 steps folded over the identifying fields, two seeds for two words.
     let mix = |x: u64| {
         let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let (o, r) = (bits(rec.orig_addr), bits(rec.resp_addr));
+    let fields = [
+        rec.first_ts.0 as u64,
+        u64::from(rec.last_clock.epoch) << 40 | u64::from(rec.proto) << 32 | u64::from(rec.vlan),
+        u64::from(rec.orig_port) << 16 | u64::from(rec.resp_port),
+        o as u64,
+        (o >> 64) as u64,
+        r as u64,
+        (r >> 64) as u64,
+    ];
+    let fold = |seed: u64| fields.iter().fold(seed, |h, &x| mix(h ^ x));
     let mut buf = [b'C'; 18];
-    let words = [mix(rec.id), mix(rec.id ^ 0xA5A5_A5A5_A5A5_A5A5)];
+    let words = [fold(0), fold(0xA5A5_A5A5_A5A5_A5A5)];
     for (i, b) in buf[1..].iter_mut().enumerate() {
         let bits = (words[i / 9] >> ((i % 9) * 6)) & 63;
         *b = DIGITS[(bits % 62) as usize];
@@ -145,10 +163,17 @@ mod tests {
             payload: &[],
         };
         let mut seen = std::collections::HashSet::new();
-        for id in 0..10_000 {
-            let u = uid(&FlowRecord::new(id, &meta, false));
+        for i in 0..10_000u16 {
+            let m = crate::decode::PacketMeta { ts: Timestamp(i64::from(i % 100)), sport: i / 100, ..meta };
+            let mut rec = FlowRecord::new(u64::from(i), &m, false);
+            let u = uid(&rec);
             assert!(u.len() == 18 && u.starts_with('C') && u.chars().all(|c| c.is_ascii_alphanumeric()), "{u}");
-            assert!(seen.insert(u));
+            assert!(seen.insert(u.clone()));
+            // The flow id (which worker numbered it) does not change the name; the epoch does.
+            rec.id += 7;
+            assert_eq!(uid(&rec), u);
+            rec.last_clock.epoch = 1;
+            assert_ne!(uid(&rec), u);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! UNSW-NB15's `ct_*` counts: among the last 100 exported records (the current one
 //! included), how many share an attribute with the current one.
 //!
-//! The data set's authors ordered records by last time; we count over export order, which is
-//! last-activity order for idle expiry and end of input (the bulk of records) and can differ
-//! by up to the close linger or the active timeout for the others.
+//! The data set's authors ordered records by last time, and so do we: the window is fed in the
+//! order of [`crate::flow::order`] (last time, then a stable tie), which the offline engine and
+//! the streaming pipeline both restore whatever order the flow tables exported in, so the
+//! counts are the same for any number of flow workers and on every run.
 
 use std::net::IpAddr;
 

@@ -60,6 +60,10 @@ pub struct FlowConfig {
     /// steps back are reordering: counted, and the clock holds.
     #[serde(with = "secs")]
     pub max_time_regression: Duration,
+    /// Most ended flows held back to put them in window order ([`super::order`]): a record
+    /// waits until no open flow can still end before it, up to the longest idle timeout. Past
+    /// this many the oldest goes early and is counted (1,048,576: about 300 MB at worst).
+    pub max_held_records: usize,
     /// Seed of the community ID (0 unless every tool in the deployment uses another).
     pub community_id_seed: u16,
 }
@@ -77,6 +81,7 @@ impl Default for FlowConfig {
             fragment_timeout: Duration::from_secs(5),
             max_fragments: 65_536,
             max_time_regression: Duration::from_secs(300),
+            max_held_records: 1 << 20,
             community_id_seed: 0,
         }
     }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use super::app::{AppState, Service};
 use super::history::{History, Scaled};
+use super::order::StreamTime;
 use super::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use super::tcp_state::{ConnState, TcpEndpoints, tcp_conn_state, udp_conn_state};
 use crate::capture::Timestamp;
@@ -251,6 +252,10 @@ pub struct FlowRecord {
     /// Some packet of the flow was decapsulated from a tunnel.
     pub tunneled: bool,
     pub end_reason: EndReason,
+    /// The capture clock at the flow's last packet (its `ltime` unless that packet came out of
+    /// order), within the clock epoch: what the window order sorts by ([`super::order`]). Set
+    /// when the record is exported.
+    pub last_clock: StreamTime,
 }
 
 impl FlowRecord {
@@ -282,6 +287,7 @@ impl FlowRecord {
             ack_ts: None,
             tunneled: false,
             end_reason: EndReason::Idle,
+            last_clock: StreamTime { epoch: 0, clock: m.ts },
         }
     }
 

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use super::config::FlowConfig;
 use super::key::{FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use super::order::StreamTime;
 use super::record::{EndReason, FlowRecord};
 use crate::capture::Timestamp;
 use crate::decode::{Fragment, PacketMeta};
@@ -149,6 +150,8 @@ pub struct FlowTable {
     active_ns: i64,
     regression_ns: i64,
     clock: Option<Timestamp>,
+    /// Clock restarts so far: records of a later epoch sort after every earlier one.
+    epoch: u32,
     /// No flow expires before this time (a lower bound, so most packets skip the expiry scan
     /// and its cache misses on list heads).
     next_expiry: Timestamp,
@@ -183,6 +186,7 @@ impl FlowTable {
             active_ns: ns(config.active_timeout),
             regression_ns: ns(config.max_time_regression),
             clock: None,
+            epoch: 0,
             next_expiry: Timestamp(i64::MIN),
             next_id: 0,
             id_stride: 1,
@@ -228,6 +232,23 @@ impl FlowTable {
         self.clock
     }
 
+    /// No record this table exports from now on sorts before this [`StreamTime`]: every held
+    /// flow's last activity is at least the oldest list head's, and a flow not yet created
+    /// will have the clock's. The pipeline's window order waits for every worker's mark.
+    pub fn low_mark(&self) -> StreamTime {
+        let Some(clock) = self.clock else {
+            return StreamTime { epoch: self.epoch, clock: Timestamp(i64::MIN) };
+        };
+        let oldest = self
+            .lists
+            .iter()
+            .filter(|l| l.head != NIL)
+            .map(|l| self.slots[l.head as usize].activity)
+            .min()
+            .unwrap_or(clock);
+        StreamTime { epoch: self.epoch, clock: oldest.min(clock) }
+    }
+
     fn unlink(&mut self, i: u32) {
         let (prev, next, class) = {
             let s = &self.slots[i as usize];
@@ -257,6 +278,7 @@ impl FlowTable {
         let slot = &mut self.slots[i as usize];
         slot.live = false;
         slot.rec.end_reason = reason;
+        slot.rec.last_clock = StreamTime { epoch: self.epoch, clock: slot.activity };
         self.index.remove(&slot.key);
         self.stats.exported[reason as usize] += 1;
         sink(&slot.rec);
@@ -305,6 +327,7 @@ impl FlowTable {
     pub fn restart_clock(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
         self.stats.clock_resets += 1;
         self.flush(EndReason::ClockReset, sink);
+        self.epoch = self.epoch.saturating_add(1);
         self.clock = None;
     }
 
@@ -393,6 +416,7 @@ impl FlowTable {
             Some(c) if c.since(m.ts) > self.regression_ns => {
                 self.stats.clock_resets += 1;
                 self.flush(EndReason::ClockReset, sink);
+                self.epoch = self.epoch.saturating_add(1);
                 self.clock = Some(m.ts);
             }
             Some(_) => self.stats.time_backwards += 1,

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub packets_skipped: AtomicU64,
     pub packets_flowed: AtomicU64,
     pub flows_exported: AtomicU64,
+    /// Gauge: ended flows the features stage holds until their turn in window order.
+    pub flows_held: AtomicU64,
     pub rows_built: AtomicU64,
     pub batches_scored: AtomicU64,
     pub rows_scored: AtomicU64,
@@ -122,6 +124,7 @@ impl Metrics {
             packets_skipped: AtomicU64::new(0),
             packets_flowed: AtomicU64::new(0),
             flows_exported: AtomicU64::new(0),
+            flows_held: AtomicU64::new(0),
             rows_built: AtomicU64::new(0),
             batches_scored: AtomicU64::new(0),
             rows_scored: AtomicU64::new(0),
@@ -327,6 +330,11 @@ impl Metrics {
         for st in Stage::ALL {
             let _ = writeln!(s, "mnpflow_stage_busy_seconds_total{{stage=\"{}\"}} {}", st.name(), self.busy_secs(st));
         }
+        let _ = writeln!(
+            s,
+            "# HELP mnpflow_flows_held Ended flows waiting for their turn in window order.\n# TYPE mnpflow_flows_held gauge\nmnpflow_flows_held {}",
+            g(&self.flows_held)
+        );
         let _ = writeln!(s, "# HELP mnpflow_queue_high_water Most batches waiting in a queue.\n# TYPE mnpflow_queue_high_water gauge");
         for q in Queue::ALL {
             let _ = writeln!(s, "mnpflow_queue_high_water{{queue=\"{}\"}} {}", q.name(), self.high_water(q));

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::capture::file::FileStats;
 use crate::capture::{CaptureError, CaptureFile};
 use crate::decode::{DecodeError, DecodeStats, decode};
-use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable};
+use crate::flow::order::ReorderStats;
+use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, OrderKey, Reorder};
 
 /// What a run saw.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +19,7 @@ pub struct OfflineStats {
     pub file: FileStats,
     pub decode: DecodeStats,
     pub flow: FlowStats,
+    pub order: ReorderStats,
     /// Files that ended early or were corrupt part-way: everything before the problem was used.
     pub warnings: Vec<String>,
     pub elapsed: Duration,
@@ -80,6 +82,12 @@ impl OfflineStats {
         if self.file.caplen_over_wirelen > 0 {
             s += &format!("oddities  {} records with captured length above wire length\n", self.file.caplen_over_wirelen);
         }
+        if self.order.released_early + self.order.late > 0 {
+            s += &format!(
+                "order     {} records released before their turn ([flow] max_held_records reached, {} held at peak), {} behind one already released: their ct_* counts may differ from an unhurried run\n",
+                self.order.released_early, self.order.peak_held, self.order.late
+            );
+        }
         for w in &self.warnings {
             s += &format!("warning   {w}\n");
         }
@@ -87,9 +95,10 @@ impl OfflineStats {
     }
 }
 
-/// Reads `paths` in order through one flow table, handing every exported flow to `on_flow`.
-/// A file that cannot be opened is an error; a file that breaks part-way is a warning
-/// (the packets before the break count).
+/// Reads `paths` in order through one flow table, handing every exported flow to `on_flow` in
+/// window order ([`crate::flow::order`]), the order the streaming pipeline releases them in for
+/// any number of workers. A file that cannot be opened is an error; a file that breaks
+/// part-way is a warning (the packets before the break count).
 pub fn run_files(
     paths: &[PathBuf],
     config: &FlowConfig,
@@ -98,6 +107,7 @@ pub fn run_files(
     let start = Instant::now();
     let mut stats = OfflineStats::default();
     let mut table = FlowTable::new(config.clone());
+    let mut order: Reorder<FlowRecord> = Reorder::new(1, config.max_held_records);
     for path in paths {
         let mut file = CaptureFile::open(path)?;
         stats.files += 1;
@@ -109,7 +119,13 @@ pub fn run_files(
                     let decoded = decode(&raw);
                     stats.decode.record(&decoded);
                     if let Ok(meta) = decoded {
-                        table.process(&meta, &mut on_flow);
+                        table.process(&meta, &mut |r| order.push(OrderKey::of(r), *r));
+                        if !order.is_empty() {
+                            order.advance(0, table.low_mark());
+                            while let Some(r) = order.pop_ready() {
+                                on_flow(&r);
+                            }
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -124,8 +140,12 @@ pub fn run_files(
         stats.file.caplen_over_wirelen += fs.caplen_over_wirelen;
         stats.file.other_blocks += fs.other_blocks;
     }
-    table.flush(EndReason::EndOfInput, &mut on_flow);
+    table.flush(EndReason::EndOfInput, &mut |r| order.push(OrderKey::of(r), *r));
+    while let Some(r) = order.pop_any() {
+        on_flow(&r);
+    }
     stats.flow = table.stats();
+    stats.order = order.stats();
     stats.elapsed = start.elapsed();
     Ok(stats)
 }

@@ -60,7 +60,8 @@ use crate::features::encode::{EncodeStats, RowEncoder};
 use crate::features::tables::Scaler;
 use crate::features::{Cell, Column, RecordExtractor};
 use crate::flow::config::secs;
-use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, community_id};
+use crate::flow::order::ReorderStats;
+use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, OrderKey, Reorder, StreamTime, community_id};
 use crate::feedback::web::{AlertFeed, AlertView};
 use crate::model::artifact::Artifact;
 use crate::model::mnpwad::Mnpwad;
@@ -249,6 +250,8 @@ pub struct StreamReport {
     pub interrupted: bool,
     /// Flows per worker (load balance).
     pub worker_flows: Vec<u64>,
+    /// What putting the workers' flows in window order took.
+    pub order: ReorderStats,
     /// The alert cut of the last batch.
     pub last_cut: f32,
     pub write_error: Option<String>,
@@ -275,8 +278,10 @@ struct PktRef {
 struct PacketBatch {
     data: Vec<u8>,
     pkts: Vec<PktRef>,
-    /// Restart the flow clock before these packets (the stream's clock jumped back).
-    reset_first: bool,
+    /// Restart the flow clock this many times before these packets (the stream's clock jumped
+    /// back; a worker that got no packets between two jumps is told of both, so that every
+    /// worker counts the same clock epochs).
+    resets: u32,
     /// The stream's clock when the batch was sent: the worker expires flows up to it.
     clock: Option<Timestamp>,
 }
@@ -285,7 +290,7 @@ impl PacketBatch {
     fn clear(&mut self) {
         self.data.clear();
         self.pkts.clear();
-        self.reset_first = false;
+        self.resets = 0;
         self.clock = None;
     }
 }
@@ -294,6 +299,15 @@ impl PacketBatch {
 struct Exported {
     rec: FlowRecord,
     at: Instant,
+}
+
+/// Ended flows from one worker, with the worker's low mark after them: it will export nothing
+/// that sorts before `mark` ([`FlowTable::low_mark`]; [`StreamTime::MAX`] when it has ended).
+/// Sent also with no flows when the mark moves, so that a quiet worker holds nobody back.
+struct FlowBatch {
+    worker: usize,
+    flows: Vec<Exported>,
+    mark: StreamTime,
 }
 
 /// Rows on their way to the scorer and the writer.
@@ -307,7 +321,8 @@ struct RowBatch {
     cells: Vec<Cell>,
     scores: Vec<f32>,
     why: Vec<Explanation>,
-    cut: f32,
+    /// Each row's alert cut ([`ThresholdCalibrator::calibrate`]).
+    cuts: Vec<f32>,
     /// The model that scored this batch.
     model: Option<Arc<Scoring>>,
 }
@@ -323,6 +338,7 @@ impl RowBatch {
         self.cells.clear();
         self.scores.clear();
         self.why.clear();
+        self.cuts.clear();
         self.model = None;
     }
 }
@@ -361,7 +377,7 @@ impl Capture<'_> {
     /// later clock).
     fn send(&mut self, w: usize, clock: Option<Timestamp>) {
         let link = &mut self.links[w];
-        if link.current.pkts.is_empty() && !link.current.reset_first && link.last_sent_clock >= clock {
+        if link.current.pkts.is_empty() && link.current.resets == 0 && link.last_sent_clock >= clock {
             return;
         }
         let mut batch = std::mem::replace(&mut link.current, PacketBatch::default());
@@ -376,9 +392,9 @@ impl Capture<'_> {
             Err(Some(mut back)) => {
                 self.metrics.dropped_packets.fetch_add(n, Relaxed);
                 // A dropped reset still has to reach the worker.
-                let reset = back.reset_first;
+                let resets = back.resets;
                 back.clear();
-                back.reset_first = reset;
+                back.resets = resets;
                 link.current = back;
             }
             Err(None) => link.current = self.free.try_recv().unwrap_or_default(),
@@ -484,7 +500,7 @@ fn capture_stage(
             // after the jump.
             for w in 0..n {
                 cap.send(w, before);
-                cap.links[w].current.reset_first = true;
+                cap.links[w].current.resets += 1;
             }
             pace = None;
         }
@@ -549,24 +565,30 @@ fn capture_stage(
 
 #[allow(clippy::too_many_arguments)]
 fn flow_worker(
+    worker: usize,
     mut table: FlowTable,
     rx: Receiver<PacketBatch>,
     free: Sender<PacketBatch>,
-    out: Sender<Vec<Exported>>,
+    out: Sender<FlowBatch>,
     policy: Backpressure,
     metrics: &Metrics,
 ) -> FlowStats {
     let mut pending: Vec<Exported> = Vec::new();
     let mut busy = Duration::ZERO;
-    let send = |pending: &mut Vec<Exported>| {
-        if pending.is_empty() {
+    let mut sent_mark = StreamTime::MIN;
+    let mut send = |pending: &mut Vec<Exported>, mark: StreamTime| {
+        if pending.is_empty() && mark <= sent_mark {
             return;
         }
-        let batch = std::mem::take(pending);
-        let n = batch.len() as u64;
+        let flows = std::mem::take(pending);
+        let n = flows.len() as u64;
         metrics.flows_exported.fetch_add(n, Relaxed);
-        match send_or_drop(&out, batch, policy) {
-            Ok(()) => metrics.queue_len(Queue::Flows, out.len()),
+        // A dropped batch loses its mark too; the next one carries a later mark.
+        match send_or_drop(&out, FlowBatch { worker, flows, mark }, policy) {
+            Ok(()) => {
+                sent_mark = mark;
+                metrics.queue_len(Queue::Flows, out.len());
+            }
             Err(Some(_)) => {
                 metrics.dropped_flows.fetch_add(n, Relaxed);
             }
@@ -577,7 +599,7 @@ fn flow_worker(
         let t0 = Instant::now();
         {
             let mut sink = |r: &FlowRecord| pending.push(Exported { rec: *r, at: Instant::now() });
-            if batch.reset_first {
+            for _ in 0..batch.resets {
                 table.restart_clock(&mut sink);
             }
             for p in &batch.pkts {
@@ -598,12 +620,12 @@ fn flow_worker(
         batch.clear();
         let _ = free.try_send(batch);
         busy += t0.elapsed();
-        send(&mut pending);
+        send(&mut pending, table.low_mark());
     }
     let t0 = Instant::now();
     table.flush(EndReason::EndOfInput, &mut |r: &FlowRecord| pending.push(Exported { rec: *r, at: Instant::now() }));
     busy += t0.elapsed();
-    send(&mut pending);
+    send(&mut pending, StreamTime::MAX);
     metrics.busy(Stage::Flow, busy);
     table.stats()
 }
@@ -611,16 +633,24 @@ fn flow_worker(
 // ---------------------------------------------------------------------------------------
 // Features and batcher
 
+/// Puts the workers' ended flows back in window order ([`crate::flow::order`]), then extracts
+/// and encodes them into scorer batches. Everything downstream (the `ct_*` window here, the
+/// threshold calibrator, the reservoir, the output files) sees that one order, whatever the
+/// number of workers and however their threads ran.
+#[allow(clippy::too_many_arguments)]
 fn features_stage(
     mut extractor: Box<dyn RecordExtractor>,
-    rx: Receiver<Vec<Exported>>,
+    rx: Receiver<FlowBatch>,
+    workers: usize,
+    hold_limit: usize,
     tx: Sender<RowBatch>,
     free: Receiver<RowBatch>,
     batch_rows: usize,
     deadline: Duration,
     keep_cells: bool,
     metrics: &Metrics,
-) -> EncodeStats {
+) -> (EncodeStats, ReorderStats) {
+    let mut order: Reorder<Exported> = Reorder::new(workers, hold_limit);
     let encoder = RowEncoder::new(extractor.schema());
     let width = encoder.width();
     let columns = extractor.columns().to_vec();
@@ -656,37 +686,45 @@ fn features_stage(
             }
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
+        let ended = matches!(msg, Err(RecvTimeoutError::Disconnected));
         match msg {
-            Ok(flows) => {
-                let t0 = Instant::now();
-                for e in &flows {
-                    extractor.extract(&e.rec, &mut cells);
-                    let at = batch.rows.len();
-                    batch.rows.resize(at + width, 0.0);
-                    encoder.encode(&columns, &cells, &mut batch.rows[at..], &mut stats);
-                    batch.recs.push(e.rec);
-                    batch.at.push(e.at);
-                    if keep_cells {
-                        batch.cells.append(&mut cells);
-                    }
-                    if opened.is_none() {
-                        opened = Some(Instant::now());
-                    }
-                    if batch.len() >= batch_rows {
-                        close(&mut batch, &mut opened);
-                    }
+            Ok(FlowBatch { worker, flows, mark }) => {
+                for e in flows {
+                    order.push(OrderKey::of(&e.rec), e);
                 }
-                busy += t0.elapsed();
+                order.advance(worker, mark);
+                metrics.flows_held.store(order.len() as u64, Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => close(&mut batch, &mut opened),
-            Err(RecvTimeoutError::Disconnected) => {
-                close(&mut batch, &mut opened);
-                break;
+            Err(RecvTimeoutError::Disconnected) => {}
+        }
+        let t0 = Instant::now();
+        while let Some(e) = if ended { order.pop_any() } else { order.pop_ready() } {
+            extractor.extract(&e.rec, &mut cells);
+            let at = batch.rows.len();
+            batch.rows.resize(at + width, 0.0);
+            encoder.encode(&columns, &cells, &mut batch.rows[at..], &mut stats);
+            batch.recs.push(e.rec);
+            batch.at.push(e.at);
+            if keep_cells {
+                batch.cells.append(&mut cells);
             }
+            if opened.is_none() {
+                opened = Some(Instant::now());
+            }
+            if batch.len() >= batch_rows {
+                close(&mut batch, &mut opened);
+            }
+        }
+        busy += t0.elapsed();
+        if ended {
+            close(&mut batch, &mut opened);
+            break;
         }
     }
     metrics.busy(Stage::Features, busy);
-    stats
+    metrics.flows_held.store(0, Relaxed);
+    (stats, order.stats())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -737,8 +775,9 @@ fn score_stage(
             }
         }
         let s = scoring.scorer.explain(&scaled);
-        batch.cut = threshold.calibrate(&s.score);
-        metrics.cut_bits.store(batch.cut.to_bits() as u64, Relaxed);
+        batch.cuts.clear();
+        threshold.calibrate(&s.score, &mut batch.cuts);
+        metrics.cut_bits.store(threshold.current().to_bits() as u64, Relaxed);
         batch.why.clear();
         for i in 0..s.score.len() {
             batch.why.push(Explanation { recon_error: s.recon[i], prototype: s.prototype[i], similarity: s.similarity[i] });
@@ -820,7 +859,8 @@ fn writer_stage(
         for i in 0..batch.len() {
             let rec = &batch.recs[i];
             let score = batch.scores[i];
-            let mut alert = score >= batch.cut;
+            let cut = batch.cuts[i];
+            let mut alert = score >= cut;
             let mut wrote_alert = false;
             if alert || check_indicators {
                 let cid_of = || community_id(community_seed, rec.orig_addr, rec.orig_port, rec.resp_addr, rec.resp_port, rec.proto);
@@ -863,7 +903,7 @@ fn writer_stage(
                     suppressed += 1;
                 } else if alert {
                     line.clear();
-                    eve::write_alert(&mut line, rec, &cid, score, batch.cut, &batch.why[i], model, indicator);
+                    eve::write_alert(&mut line, rec, &cid, score, cut, &batch.why[i], model, indicator);
                     line.push('\n');
                     if error.is_none()
                         && let Err(e) = outputs.alerts.write_all(line.as_bytes())
@@ -881,7 +921,7 @@ fn writer_stage(
                                 time: eve::eve_timestamp(rec.last_ts),
                                 flow_id: rec.id,
                                 flow: f.clone(),
-                                threshold: batch.cut,
+                                threshold: cut,
                                 model: model.version.clone(),
                                 recon_error: why.recon_error,
                                 prototype: why.prototype,
@@ -1011,7 +1051,7 @@ pub fn run(
         Backpressure::Block => 2,
         Backpressure::Drop => q,
     });
-    let (flow_tx, flow_rx) = bounded::<Vec<Exported>>(qf.max(1));
+    let (flow_tx, flow_rx) = bounded::<FlowBatch>(qf.max(1));
     let (row_tx, row_rx) = bounded::<RowBatch>(q);
     let (free_row_tx, free_row_rx) = bounded::<RowBatch>(q + 4);
     let (scored_tx, scored_rx) = bounded::<RowBatch>(q);
@@ -1047,7 +1087,7 @@ pub fn run(
                 let out = flow_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("mnpflow-flow-{w}"))
-                    .spawn_scoped(s, move || flow_worker(table, rx, free, out, policy, metrics))
+                    .spawn_scoped(s, move || flow_worker(w, table, rx, free, out, policy, metrics))
                     .expect("spawning a flow worker")
             })
             .collect();
@@ -1055,7 +1095,7 @@ pub fn run(
         drop(free_pkt_tx);
         let features = std::thread::Builder::new()
             .name("mnpflow-features".into())
-            .spawn_scoped(s, move || features_stage(extractor, flow_rx, row_tx, free_row_rx, cfg.batch_rows, cfg.batch_deadline, keep_cells, metrics))
+            .spawn_scoped(s, move || features_stage(extractor, flow_rx, n, setup.flow.max_held_records, row_tx, free_row_rx, cfg.batch_rows, cfg.batch_deadline, keep_cells, metrics))
             .expect("spawning the features stage");
         // The calibrator travels to the scorer; the rest of the outputs to the writer.
         let threshold = outputs.threshold.clone();
@@ -1080,7 +1120,7 @@ pub fn run(
             report.worker_flows.push(st.exported_total());
             report.flow.merge(&st);
         }
-        report.encode = features.join().expect("the features stage panicked");
+        (report.encode, report.order) = features.join().expect("the features stage panicked");
         let thr = scorer.join().expect("the scorer panicked");
         report.last_cut = thr.current();
         let (flows, mut alerts, res) = writer.join().expect("the writer panicked");
