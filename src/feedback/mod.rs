@@ -4,6 +4,7 @@
 //! retraining turn with its promotion rule ([`retrain`]); the analysts' web page and JSON API
 //! ([`web`]). Plain types and functions: the threads that run them live in `pipeline`.
 
+pub mod access;
 pub mod labels;
 pub mod log;
 pub mod registry;
