@@ -17,6 +17,7 @@ use crate::model::artifact::Artifact;
 use crate::model::device::{self, Backend, Compute};
 use crate::model::eval;
 use crate::capture::Timestamp;
+use crate::feedback;
 use crate::feedback::log::RecordLog;
 use crate::feedback::{LabelStore, Registry};
 use crate::model::mnpwad::Mnpwad;
@@ -66,14 +67,21 @@ pub struct DetectArgs {
     /// and move to it while running (also `[learn] enabled = true`).
     #[arg(long)]
     pub learn: bool,
-    /// Serve the analysts' page and JSON API on this address (e.g. 127.0.0.1:8080). Any
-    /// address but loopback needs --feedback-token. After a replay the page stays up until
-    /// Ctrl-C.
+    /// Serve the analysts' page and JSON API on this address (e.g. 127.0.0.1:8080). Every
+    /// request needs a token, on loopback too: unless one is given, one is generated and the
+    /// page's URL with it is printed at start-up (and kept in the data directory's
+    /// feedback.url while the sensor runs). After a replay the page stays up until Ctrl-C.
     #[arg(long, value_name = "ADDR")]
     pub feedback: Option<std::net::SocketAddr>,
-    /// Token the page and API require (default: [feedback] token, else $MNPFLOW_FEEDBACK_TOKEN).
-    #[arg(long, value_name = "TOKEN")]
-    pub feedback_token: Option<String>,
+    /// The page's token: SECRET, or NAME:SECRET to sign its labels with NAME; several by
+    /// repeating the option or with commas. Default: [feedback] token, else
+    /// $MNPFLOW_FEEDBACK_TOKEN, else one generated at start-up.
+    #[arg(long, value_name = "[NAME:]SECRET", value_delimiter = ',', requires = "feedback")]
+    pub feedback_token: Vec<String>,
+    /// Serve the page without a token, on a loopback address only (refused on any other):
+    /// every local user and program can then label. Host and Origin checks still apply.
+    #[arg(long, requires = "feedback", conflicts_with = "feedback_token")]
+    pub feedback_no_token: bool,
     /// Where the scorer runs: cpu (the hand-written forward pass) or wgpu (burn on a GPU;
     /// builds with --features wgpu; without a GPU it says why and uses the CPU).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
@@ -123,7 +131,8 @@ impl ReplayArgs {
                 metrics: None,
                 learn: false,
                 feedback: None,
-                feedback_token: None,
+                feedback_token: Vec::new(),
+                feedback_no_token: false,
                 backend: Backend::Cpu,
             },
         })
@@ -265,6 +274,42 @@ fn rules_dir(d: &DetectArgs, config: &Config) -> PathBuf {
     d.rules.clone().unwrap_or_else(|| config.alert.rules.clone())
 }
 
+/// The page's tokens: `--feedback-token`, else `[feedback] token`, else
+/// `$MNPFLOW_FEEDBACK_TOKEN` (each a comma-separated list); none: one is generated.
+fn feedback_tokens(d: &DetectArgs, config: &Config) -> Vec<String> {
+    let flags: Vec<String> = d.feedback_token.iter().flat_map(|t| feedback::access::split_tokens(t)).collect();
+    if !flags.is_empty() {
+        return flags;
+    }
+    let configured = config.feedback.token.as_deref().map(feedback::access::split_tokens).unwrap_or_default();
+    if !configured.is_empty() {
+        return configured;
+    }
+    std::env::var("MNPFLOW_FEEDBACK_TOKEN").map(|v| feedback::access::split_tokens(&v)).unwrap_or_default()
+}
+
+/// Binds the analysts' page, prints how to open it once, and keeps its URL in the data
+/// directory while the sensor runs.
+fn open_page(addr: std::net::SocketAddr, d: &DetectArgs, config: &Config, dir: &Path, stay: bool) -> anyhow::Result<WebSetup> {
+    let page = web_server::PageAccess { tokens: feedback_tokens(d, config), no_token: d.feedback_no_token, hosts: config.feedback.hosts.clone() };
+    let (server, access) = web_server::bind(addr, &page)?;
+    let url = access.page_url();
+    let url_file = web_server::UrlFile::write(dir, &url)?;
+    let kept = url_file.path().display();
+    if !access.needs_token() {
+        eprintln!("feedback  open {url} (no token, --feedback-no-token: any program or user of this machine can label)");
+    } else if access.generated() {
+        eprintln!("feedback  open {url} (token generated for this run; the URL is in {kept} while the sensor runs)");
+    } else {
+        // A token the user gave is not printed (logs outlive terminals); its file is private.
+        let base = url.split('?').next().unwrap_or(&url);
+        let named: Vec<&str> = access.analysts().into_iter().filter(|n| *n != feedback::access::DEFAULT_ANALYST).collect();
+        let whose = if named.is_empty() { "with the token you gave".to_string() } else { format!("with a token of {}", named.join(", ")) };
+        eprintln!("feedback  open {base}?token=... {whose} (the first token's URL is in {kept} while the sensor runs)");
+    }
+    Ok(WebSetup { server, access, data_dir: dir.to_owned(), url_file: Some(url_file), stay })
+}
+
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
 #[allow(clippy::too_many_arguments)]
 pub fn detect(
@@ -285,15 +330,10 @@ pub fn detect(
     if learn_cfg.enabled {
         register(&mut loaded, &dir)?;
     }
-    // Bind the page before anything starts, so a bad address or a missing token is the
-    // first thing the user hears.
+    // Bind the page before anything starts, so a bad address or token is the first thing
+    // the user hears.
     let web = match d.feedback {
-        Some(addr) => {
-            let token = d.feedback_token.clone().or_else(|| config.feedback.token.clone()).or_else(|| std::env::var("MNPFLOW_FEEDBACK_TOKEN").ok()).filter(|t| !t.is_empty());
-            let server = web_server::bind(addr, token.as_deref())?;
-            eprintln!("feedback  http://{addr}/{}", if token.is_some() { "?token=..." } else { "" });
-            Some(WebSetup { server, token, data_dir: dir.clone(), stay: stay_after_end })
-        }
+        Some(addr) => Some(open_page(addr, d, config, &dir, stay_after_end)?),
         None => None,
     };
     let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;

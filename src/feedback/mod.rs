@@ -21,8 +21,14 @@ pub use retrain::LearnConfig;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedbackConfig {
-    /// Token the page and API require (unset; needed to serve on any address but loopback).
+    /// Tokens the page and API require, `SECRET` or `NAME:SECRET` (the name signs the
+    /// labels), several separated by commas. `--feedback-token` takes precedence; unset:
+    /// `$MNPFLOW_FEEDBACK_TOKEN`, else one is generated at every start and printed as the
+    /// page's URL. No setting turns the token off: only `--feedback-no-token`, on loopback.
     pub token: Option<String>,
+    /// Host names the page may be reached by besides its IP address and `localhost` (a
+    /// request naming any other host is refused, against DNS rebinding).
+    pub hosts: Vec<String>,
     /// `flows.log` (alerted flows with their feature vectors, for later labels) starts afresh
     /// past this size (64 MiB), keeping the previous file: labels find flows of the newest one
     /// to two files' worth.
@@ -31,6 +37,6 @@ pub struct FeedbackConfig {
 
 impl Default for FeedbackConfig {
     fn default() -> Self {
-        FeedbackConfig { token: None, flow_record_bytes: 64 << 20 }
+        FeedbackConfig { token: None, hosts: Vec::new(), flow_record_bytes: 64 << 20 }
     }
 }

@@ -4,14 +4,18 @@
 //! | method and path      | what                                                              |
 //! |----------------------|-------------------------------------------------------------------|
 //! | `GET /`              | the page: recent alerts, a filter, "attack" and "benign" buttons  |
+//! | `GET /?token=T`      | the first visit: keeps `T` in the page's cookie, 303 to `/`       |
+//! | `GET /page.js`, `/page.css` | its script and style (separate files, so the CSP forbids inline code) |
 //! | `GET /api/alerts`    | recent alerts, newest first (`?limit=N&q=TEXT`)                   |
-//! | `POST /api/labels`   | `{"id": uid or community ID, "verdict": "attack"|"benign", "note", "by"}` |
+//! | `POST /api/labels`   | `{"id": uid or community ID, "verdict": "attack"|"benign", "note", "by"}`; a named token's analyst overrides `by` |
 //! | `GET /api/labels`    | every label (without feature vectors)                             |
 //! | `GET /api/models`    | the model registry and the current version                        |
 //!
 //! Every reply is JSON except the page. Mistakes get a 4xx with `{"error": "..."}` and store
-//! nothing: 401 without the token (when one is set), 400 for malformed JSON or a bad verdict,
-//! 404 for a flow the sensor does not know, 405 for a wrong method, 413 for a huge body.
+//! nothing: 403 for a foreign `Host` (DNS rebinding) or, on a POST, a foreign `Origin`/`Referer`
+//! (cross-site request forgery), 401 without a valid token, 415 for a POST body that is not
+//! `application/json`, 400 for malformed JSON or a bad verdict, 404 for a flow the sensor does
+//! not know, 405 for a wrong method, 413 for a huge body. The rules are in [`super::access`].
 //! A label is acknowledged (201) only once it is on stable storage.
 
 use std::collections::VecDeque;
@@ -21,6 +25,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::access::{Access, SECURITY_HEADERS, TOKEN_FILE};
 use super::labels::{Label, LabelError, LabelStore, ScoredFlow, Verdict};
 use super::registry::Registry;
 use crate::flow::FlowRecord;
@@ -191,30 +196,51 @@ pub struct WebState<'a> {
     pub feed: &'a AlertFeed,
     pub labels: Mutex<LabelStore>,
     pub data_dir: PathBuf,
-    /// Required on every request when set (`Authorization: Bearer T` or `?token=T`).
-    pub token: Option<String>,
+    /// Tokens, Host and Origin rules.
+    pub access: Access,
 }
 
-/// An HTTP answer.
+/// What the handlers read of an HTTP request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path with its query.
+    pub url: &'a str,
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub referer: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// An HTTP answer. Every reply also carries [`SECURITY_HEADERS`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// Further headers (a cookie, a redirect).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     fn json(status: u16, v: serde_json::Value) -> Reply {
-        Reply { status, content_type: "application/json", body: v.to_string() }
+        Reply { status, content_type: "application/json", body: v.to_string(), headers: Vec::new() }
     }
-    fn error(status: u16, msg: impl Into<String>) -> Reply {
+    /// A 4xx or 5xx with `{"error": msg}`.
+    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
         Reply::json(status, json!({ "error": msg.into() }))
     }
-}
+    fn asset(content_type: &'static str, body: &str) -> Reply {
+        Reply { status: 200, content_type, body: body.to_string(), headers: Vec::new() }
+    }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// Every header of the reply: its own, then the security headers.
+    pub fn all_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (*k, v.as_str())).chain(SECURITY_HEADERS.iter().copied())
+    }
 }
 
 fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
@@ -261,20 +287,43 @@ fn label_json(l: &Label) -> serde_json::Value {
     json!({ "uid": l.uid, "community_id": l.community_id, "verdict": l.verdict, "by": l.by, "at": l.at, "note": l.note })
 }
 
-/// Answers one request. `url` is the path with its query; `authorization` the header's value.
-pub fn handle(state: &WebState<'_>, method: &str, url: &str, authorization: Option<&str>, body: &[u8], now_secs: f64) -> Reply {
+/// Answers one request: the access checks first ([`super::access`]), then the route.
+pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
+    let (method, url) = (req.method, req.url);
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    if let Some(token) = &state.token {
-        let given = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::to_owned)
-            .or_else(|| query_param(query, "token").map(url_decode));
-        if !given.is_some_and(|g| same_secret(&g, token)) {
-            return Reply::error(401, "this sensor's feedback API needs its token (Authorization: Bearer TOKEN, or ?token=TOKEN)");
+    let access = &state.access;
+    if !access.host_ok(req.host) {
+        return Reply::error(403, format!("Host {:?} is not this sensor's address (add the name to [feedback] hosts if it is)", req.host.unwrap_or("")));
+    }
+    let query_token = query_param(query, "token").map(url_decode);
+    let Some(who) = access.who(req.authorization, req.cookie, query_token.as_deref()) else {
+        return Reply::error(
+            401,
+            format!("this sensor's feedback page needs its token: open the URL the sensor printed at start-up, or send Authorization: Bearer TOKEN (the URL is in {TOKEN_FILE} in the data directory while the sensor runs)"),
+        );
+    };
+    if method != "GET" && method != "HEAD" {
+        if !access.origin_ok(req.host, req.origin, req.referer) {
+            return Reply::error(403, format!("a request from {:?} may not change this sensor's state", req.origin.or(req.referer).unwrap_or("")));
+        }
+        let json_body = req.content_type.and_then(|c| c.split(';').next()).is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json_body {
+            return Reply::error(415, format!("expected Content-Type: application/json, not {:?}", req.content_type.unwrap_or("")));
         }
     }
     match (method, path) {
-        ("GET", "/") | ("GET", "/index.html") => Reply { status: 200, content_type: "text/html; charset=utf-8", body: PAGE.to_string() },
+        // The first visit carries ?token=: keep it in the cookie and take it out of the address.
+        ("GET", "/") | ("GET", "/index.html") if access.needs_token() && query_token.as_deref().is_some_and(|t| access.who(None, None, Some(t)).is_some()) => {
+            let secret = query_token.unwrap_or_default();
+            let mut r = Reply::asset("text/html; charset=utf-8", "<!doctype html><title>mnpflow</title><a href=\"/\">mnpflow alerts</a>");
+            r.status = 303;
+            r.headers.push(("Set-Cookie", access.cookie_for(&secret)));
+            r.headers.push(("Location", "/".into()));
+            r
+        }
+        ("GET", "/") | ("GET", "/index.html") => Reply::asset("text/html; charset=utf-8", PAGE),
+        ("GET", "/page.js") => Reply::asset("text/javascript; charset=utf-8", PAGE_JS),
+        ("GET", "/page.css") => Reply::asset("text/css; charset=utf-8", PAGE_CSS),
         ("GET", "/api/alerts") => {
             let limit = query_param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(200usize).min(10_000);
             let q = query_param(query, "q").map(url_decode).unwrap_or_default();
@@ -292,7 +341,7 @@ pub fn handle(state: &WebState<'_>, method: &str, url: &str, authorization: Opti
                 .collect();
             Reply::json(200, json!({ "alerts": alerts }))
         }
-        ("POST", "/api/labels") => post_label(state, body, now_secs),
+        ("POST", "/api/labels") => post_label(state, req.body, who, now_secs),
         ("GET", "/api/labels") => match LabelStore::read(&state.data_dir) {
             Ok(all) => Reply::json(200, json!({ "labels": all.iter().map(label_json).collect::<Vec<_>>() })),
             Err(e) => Reply::error(500, e.to_string()),
@@ -301,12 +350,14 @@ pub fn handle(state: &WebState<'_>, method: &str, url: &str, authorization: Opti
             Ok(r) => Reply::json(200, json!({ "current": r.current().map(|e| e.version), "models": r.entries() })),
             Err(e) => Reply::error(500, e.to_string()),
         },
-        (_, "/" | "/index.html" | "/api/alerts" | "/api/labels" | "/api/models") => Reply::error(405, format!("{method} is not allowed on {path}")),
+        (_, "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/labels" | "/api/models") => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no such page: {path}")),
     }
 }
 
-fn post_label(state: &WebState<'_>, body: &[u8], now_secs: f64) -> Reply {
+/// Stores a label by `who` (the token's analyst). A request's own `by` is taken only from a
+/// token that names nobody, so that a named analyst cannot sign as another.
+fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Reply {
     if body.len() > MAX_BODY {
         return Reply::error(413, format!("body of {} bytes; at most {MAX_BODY}", body.len()));
     }
@@ -318,7 +369,10 @@ fn post_label(state: &WebState<'_>, body: &[u8], now_secs: f64) -> Reply {
     if id.is_empty() {
         return Reply::error(400, "id is empty");
     }
-    let by = req.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "web".into());
+    let by = match req.by.filter(|b| !b.trim().is_empty()) {
+        Some(b) if who == super::access::DEFAULT_ANALYST => b,
+        _ => who.to_string(),
+    };
     let mut store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The page's alerts first (they carry the feature vector), then the data directory's record.
     let result = match state.feed.find(id) {
@@ -335,8 +389,11 @@ fn post_label(state: &WebState<'_>, body: &[u8], now_secs: f64) -> Reply {
     }
 }
 
-/// The page: one file, no external resources (the sensor may sit on an isolated network).
+/// The page: three files served by the sensor, no external resources (the sensor may sit on
+/// an isolated network).
 pub const PAGE: &str = include_str!("web_page.html");
+pub const PAGE_JS: &str = include_str!("web_page.js");
+pub const PAGE_CSS: &str = include_str!("web_page.css");
 
 #[cfg(test)]
 mod tests {
@@ -374,8 +431,24 @@ mod tests {
         }
     }
 
+    const HOST: &str = "127.0.0.1:8090";
+
     fn state<'a>(feed: &'a AlertFeed, dir: &std::path::Path, token: Option<&str>) -> WebState<'a> {
-        WebState { feed, labels: Mutex::new(LabelStore::open(dir).unwrap()), data_dir: dir.to_owned(), token: token.map(str::to_owned) }
+        let bound = HOST.parse().unwrap();
+        let access = match token {
+            Some(t) => Access::new(bound, &[t.to_string()], false, &[]).unwrap(),
+            None => Access::new(bound, &[], true, &[]).unwrap(),
+        };
+        WebState { feed, labels: Mutex::new(LabelStore::open(dir).unwrap()), data_dir: dir.to_owned(), access }
+    }
+
+    /// A request as the page itself sends it: our Host, JSON bodies.
+    fn req<'a>(method: &'a str, url: &'a str, auth: Option<&'a str>, body: &'a [u8]) -> Request<'a> {
+        Request { method, url, host: Some(HOST), authorization: auth, content_type: Some("application/json"), body, ..Request::default() }
+    }
+
+    fn call(st: &WebState<'_>, method: &str, url: &str, auth: Option<&str>, body: &[u8], now: f64) -> Reply {
+        handle(st, &req(method, url, auth, body), now)
     }
 
     #[test]
@@ -386,20 +459,20 @@ mod tests {
             feed.push(alert(u));
         }
         let st = state(&feed, dir.path(), None);
-        let r = handle(&st, "GET", "/api/alerts?limit=5", None, b"", 0.0);
+        let r = call(&st, "GET", "/api/alerts?limit=5", None, b"", 0.0);
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         let uids: Vec<&str> = v["alerts"].as_array().unwrap().iter().map(|a| a["uid"].as_str().unwrap()).collect();
         assert_eq!(uids, ["C3", "C2"], "newest first, capacity 2");
         assert!(v["alerts"][0].get("features").is_none());
-        let r = handle(&st, "POST", "/api/labels", None, br#"{"id": "1:C2=", "verdict": "attack", "note": "scan"}"#, 5.0);
+        let r = call(&st, "POST", "/api/labels", None, br#"{"id": "1:C2=", "verdict": "attack", "note": "scan"}"#, 5.0);
         assert_eq!(r.status, 201, "{}", r.body);
         let stored = LabelStore::open(dir.path()).unwrap();
         assert_eq!(stored.labels().len(), 1);
         let l = &stored.labels()[0];
         assert_eq!((l.uid.as_str(), l.verdict, l.by.as_str(), l.note.as_str(), l.features.len()), ("C2", Verdict::Attack, "web", "scan", 3));
         assert_eq!(feed.recent(5, "c2")[0].label, Some(Verdict::Attack));
-        assert_eq!(handle(&st, "GET", "/api/labels", None, b"", 0.0).status, 200);
+        assert_eq!(call(&st, "GET", "/api/labels", None, b"", 0.0).status, 200);
     }
 
     #[test]
@@ -407,13 +480,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let feed = AlertFeed::new(10, 10, 0, "fp");
         feed.push(alert("C1"));
-        let st = state(&feed, dir.path(), Some("s3cret"));
-        let post = |auth: Option<&str>, url: &str, body: &[u8]| handle(&st, "POST", url, auth, body, 0.0).status;
+        let st = state(&feed, dir.path(), Some("s3cret-token"));
+        let post = |auth: Option<&str>, url: &str, body: &[u8]| call(&st, "POST", url, auth, body, 0.0).status;
         let good = br#"{"id": "C1", "verdict": "benign"}"#;
         assert_eq!(post(None, "/api/labels", good), 401);
         assert_eq!(post(Some("Bearer wrong!"), "/api/labels", good), 401);
         assert_eq!(post(None, "/api/labels?token=wrong", good), 401);
-        let auth = Some("Bearer s3cret");
+        let auth = Some("Bearer s3cret-token");
         assert_eq!(post(auth, "/api/labels", b"{not json"), 400);
         assert_eq!(post(auth, "/api/labels", br#"{"id": "C1", "verdict": "maybe"}"#), 400);
         assert_eq!(post(auth, "/api/labels", br#"{"id": "", "verdict": "attack"}"#), 400);
@@ -424,7 +497,7 @@ mod tests {
         assert_eq!(post(auth, "/nope", b""), 404);
         assert_eq!(LabelStore::open(dir.path()).unwrap().labels().len(), 0, "nothing stored");
         assert_eq!(post(auth, "/api/labels", good), 201);
-        assert_eq!(handle(&st, "GET", "/?token=s3cret", None, b"", 0.0).status, 200);
+        assert_eq!(call(&st, "GET", "/?token=s3cret-token", None, b"", 0.0).status, 303);
         assert_eq!(LabelStore::open(dir.path()).unwrap().labels().len(), 1);
     }
 
@@ -446,8 +519,65 @@ mod tests {
         assert_eq!(feed.find(&cid).unwrap().uid, uid(1));
         let st = state(&feed, dir.path(), None);
         let body = format!(r#"{{"id": "{}", "verdict": "attack", "note": "missed"}}"#, uid(1));
-        assert_eq!(handle(&st, "POST", "/api/labels", None, body.as_bytes(), 0.0).status, 201);
+        assert_eq!(call(&st, "POST", "/api/labels", None, body.as_bytes(), 0.0).status, 201);
         assert_eq!(LabelStore::read(dir.path()).unwrap()[0].features, vec![2.0, 3.0]);
+    }
+
+    /// The two attacks of issue 11, as requests: a cross-origin "simple" POST (text/plain,
+    /// foreign Origin; with the cookie, as a browser sends it from a page of the same site,
+    /// another port of 127.0.0.1, and without it, as from any other site) and a rebound name
+    /// in Host. Neither is answered or stores anything; the page's own request still does.
+    #[test]
+    fn forgery_and_rebinding_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = AlertFeed::new(10, 10, 0, "fp");
+        feed.push(alert("C1"));
+        let st = state(&feed, dir.path(), Some("alice:a1ice-secret"));
+        let body = br#"{"id": "C1", "verdict": "benign"}"#;
+        let cookie = "mnpflow_token_8090=a1ice-secret";
+        let page = Request { cookie: Some(cookie), origin: Some("http://127.0.0.1:8090"), ..req("POST", "/api/labels", None, body) };
+        let csrf = Request { content_type: Some("text/plain"), origin: Some("http://evil.example"), ..page };
+        assert_eq!(handle(&st, &csrf, 0.0).status, 403);
+        assert_eq!(handle(&st, &Request { origin: None, referer: Some("http://evil.example/x"), ..csrf }, 0.0).status, 403);
+        assert_eq!(handle(&st, &Request { origin: Some("http://127.0.0.1:8090"), ..csrf }, 0.0).status, 415, "text/plain from our own origin");
+        assert_eq!(handle(&st, &Request { cookie: None, ..page }, 0.0).status, 401, "no cookie: what a cross-site request gets");
+        let rebound = Request { host: Some("evil.example:8090"), ..req("GET", "/api/alerts", None, b"") };
+        let r = handle(&st, &Request { cookie: Some(cookie), ..rebound }, 0.0);
+        assert_eq!(r.status, 403);
+        assert!(!r.body.contains("C1"));
+        assert_eq!(handle(&st, &Request { host: None, ..rebound }, 0.0).status, 403);
+        assert!(LabelStore::read(dir.path()).unwrap().is_empty(), "nothing stored");
+        // The page's own request: stored, by the token's analyst whatever the body says.
+        let signed = br#"{"id": "C1", "verdict": "attack", "by": "mallory"}"#;
+        let r = handle(&st, &Request { body: signed, ..page }, 0.0);
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(LabelStore::read(dir.path()).unwrap()[0].by, "alice");
+        // Every reply forbids framing and sniffing and allows no other origin.
+        let headers: Vec<(&str, &str)> = r.all_headers().collect();
+        assert!(headers.contains(&("X-Content-Type-Options", "nosniff")));
+        assert!(headers.iter().any(|(k, v)| *k == "Content-Security-Policy" && v.contains("frame-ancestors 'none'") && !v.contains("unsafe-inline")));
+        assert!(!headers.iter().any(|(k, _)| k.starts_with("Access-Control")));
+    }
+
+    /// `?token=` on the first visit becomes an HttpOnly, SameSite=Strict cookie and a redirect
+    /// that drops it from the address; later requests need only the cookie.
+    #[test]
+    fn first_visit_trades_the_token_for_a_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = AlertFeed::new(10, 10, 0, "fp");
+        let st = state(&feed, dir.path(), Some("s3cret-token"));
+        let r = call(&st, "GET", "/?token=s3cret-token", None, b"", 0.0);
+        assert_eq!(r.status, 303);
+        let cookie = r.headers.iter().find(|(k, _)| *k == "Set-Cookie").map(|(_, v)| v.clone()).unwrap();
+        assert!(cookie.starts_with("mnpflow_token_8090=s3cret-token;") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(r.headers.contains(&("Location", "/".to_string())));
+        let jar = cookie.split(';').next().unwrap();
+        for path in ["/", "/page.js", "/page.css", "/api/alerts"] {
+            assert_eq!(handle(&st, &Request { cookie: Some(jar), ..req("GET", path, None, b"") }, 0.0).status, 200, "{path}");
+            assert_eq!(call(&st, "GET", path, None, b"", 0.0).status, 401, "{path} without the cookie");
+        }
+        assert_eq!(call(&st, "GET", "/?token=wrong-token", None, b"", 0.0).status, 401);
+        assert!(!PAGE.contains("<script>") && !PAGE.contains("<style>"), "no inline code: the CSP forbids it");
     }
 
     #[test]

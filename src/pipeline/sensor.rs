@@ -14,6 +14,7 @@ use super::stream::{self, LoopLinks, Outputs, Sample, Scoring, Setup, StreamRepo
 use crate::alert::RuleSet;
 use crate::capture::source::PacketSource;
 use crate::feedback::LabelStore;
+use crate::feedback::access::Access;
 use crate::feedback::web::{AlertFeed, WebState};
 use crate::features::RecordExtractor;
 use crate::model::slot::ModelSlot;
@@ -26,8 +27,12 @@ const FEED_RECENT_FLOWS: usize = 10_000;
 /// The analysts' page.
 pub struct WebSetup {
     pub server: tiny_http::Server,
-    pub token: Option<String>,
+    /// Who may use it ([`super::web_server::bind`]).
+    pub access: Access,
     pub data_dir: PathBuf,
+    /// The page's URL in the data directory: removed when the sensor returns (also on an
+    /// error), since it is dropped with the setup.
+    pub url_file: Option<super::web_server::UrlFile>,
     /// Keep serving after the stream ends, until `stop` (replay: label what was replayed).
     pub stay: bool,
 }
@@ -52,7 +57,7 @@ pub fn run(
             feed: &feed,
             labels: Mutex::new(LabelStore::open(&w.data_dir)?),
             data_dir: w.data_dir.clone(),
-            token: w.token.clone(),
+            access: w.access.clone(),
         }),
         None => None,
     };
