@@ -67,6 +67,17 @@ impl Sensor {
     }
 }
 
+/// A test that fails before `finish` must not leave its sensor running (after a replay the
+/// page stays up until Ctrl-C).
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn data(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
 }
