@@ -43,5 +43,6 @@ pub mod alert;
 pub mod feedback;
 pub mod output;
 pub mod pipeline;
+pub mod scenario;
 pub mod config;
 pub mod cli;

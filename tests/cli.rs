@@ -83,3 +83,55 @@ fn synth_is_deterministic_and_the_bundled_capture_is_its_output() {
 
 // `mnpflow` with no arguments now runs `replay` (issue 4): see
 // `stream::no_arguments_replays_the_bundled_capture`.
+
+/// `eval --scenario`: a small scenario of shared captures, every figure printed, the rows
+/// exported for peers, and the bundled scenarios parse and name captures that exist.
+#[test]
+fn eval_scenario_reports_every_method_and_exports_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.toml");
+    let data = shared("captures");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"small\"\ndata = {:?}\ncap = 40\n\
+             [[capture]]\npath = \"ndpi/1kxun.pcap\"\nkind = \"benign\"\ncap = 120\n\
+             [[capture]]\npath = \"chrissanders/portscan.pcap\"\nkind = \"scan\"\n\
+             [[capture]]\npath = \"chrissanders/dosattack.pcap\"\nkind = \"synflood\"\nunseen = true\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let export = dir.path().join("rows");
+    let out = mnpflow()
+        .args(["eval", "--runs", "1", "--methods", "train,cold", "--scenario"])
+        .arg(&file)
+        .arg("--export")
+        .arg(&export)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // 1kxun: 120 of 204 kept, 60 train; portscan 29 kept, 14 train, 3 labeled (20 %, rounded
+    // up); dosattack 40 kept, all 20 of its second half in the test only.
+    assert!(stderr.contains("train 74 flows (14 attacks, 3 labeled), test 95 flows (35 attacks, 20 of unseen kinds)"), "{stderr}");
+    for want in ["| mnpflow train |", "| mnpflow default, no labels (cold start) |", "TPR at 1% FPR", "synflood (unseen)"] {
+        assert!(stdout.contains(want), "no {want:?} in\n{stdout}");
+    }
+    let train = std::fs::read_to_string(export.join("small.seed42.train.csv")).unwrap();
+    assert!(train.starts_with("dur,proto=3pc,") && train.lines().next().unwrap().ends_with(",labeled,label,kind,unseen"));
+    assert_eq!(train.lines().count(), 1 + 74);
+    assert_eq!(std::fs::read_to_string(export.join("small.seed42.test.csv")).unwrap().lines().count(), 1 + 95);
+
+    // The bundled scenarios: every capture they name is there.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let p = entry.unwrap().path();
+        let spec = mnpflow::scenario::ScenarioFile::read(&p).unwrap();
+        for c in &spec.captures {
+            let path = spec.capture_path(&p, c);
+            assert!(path.exists(), "{}: {} is missing", p.display(), path.display());
+        }
+    }
+}

@@ -85,7 +85,7 @@ fn scores(model: &mnpflow::model::mnpwad::Mnpwad, scaler: &Scaler, f: &Flows, id
 fn labeling_a_recurring_attack_raises_auc_pr_on_its_later_flows() {
     let f = demo_flows();
     // The model in service knows the scan and the flood; the brute force is unlabeled.
-    let b = bootstrap::train_on_captures(&[repo("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth_of(&["portscan", "synflood"])), &BootstrapConfig::default(), false)
+    let b = bootstrap::train_on_captures(&[repo("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth_of(&["portscan", "synflood"])), &BootstrapConfig::default(), 0.01, false)
         .unwrap();
     let path = std::env::temp_dir().join(format!("mnpflow-learning-{}.mnp", std::process::id()));
     b.artifact.save(&path).unwrap();
@@ -106,7 +106,7 @@ fn labeling_a_recurring_attack_raises_auc_pr_on_its_later_flows() {
     let recent: Vec<f32> = (0..f.recs.len()).filter(|&i| f.recs[i].first_ts <= after).flat_map(|i| f.rows[i * f.d..(i + 1) * f.d].to_vec()).collect();
     let labels: Vec<Label> = labeled.iter().map(|&i| label(&f, i)).collect();
     let cfg = LearnConfig { min_rows: 100, ..LearnConfig::default() };
-    let cur = Current { artifact: &b.artifact, model: &model, cut: b.best_f1_cut };
+    let cur = Current { artifact: &b.artifact, model: &model, cut: b.cut };
     let r = retrain(&cur, &recent, &labels, &cfg, &Device::flex()).unwrap();
 
     let before = metrics(&scores(&model, &b.artifact.scaler, &f, &later), &y);
@@ -135,7 +135,7 @@ fn contaminated_unlabeled_traffic_with_and_without_weights() {
     let f = demo_flows();
     let n = f.recs.len();
     let all: Vec<usize> = (0..n).collect();
-    let scaler = Scaler::fit(&f.rows, f.d, &all, &all);
+    let scaler = Scaler::fit(&f.rows, f.d, &all, &all, &mnpflow::features::SchemaKind::Unsw.schema().encoded_preps(Default::default()));
     let y: Vec<u8> = f.kind.iter().map(|k| (!k.is_empty()) as u8).collect();
     let contamination = f.kind.iter().filter(|k| !k.is_empty()).count();
     let (mut with, mut without) = (Vec::new(), Vec::new());

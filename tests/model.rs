@@ -22,7 +22,7 @@ fn thyroid_reference_split_meets_floor() {
     let table = tables::load(&shared_root("data/tables/adbench-thyroid.csv"), &TableOptions::default()).unwrap();
     let split = eval::read_split(&shared_root("reference/splits/thyroid.split.csv"), &table.row_ids, &table.labels).unwrap();
     let all: Vec<usize> = (0..table.n_rows()).collect();
-    let p = eval::prepare(&table, &split, &all);
+    let p = eval::prepare(&table, &split, &all, mnpflow::features::schema::PrepChoice::Paper);
     let mut pr = Vec::new();
     for seed in 42..45 {
         let r = eval::run_once(&p, &TrainConfig { seed, ..Default::default() }, &Device::flex(), false).unwrap();

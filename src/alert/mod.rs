@@ -39,6 +39,9 @@ pub struct AlertConfig {
     pub threshold: Option<String>,
     /// Scores kept for rate calibration (10000 flows).
     pub calibration_window: usize,
+    /// The default threshold's false-positive budget: the share of normal-looking traffic
+    /// that may alert (0.01, i.e. 1 %).
+    pub fpr_budget: f64,
     /// Folder of suppression rules (`*.toml`); missing folder = no rules.
     pub rules: std::path::PathBuf,
 }
@@ -48,6 +51,6 @@ pub const DEFAULT_RATE: &str = "2%";
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { threshold: None, calibration_window: 10_000, rules: "rules".into() }
+        AlertConfig { threshold: None, calibration_window: 10_000, fpr_budget: 0.01, rules: "rules".into() }
     }
 }

@@ -51,6 +51,44 @@ impl fmt::Display for Threshold {
     }
 }
 
+/// The score cut that holds a false-positive budget on traffic that looks normal.
+///
+/// `unlabeled` are scores of traffic the model was trained on without labels (mostly normal,
+/// with attacks nobody labeled among it), `labeled` scores of confirmed attacks. A row looks
+/// like the confirmed attacks when its score has gone nine tenths of the way from the typical
+/// unlabeled score (their median) to the typical confirmed attack (theirs): those rows are
+/// set aside as the unlabeled attacks they most likely are, every other row looks normal, and
+/// the cut lets through at most `budget` of them. Set aside less (half way, say) and the
+/// normal traffic's own upper tail goes too, so the cut lands low and the budget is overrun
+/// on new traffic; set aside nothing and the unlabeled attacks raise the cut above the
+/// attacks themselves. Without labels every unlabeled row counts: a plain alert rate.
+///
+/// A best-F1 cut on a handful of labels instead sits wherever those few labels happen to
+/// fall, usually far too high: it misses most attacks unlike them.
+pub fn budget_cut(unlabeled: &[f32], labeled: &[f32], budget: f64) -> f32 {
+    let median = |v: &[f32]| -> Option<f32> {
+        let mut v: Vec<f32> = v.iter().copied().filter(|s| !s.is_nan()).collect();
+        v.sort_by(f32::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let mut normal: Vec<f32> = unlabeled.iter().copied().filter(|s| !s.is_nan()).collect();
+    if let (Some(mu), Some(ma)) = (median(&normal), median(labeled))
+        && ma > mu
+    {
+        let like_attacks = mu + (ma - mu) * 0.9;
+        normal.retain(|&s| s < like_attacks);
+    }
+    if normal.is_empty() {
+        return f32::INFINITY;
+    }
+    normal.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (budget.clamp(0.0, 1.0) * normal.len() as f64).floor() as usize;
+    match normal.get(allowed) {
+        Some(&s) => s.next_up(),
+        None => f32::NEG_INFINITY,
+    }
+}
+
 /// Turns a [`Threshold`] into a score cut per batch.
 /// Total order of scores as integers (NaN counts as the lowest score), for the ordered sets.
 fn order_bits(s: f32) -> u32 {
@@ -159,6 +197,28 @@ impl ThresholdCalibrator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_cut_sets_aside_rows_like_the_confirmed_attacks() {
+        // 200 normal rows at 0.00 .. 0.199, 20 unlabeled attacks at 0.9, confirmed attacks at
+        // 0.9: unlabeled median 0.1, attack median 0.9, rows at or above 0.82 set aside.
+        let mut unlabeled: Vec<f32> = (0..200).map(|i| i as f32 / 1000.0).collect();
+        unlabeled.extend([0.9; 20]);
+        let cut = budget_cut(&unlabeled, &[0.9; 5], 0.01);
+        // 1 % of the 200 normal-looking rows, 2 rows, may reach the cut: above the third highest.
+        assert_eq!(cut, 0.197f32.next_up());
+        assert_eq!(unlabeled.iter().filter(|&&s| s >= cut && s < 0.5).count(), 2);
+        // Without labels the unlabeled attacks count as traffic: a plain 1 % rate of 220 rows
+        // puts the cut among the attacks' tied scores, just above them.
+        let cold = budget_cut(&unlabeled, &[], 0.01);
+        assert_eq!(cold, 0.9f32.next_up());
+        // Confirmed attacks that score like normal traffic set nothing aside.
+        assert_eq!(budget_cut(&unlabeled, &[0.01], 0.01), cold);
+        // Degenerate inputs give a cut, never a panic.
+        assert_eq!(budget_cut(&[], &[], 0.01), f32::INFINITY);
+        assert_eq!(budget_cut(&[f32::NAN, 0.5], &[f32::NAN], 0.5), 0.5f32.next_up());
+        assert_eq!(budget_cut(&[0.5], &[], 1.0), f32::NEG_INFINITY);
+    }
 
     #[test]
     fn parses_scores_and_rates() {

@@ -8,6 +8,7 @@ mod models;
 mod live;
 pub mod replay;
 pub mod model_cmds;
+mod scenario;
 mod synth;
 
 use std::path::{Path, PathBuf};
@@ -96,9 +97,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Live(args)) => live::run(args, &config),
         Some(Command::Flows(args)) => flows::run(args, &config),
         Some(Command::Synth(args)) => synth::run(args),
-        Some(Command::Train(args)) => model_cmds::train(args),
+        Some(Command::Train(args)) => model_cmds::train(args, &config),
         Some(Command::Score(args)) => model_cmds::score(args),
-        Some(Command::Eval(args)) => model_cmds::eval(args),
+        Some(Command::Eval(args)) => model_cmds::eval(args, &config),
         Some(Command::Label(args)) => labels::label(args),
         Some(Command::Labels(args)) => labels::labels(args),
         Some(Command::Models(args)) => models::run(args),

@@ -1,25 +1,33 @@
 //! `train`, `score` and `eval`: the model's subcommands.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::features::schema::PrepChoice;
 use crate::features::tables::{self, SchemaChoice, Table, TableOptions};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
 use crate::model::eval::{self, mean_std};
 use crate::model::device::{self, Backend};
 use crate::model::score::{Scorer, Scores};
-use crate::model::train::{Ablation, TrainConfig, TrainData, train as train_model};
+use crate::model::train::{Ablation, TrainConfig};
 
-/// How to read the input table.
+/// The input table and how to read it.
 #[derive(Debug, Args)]
 pub struct TableArgs {
     /// CSV table with a header, or a Zeek conn.log(.labeled).
     #[arg(long)]
     pub table: PathBuf,
+    #[command(flatten)]
+    pub read: TableRead,
+}
+
+/// How to read a table.
+#[derive(Debug, Args)]
+pub struct TableRead {
     /// Feature schema to apply (one-hot encoding of categorical columns).
     #[arg(long, value_enum, default_value_t = SchemaChoice::Auto)]
     pub schema: SchemaChoice,
@@ -36,18 +44,24 @@ pub struct TableArgs {
 
 impl TableArgs {
     fn load(&self) -> anyhow::Result<Table> {
+        self.read.load(&self.table)
+    }
+}
+
+impl TableRead {
+    fn load(&self, table: &Path) -> anyhow::Result<Table> {
         let opts = TableOptions {
             schema: self.schema,
             label: self.label.clone(),
             class: self.class_column.clone(),
             skip_bad_rows: self.skip_bad_rows,
         };
-        let t = tables::load(&self.table, &opts).with_context(|| format!("reading table {}", self.table.display()))?;
+        let t = tables::load(table, &opts).with_context(|| format!("reading table {}", table.display()))?;
         if t.skipped_bad > 0 {
-            eprintln!("{}: skipped {} malformed rows", self.table.display(), t.skipped_bad);
+            eprintln!("{}: skipped {} malformed rows", table.display(), t.skipped_bad);
         }
         if t.skipped_unlabeled > 0 {
-            eprintln!("{}: left out {} rows labeled unknown", self.table.display(), t.skipped_unlabeled);
+            eprintln!("{}: left out {} rows labeled unknown", table.display(), t.skipped_unlabeled);
         }
         Ok(t)
     }
@@ -71,6 +85,11 @@ pub struct ConfigArgs {
     /// Latent width.
     #[arg(long)]
     pub latent: Option<usize>,
+    /// How features are prepared before min-max scaling: `schema` (each feature's `prep` in
+    /// features/*.toml: logarithms of sizes, rates and times; random sequence numbers left
+    /// out) or `paper` (plain min-max on every column, the paper's protocol). Default: schema.
+    #[arg(long, value_enum)]
+    pub prep: Option<PrepChoice>,
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -103,6 +122,9 @@ impl ConfigArgs {
         if let Some(l) = self.latent {
             cfg.latent = l;
         }
+        if let Some(p) = self.prep {
+            cfg.prep = p;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -133,26 +155,19 @@ pub struct TrainArgs {
     pub backend: Backend,
 }
 
-pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
     let table = a.table.load()?;
     let mut cfg = a.config.build()?;
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let split = eval::train_val_split(&table.labels, cfg.seed, a.val_fraction, a.labeled_ratio);
-    // A deployed model sees only its training rows, so constant columns are judged on them.
-    let p = eval::prepare(&table, &split, &split.train);
-    let d = p.scaler.width();
     let compute = device::select(a.backend);
-    let trained = train_model(
-        &TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, trusted_normal: 0, val: Some((&p.val, &p.val_labels)) },
-        &cfg,
-        &compute.device,
-        !a.config.quiet,
-    )
-    .with_context(|| format!("training on {}", a.table.table.display()))?;
+    let trained = eval::fit_table(&table, &cfg, a.val_fraction, a.labeled_ratio, &compute.device, !a.config.quiet)
+        .with_context(|| format!("training on {}", a.table.table.display()))?;
+    let p = &trained.prepared;
+    let d = p.scaler.width();
     let (name, fingerprint) = table.layout();
-    let art = Artifact::new(
+    let mut art = Artifact::new(
         &trained.model,
         Layout { name, fingerprint, columns: table.names.clone() },
         p.scaler.clone(),
@@ -165,6 +180,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             validation_rows: p.val_labels.len(),
         },
     );
+    // The alert cut that holds the false-positive budget on the training rows.
+    let scorer = crate::model::score::CpuScorer::new(&trained.model);
+    let score = |x: &[f32]| {
+        let mut s = vec![0.0; x.len() / d.max(1)];
+        scorer.score_into(x, &mut s);
+        s
+    };
+    art.cut = Some(crate::alert::threshold::budget_cut(&score(&p.unlabeled), &score(&p.anomalies), config.alert.fpr_budget));
     art.save(&a.output).with_context(|| format!("writing model {}", a.output.display()))?;
     let r = &trained.report;
     eprintln!(
@@ -212,14 +235,17 @@ fn schema_choice_for(layout_name: &str) -> SchemaChoice {
 
 pub fn score(mut a: ScoreArgs) -> anyhow::Result<ExitCode> {
     let art = Artifact::load(&a.model)?;
-    if a.table.schema == SchemaChoice::Auto {
-        a.table.schema = schema_choice_for(&art.layout.name);
+    if a.table.read.schema == SchemaChoice::Auto {
+        a.table.read.schema = schema_choice_for(&art.layout.name);
     }
     let table = a.table.load()?;
     let (name, fp) = table.layout();
     art.check_layout(&a.model, &name, &fp)?;
     let rows: Vec<usize> = (0..table.n_rows()).collect();
     let x = art.scaler.transform(&table.values, table.width(), &rows);
+    let mut range = tables::RangeCheck::default();
+    range.observe(&x, art.scaler.width());
+    eprintln!("{}: {}", a.table.table.display(), range.summary(&art.scaler, &table.names, 5));
     let compute = device::select(a.backend);
     let model = art.to_model(&a.model, &compute.device)?;
     let scorer = match compute.backend {
@@ -260,8 +286,18 @@ fn write_scores(out: &mut dyn Write, table: &Table, s: &Scores) -> std::io::Resu
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
+    /// CSV table with a header, or a Zeek conn.log(.labeled).
+    #[arg(long, required_unless_present = "scenario")]
+    pub table: Option<PathBuf>,
     #[command(flatten)]
-    pub table: TableArgs,
+    pub read: TableRead,
+    /// Evaluate on captures instead of a table: a scenario file (scenarios/*.toml) of benign
+    /// and attack captures, cut into a training and a test half; every method on the same
+    /// flows, judged on the half it never saw.
+    #[arg(long, conflicts_with_all = ["table", "split", "unseen_class", "ablate"])]
+    pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub scenario_opts: super::scenario::ScenarioOpts,
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Number of runs, seeds `--seed`, `--seed`+1, ...
@@ -294,8 +330,14 @@ pub struct EvalArgs {
     pub backend: Backend,
 }
 
-pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let table = a.table.load()?;
+pub fn eval(a: EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.scenario {
+        return super::scenario::run(file, &a, config);
+    }
+    let Some(table_path) = &a.table else {
+        bail!("eval needs --table FILE (a table with a label column) or --scenario FILE (captures)");
+    };
+    let table = a.read.load(table_path)?;
     let mut cfg = a.config.build()?;
     cfg.ablate.extend(a.ablate.iter().copied());
     let split = match (&a.split, &a.unseen_class) {
@@ -305,7 +347,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
             let classes = table.classes.as_ref().context("--unseen-class needs a class column (--class-column)")?;
             let unseen: Vec<bool> = classes.iter().map(|x| x == c).collect();
             if !unseen.contains(&true) {
-                bail!("class {c:?} does not occur in {}", a.table.table.display());
+                bail!("class {c:?} does not occur in {}", table_path.display());
             }
             eval::protocol_split(&table.labels, a.split_seed, a.labeled_ratio, Some(&unseen))
         }
@@ -313,10 +355,10 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     // As the reference: constant columns are judged on the whole table.
     let all: Vec<usize> = (0..table.n_rows()).collect();
-    let p = eval::prepare(&table, &split, &all);
+    let p = eval::prepare(&table, &split, &all, cfg.prep);
     eprintln!(
         "{}: {} rows, {} features, train {} ({} labeled anomalies), val {}, test {} ({} anomalies)",
-        a.table.table.display(),
+        table_path.display(),
         table.n_rows(),
         p.scaler.width(),
         split.train.len(),
@@ -355,7 +397,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let sc = col(&|r| r.score_seconds);
     println!(
         "{}: AUC-PR {:.3}+-{:.3}  AUC-ROC {:.3}+-{:.3}  AP {:.3}+-{:.3}  fit {:.1} s  score {:.3} s  ({} runs{})",
-        a.table.table.display(),
+        table_path.display(),
         pr.0,
         pr.1,
         roc.0,
@@ -369,7 +411,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(j) = &a.json {
         let line = serde_json::json!({
-            "table": a.table.table.display().to_string(),
+            "table": table_path.display().to_string(),
             "ablate": cfg.ablate,
             "runs": results,
             "aucpr_mean": pr.0, "aucpr_std": pr.1,

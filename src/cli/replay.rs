@@ -186,7 +186,8 @@ pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
     art.check_layout(path, &schema.name, &schema.fingerprint())?;
     let model = art.to_model(path, &burn::tensor::Device::flex())?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(LoadedModel { artifact: art, model, bytes, schema: kind, suggested: None, path: path.to_owned(), registry_version: None })
+    let suggested = art.cut.map(Threshold::Score);
+    Ok(LoadedModel { artifact: art, model, bytes, schema: kind, suggested, path: path.to_owned(), registry_version: None })
 }
 
 /// The registry's current model of a data directory, if there is one.
@@ -196,7 +197,7 @@ pub fn registry_model(data_dir: &Path) -> anyhow::Result<Option<LoadedModel>> {
     let path = reg.model_path(e.version);
     let mut m = load_model(&path).with_context(|| format!("loading the registry's current model v{}", e.version))?;
     m.registry_version = Some(e.version);
-    m.suggested = e.cut.map(Threshold::Score);
+    m.suggested = e.cut.map(Threshold::Score).or(m.suggested);
     Ok(Some(m))
 }
 
@@ -323,6 +324,7 @@ pub fn detect(
     stay_after_end: bool,
 ) -> anyhow::Result<StreamReport> {
     let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
+    let layout_names = extractor.schema().encoded_names();
     let threshold = threshold_of(d, config, &loaded)?;
     let dir = data_dir(&d.data_dir);
     let mut learn_cfg = config.learn.clone();
@@ -410,6 +412,9 @@ pub fn detect(
         threshold,
         report.last_cut
     );
+    if report.range.rows > 0 {
+        eprintln!("ranges    {}", report.range.summary(&slot.load().scaler, &layout_names, 5));
+    }
     for w in &report.warnings {
         eprintln!("warning   {w}");
     }
@@ -452,24 +457,30 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         }
         (None, None) => {
             eprintln!("no --model: training one on the capture's own flows{}", if truth.is_some() { " and its truth file" } else { "" });
-            let b = bootstrap::train_on_captures(&captures, &config.flow, args.schema, truth.as_ref(), &config.bootstrap, false)?;
+            let b = bootstrap::train_on_captures(&captures, &config.flow, args.schema, truth.as_ref(), &config.bootstrap, config.alert.fpr_budget, false)?;
             let dir = data_dir(&args.detect.data_dir).join("models");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let stem = captures[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "capture".into());
             let path = dir.join(format!("{stem}.mnp"));
             b.artifact.save(&path)?;
             eprintln!(
-                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); best-F1 cut {:.4} (F1 {:.3} on the training flows)",
+                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); alert cut {:.4}: at most {}% of the normal-looking training flows alert",
                 b.flows,
                 b.anomalies,
                 b.elapsed.as_secs_f64(),
                 path.display(),
-                b.best_f1_cut,
-                b.best_f1
+                b.cut,
+                config.alert.fpr_budget * 100.0
             );
-            let mut m = load_model(&path)?;
-            m.suggested = Some(Threshold::Score(b.best_f1_cut));
-            m
+            if b.cold_start {
+                eprintln!(
+                    "cold start: no labeled attack, so the model learned this traffic against {} synthetic anomalies (its own flows with features recombined); \
+                     label alerts (mnpflow label, --feedback) and run with --learn to move to the weakly supervised model",
+                    b.synthetic
+                );
+            }
+            // The model file carries its cut (load_model reads it).
+            load_model(&path)?
         }
     };
     let report = detect(&mut source, &args.detect, config, loaded, speed, Backpressure::Block, truth.is_some(), true)?;

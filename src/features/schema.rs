@@ -38,6 +38,11 @@ impl SchemaKind {
         }
     }
 
+    /// The bundled schema named `name` (a model file's layout name), if any.
+    pub fn of_layout(name: &str) -> Option<SchemaKind> {
+        [SchemaKind::Unsw, SchemaKind::Zeek].into_iter().find(|k| k.schema().name == name)
+    }
+
     /// The schema shipped with the binary for this vocabulary.
     pub fn schema(self) -> Schema {
         let file = self.bundled_file();
@@ -70,6 +75,46 @@ pub enum FeatureType {
     Categorical(Vec<String>),
 }
 
+/// How the model prepares a numeric feature before min-max scaling (the schema's `prep`).
+///
+/// Preparation belongs to the model, not to the records: flow records and tables keep the
+/// published values, and the model file stores which columns it took the logarithm of and
+/// which it left out ([`crate::features::tables::Scaler`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prep {
+    /// The value as it is (the paper's preparation for every column).
+    #[default]
+    Linear,
+    /// `sign(x) * ln(1 + |x|)`: for sizes, rates and times that span orders of magnitude.
+    Log,
+    /// Not a model input (random values such as TCP base sequence numbers).
+    Exclude,
+}
+
+impl Prep {
+    /// The prepared value of `x`.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Prep::Log => x.signum() * x.abs().ln_1p(),
+            Prep::Linear | Prep::Exclude => x,
+        }
+    }
+}
+
+/// Which preparation a model gets: the schema's, or the paper's plain min-max on every column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrepChoice {
+    /// Each feature as its schema's `prep` says (log for heavy-tailed counts, random values
+    /// left out).
+    #[default]
+    Schema,
+    /// The paper's protocol: every column min-max scaled as it is.
+    Paper,
+}
+
 /// One feature of a schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feature {
@@ -82,6 +127,8 @@ pub struct Feature {
     pub source: String,
     /// What the value means, with caveats.
     pub doc: String,
+    /// How the model prepares it (numeric features only).
+    pub prep: Prep,
 }
 
 impl Feature {
@@ -148,6 +195,8 @@ struct RawFeature {
     source: String,
     doc: String,
     categories: Option<Vec<String>>,
+    #[serde(default)]
+    prep: Prep,
 }
 
 impl Schema {
@@ -196,7 +245,10 @@ impl Schema {
                 ("categorical", _) => return Err(bad("a categorical feature needs a non-empty categories list".into())),
                 (other, _) => return Err(bad(format!("unknown type {other:?} (expected numeric or categorical)"))),
             };
-            features.push(Feature { name: f.name, kind, unit: f.unit, source: f.source, doc: f.doc });
+            if f.prep != Prep::Linear && kind != FeatureType::Numeric {
+                return Err(bad(format!("prep {:?} applies to numeric features only", f.prep)));
+            }
+            features.push(Feature { name: f.name, kind, unit: f.unit, source: f.source, doc: f.doc, prep: f.prep });
         }
         Ok(Schema {
             name: raw.name,
@@ -228,6 +280,16 @@ impl Schema {
                 FeatureType::Numeric => out.push(f.name.clone()),
                 FeatureType::Categorical(cats) => out.extend(cats.iter().map(|c| format!("{}={}", f.name, c))),
             }
+        }
+        out
+    }
+
+    /// The preparation of every encoded column under `choice` (one-hot cells are linear).
+    pub fn encoded_preps(&self, choice: PrepChoice) -> Vec<Prep> {
+        let mut out = Vec::with_capacity(self.encoded_width());
+        for f in &self.features {
+            let p = if choice == PrepChoice::Paper { Prep::Linear } else { f.prep };
+            out.extend(std::iter::repeat_n(p, f.width()));
         }
         out
     }
@@ -275,6 +337,29 @@ mod tests {
         let zeek = SchemaKind::Zeek.schema();
         assert_eq!(zeek.index_of("conn_state"), Some(5));
         assert_eq!(zeek.encoded_width(), zeek.encoded_names().len());
+    }
+
+    #[test]
+    fn preparation_comes_from_the_schema_or_the_paper() {
+        let unsw = SchemaKind::Unsw.schema();
+        let names = unsw.encoded_names();
+        let preps = unsw.encoded_preps(PrepChoice::Schema);
+        assert_eq!(preps.len(), names.len());
+        let of = |n: &str| preps[names.iter().position(|x| x == n).unwrap()];
+        assert_eq!((of("sbytes"), of("dur"), of("stcpb"), of("dtcpb")), (Prep::Log, Prep::Log, Prep::Exclude, Prep::Exclude));
+        assert_eq!((of("sttl"), of("proto=tcp"), of("ct_srv_src")), (Prep::Linear, Prep::Linear, Prep::Linear));
+        assert!(unsw.encoded_preps(PrepChoice::Paper).iter().all(|&p| p == Prep::Linear));
+        assert_eq!(Prep::Log.apply(0.0), 0.0);
+        assert!((Prep::Log.apply(-(std::f32::consts::E - 1.0)) + 1.0).abs() < 1e-6);
+        let p = Path::new("features/bad.toml");
+        let e = Schema::from_toml(p, "name='x'\nversion=1\nlabel_column='l'\n[[feature]]\nname='a'\ntype='categorical'\ncategories=['u']\nprep='log'\nsource='zeek'\ndoc=''\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("numeric features only"), "{e}");
+        let e = Schema::from_toml(p, "name='x'\nversion=1\nlabel_column='l'\n[[feature]]\nname='a'\ntype='numeric'\nprep='sqrt'\nsource='zeek'\ndoc=''\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sqrt"), "{e}");
     }
 
     #[test]

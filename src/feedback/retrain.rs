@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::labels::{Label, Verdict};
+use crate::features::SchemaKind;
 use crate::features::tables::Scaler;
 use crate::flow::config::secs;
 use crate::model::artifact::{Artifact, DataSummary};
@@ -272,7 +273,9 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         let mut all = unlabeled_raw.clone();
         all.extend_from_slice(&anomalies_raw);
         let rows: Vec<usize> = (0..n_u + n_a).collect();
-        Scaler::fit(&all, d, &rows, &rows)
+        // The preparation the model in service chose, column by column.
+        let preps = SchemaKind::of_layout(&art.layout.name).map(|k| k.schema().encoded_preps(art.train.prep)).unwrap_or_default();
+        Scaler::fit(&all, d, &rows, &rows, &preps)
     };
     let unlabeled = scaler.transform(&unlabeled_raw, d, &(0..n_u).collect::<Vec<_>>());
     let anomalies = scaler.transform(&anomalies_raw, d, &(0..n_a).collect::<Vec<_>>());
@@ -404,7 +407,7 @@ mod tests {
         let a = rows(rng, 10, 1);
         let tc = TrainConfig { max_epochs: 10, pretrain_epochs: 10, batches_per_epoch: 16, n_prototypes: Some(2), ..TrainConfig::default() };
         let t = train(&TrainData { d: D, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: None }, &tc, &Device::flex(), false).unwrap();
-        let scaler = Scaler { keep: (0..D).collect(), min: vec![0.0; D], inv_range: vec![1.0; D] };
+        let scaler = Scaler::identity(D);
         let layout = Layout { name: "t".into(), fingerprint: "fp".into(), columns: (0..D).map(|j| format!("c{j}")).collect() };
         (Artifact::new(&t.model, layout, scaler, tc, t.report, DataSummary::default()), t.model)
     }

@@ -70,6 +70,11 @@ pub struct Artifact {
     pub report: TrainReport,
     pub data: DataSummary,
     pub weights: Vec<StoredTensor>,
+    /// The alert cut that holds the false-positive budget on the training traffic
+    /// ([`crate::alert::threshold::budget_cut`]), used when the user sets no threshold.
+    /// Absent from model files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<f32>,
 }
 
 /// Why a model file was refused.
@@ -112,7 +117,7 @@ impl Artifact {
         lin("score1", &model.score1);
         lin("score2", &model.score2);
         weights.push(store("prototypes", model.prototypes.val()));
-        Artifact { format: FORMAT.into(), version: VERSION, layout, scaler, model: model.config.clone(), train, report, data, weights }
+        Artifact { format: FORMAT.into(), version: VERSION, layout, scaler, model: model.config.clone(), train, report, data, weights, cut: None }
     }
 
     /// Writes the file atomically: a temporary file beside it, synced, then renamed.
@@ -209,7 +214,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let model = ModelConfig::new(5, 8, 3).init(&mut rng, &Device::flex());
         let layout = Layout { name: "table".into(), fingerprint: "table-5cols-abc".into(), columns: (0..5).map(|i| format!("c{i}")).collect() };
-        let scaler = Scaler { keep: (0..5).collect(), min: vec![0.0; 5], inv_range: vec![1.0; 5] };
+        let scaler = Scaler::identity(5);
         let a = Artifact::new(&model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default());
         (a, model)
     }

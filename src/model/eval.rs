@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::seq::SliceRandom;
+use crate::features::schema::PrepChoice;
 
 /// AUC-ROC, AUC-PR (trapezoid) and average precision of one scoring.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -215,10 +216,11 @@ pub struct Prepared {
     pub test_labels: Vec<u8>,
 }
 
-/// Scales a table's rows for a split. `constant_rows` decides which columns are constant.
-pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_rows: &[usize]) -> Prepared {
+/// Scales a table's rows for a split. `constant_rows` decides which columns are constant;
+/// `prep` how the table's schema features are prepared.
+pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_rows: &[usize], prep: PrepChoice) -> Prepared {
     let d = table.width();
-    let scaler = crate::features::tables::Scaler::fit(&table.values, d, constant_rows, &split.train);
+    let scaler = crate::features::tables::Scaler::fit(&table.values, d, constant_rows, &split.train, &table.encoded_preps(prep));
     let pick = |want: bool| -> Vec<usize> { split.train.iter().zip(&split.labeled).filter(|(_, l)| **l == want).map(|(i, _)| *i).collect() };
     let labels = |rows: &[usize]| rows.iter().map(|&i| table.labels[i]).collect::<Vec<u8>>();
     Prepared {
@@ -230,6 +232,37 @@ pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_r
         test_labels: labels(&split.test),
         scaler,
     }
+}
+
+/// A model trained the way `mnpflow train` trains one, with the data it was fit on.
+pub struct Fit {
+    pub model: super::mnpwad::Mnpwad,
+    pub report: super::train::TrainReport,
+    pub prepared: Prepared,
+}
+
+/// `mnpflow train` on a table: `val_fraction` of each class held out for early stopping,
+/// `labeled_ratio` of the training anomalies labeled, constant columns judged on the training
+/// rows (a deployed model sees only those), features prepared as `cfg.prep` says.
+pub fn fit_table(
+    table: &crate::features::tables::Table,
+    cfg: &super::train::TrainConfig,
+    val_fraction: f64,
+    labeled_ratio: f64,
+    device: &burn::tensor::Device,
+    progress: bool,
+) -> Result<Fit, super::train::TrainError> {
+    let split = train_val_split(&table.labels, cfg.seed, val_fraction, labeled_ratio);
+    let p = prepare(table, &split, &split.train, cfg.prep);
+    let data = super::train::TrainData {
+        d: p.scaler.width(),
+        unlabeled: &p.unlabeled,
+        anomalies: &p.anomalies,
+        trusted_normal: 0,
+        val: Some((&p.val, &p.val_labels)),
+    };
+    let trained = super::train::train(&data, cfg, device, progress)?;
+    Ok(Fit { model: trained.model, report: trained.report, prepared: p })
 }
 
 /// Trains on a prepared split with `cfg` and scores the test rows (hand-written CPU path).

@@ -28,6 +28,7 @@ use super::kmeans::{kmeans, select_k};
 use super::loss::{contrastive_loss, dwa_total, kl_loss, normal_weights, normal_weights_trusting, recon_loss, score_loss};
 use super::mnpwad::{LEAKY_SLOPE, ModelConfig, Mnpwad, init_linear, normalize_rows, to_vec};
 use super::score::score_rows;
+use crate::features::schema::PrepChoice;
 
 /// A part of the method switched off, to measure what it contributes (`--ablate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -125,6 +126,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Parts switched off (none).
     pub ablate: Vec<Ablation>,
+    /// How inputs are prepared before min-max scaling (`schema`: each feature's `prep` in
+    /// `features/*.toml`, logarithms of heavy-tailed counts and random values left out;
+    /// `paper`: plain min-max on every column, the spec's protocol). Tables without a schema
+    /// are plain min-max either way.
+    pub prep: PrepChoice,
 }
 
 impl Default for TrainConfig {
@@ -159,6 +165,7 @@ impl Default for TrainConfig {
             detach_kl_target: false,
             seed: 42,
             ablate: Vec::new(),
+            prep: PrepChoice::Schema,
         }
     }
 }
@@ -743,7 +750,7 @@ mod tests {
 
     fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
         let layout = Layout { name: "t".into(), fingerprint: "t".into(), columns: vec![] };
-        let scaler = Scaler { keep: vec![], min: vec![], inv_range: vec![] };
+        let scaler = Scaler::identity(0);
         Artifact::new(&t.model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default()).weights
     }
 

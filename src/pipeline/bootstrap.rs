@@ -1,13 +1,15 @@
 //! A model for a capture that came without one: the capture's own flows, through the same
-//! features the detector serves, train a short MNPWAD run.
+//! features the detector serves, train MNPWAD as `mnpflow train` would.
 //!
 //! MNPWAD is weakly supervised: it needs a few labeled anomalies besides the unlabeled bulk.
 //! They come from a truth file (`label,kind,proto,orig_h,orig_p,resp_h,resp_p,...`, as
 //! `mnpflow synth` writes): flows matching a row labeled 1 are the labeled anomalies, every
-//! other flow is unlabeled. Without labels there is nothing to train on, and we say so.
+//! other flow is unlabeled. Without a single label the sensor starts cold: it trains against
+//! synthetic anomalies made from its own traffic ([`train_on_rows`]), says so, and the
+//! learning loop moves to the weakly supervised model once analysts label.
 //!
-//! The run is deliberately short ([`BootstrapConfig`]): it exists so that the first command a
-//! user types gives alerts within seconds, not to replace `mnpflow train` on a real table.
+//! Either way the model carries its alert cut: the score that holds the false-positive budget
+//! on the traffic it trained on ([`budget_cut`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -20,33 +22,54 @@ use serde::{Deserialize, Serialize};
 use super::offline;
 use crate::capture::CaptureError;
 use crate::features::encode::{EncodeStats, RowEncoder};
-use crate::features::tables::Scaler;
+use crate::alert::threshold::budget_cut;
+use crate::features::tables::Table;
 use crate::features::{self, SchemaKind};
 use crate::flow::{FlowConfig, FlowRecord};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
-use crate::model::train::{TrainConfig, TrainData, TrainError, train};
+use crate::model::eval::fit_table;
+use crate::model::train::{TrainConfig, TrainError};
 
-/// `[bootstrap]`: the short training run of `replay` without `--model`.
+/// `[bootstrap]`: how `replay` without `--model` trains its model on the capture.
+///
+/// The defaults are `mnpflow train`'s: on the capture benchmark (`mnpflow eval --scenario`) a
+/// shortened run ranked attacks visibly worse than the full one, and the full run on a few
+/// thousand flows takes seconds. Lower the epochs for a quicker, weaker model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootstrapConfig {
-    /// Joint training epochs at most (15; `mnpflow train` defaults to 200).
+    /// Joint training epochs at most (200, early stopping on held-out flows).
     pub max_epochs: usize,
-    /// Epochs at most per pretraining stage (15).
+    /// Epochs at most per pretraining stage (200).
     pub pretrain_epochs: usize,
-    /// Mini-batches per epoch (32).
+    /// Mini-batches per epoch (64).
     pub batches_per_epoch: usize,
-    /// Number of prototypes (3; unset: chosen by silhouette, slower).
+    /// Number of prototypes (unset: chosen by silhouette).
     pub n_prototypes: Option<usize>,
     /// Training seed (42).
     pub seed: u64,
     /// Most unlabeled flows trained on; a larger capture is subsampled evenly (50000).
     pub max_rows: usize,
+    /// Share of the flows held out for early stopping (0.05).
+    pub val_fraction: f64,
+    /// With no labeled attack at all (cold start): synthetic anomalies made, per flow trained
+    /// on, from the capture's own flows with their features recombined (0.1).
+    pub synthetic_share: f64,
 }
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        BootstrapConfig { max_epochs: 15, pretrain_epochs: 15, batches_per_epoch: 32, n_prototypes: Some(3), seed: 42, max_rows: 50_000 }
+        let t = TrainConfig::default();
+        BootstrapConfig {
+            max_epochs: t.max_epochs,
+            pretrain_epochs: t.pretrain_epochs,
+            batches_per_epoch: t.batches_per_epoch,
+            n_prototypes: t.n_prototypes,
+            seed: t.seed,
+            max_rows: 50_000,
+            val_fraction: 0.05,
+            synthetic_share: 0.1,
+        }
     }
 }
 
@@ -126,11 +149,8 @@ impl Truth {
 pub enum BootstrapError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    #[error(
-        "no labeled attack among the capture's {flows} flows: MNPWAD trains on a few labeled anomalies; \
-         pass --truth FILE with attacks in this capture, or a trained model with --model"
-    )]
-    NoLabels { flows: usize },
+    #[error("the captures hold {flows} flows: too few to learn what this network's traffic looks like (at least {MIN_FLOWS}); pass a trained model with --model")]
+    TooFewFlows { flows: usize },
     #[error("training: {0}")]
     Train(#[from] TrainError),
 }
@@ -138,22 +158,26 @@ pub enum BootstrapError {
 /// A trained model and what it saw.
 pub struct Bootstrapped {
     pub artifact: Artifact,
-    /// The score cut with the best F1 against the labels on the training flows: the alert
-    /// threshold `replay` uses for this model unless told otherwise.
-    pub best_f1_cut: f32,
-    pub best_f1: f64,
+    /// The score cut that holds the false-positive budget on the training flows
+    /// ([`budget_cut`]): the alert threshold `replay` uses unless told otherwise.
+    pub cut: f32,
+    /// Trained with no labeled attack, against synthetic anomalies.
+    pub cold_start: bool,
+    /// Synthetic anomalies trained against (cold start only).
+    pub synthetic: usize,
     pub flows: usize,
     pub anomalies: usize,
     pub elapsed: Duration,
 }
 
-/// Trains on the flows of `captures`, labeled by `truth`.
+/// Trains on the flows of `captures`, labeled by `truth` (none: cold start).
 pub fn train_on_captures(
     captures: &[PathBuf],
     flow: &FlowConfig,
     kind: SchemaKind,
     truth: Option<&Truth>,
     cfg: &BootstrapConfig,
+    fpr_budget: f64,
     show_progress: bool,
 ) -> Result<Bootstrapped, BootstrapError> {
     let started = Instant::now();
@@ -173,20 +197,63 @@ pub fn train_on_captures(
         encoder.encode(&columns, &cells, &mut values[at..], &mut stats);
         attack.push(truth.is_some_and(|t| t.is_attack(rec)));
     })?;
-    let n = attack.len();
-    let anomalies_idx: Vec<usize> = (0..n).filter(|&i| attack[i]).collect();
-    if anomalies_idx.is_empty() {
-        return Err(BootstrapError::NoLabels { flows: n });
+    if attack.len() < MIN_FLOWS {
+        return Err(BootstrapError::TooFewFlows { flows: attack.len() });
     }
-    let mut unlabeled_idx: Vec<usize> = (0..n).filter(|&i| !attack[i]).collect();
+    let source = captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+    let mut b = train_on_rows(&values, &attack, kind, &source, cfg, fpr_budget, show_progress)?;
+    b.elapsed = started.elapsed();
+    Ok(b)
+}
+
+/// Fewest flows a capture must have to train on.
+pub const MIN_FLOWS: usize = 20;
+
+/// Trains on rows in `kind`'s encoded layout (unscaled), `labeled` marking the labeled
+/// attacks; every other row is unlabeled. This is `mnpflow train` on those rows, with the
+/// alert cut of the false-positive budget ([`budget_cut`]) stored in the model.
+///
+/// With no labeled attack (cold start) MNPWAD still needs anomalies to learn against: it gets
+/// synthetic ones, made from the rows themselves by giving each feature of a row, with
+/// probability one half, the value of that feature in another random row
+/// ([`recombined_rows`]). Such rows keep every feature's values realistic but break how
+/// features go together in this network's traffic, so the model learns what its traffic looks
+/// like, not what one attack looks like; the first labels then replace them.
+pub fn train_on_rows(
+    values: &[f32],
+    labeled: &[bool],
+    kind: SchemaKind,
+    source: &str,
+    cfg: &BootstrapConfig,
+    fpr_budget: f64,
+    show_progress: bool,
+) -> Result<Bootstrapped, TrainError> {
+    let started = Instant::now();
+    let schema = kind.schema();
+    let d = schema.encoded_width();
+    let n = labeled.len();
+    let anomalies_idx: Vec<usize> = (0..n).filter(|&i| labeled[i]).collect();
+    let mut unlabeled_idx: Vec<usize> = (0..n).filter(|&i| !labeled[i]).collect();
     if unlabeled_idx.len() > cfg.max_rows.max(1) {
         let step = unlabeled_idx.len() as f64 / cfg.max_rows.max(1) as f64;
         unlabeled_idx = (0..cfg.max_rows.max(1)).map(|k| unlabeled_idx[(k as f64 * step) as usize]).collect();
     }
-    let all: Vec<usize> = (0..n).collect();
-    let scaler = Scaler::fit(&values, d, &all, &all);
-    let unlabeled = scaler.transform(&values, d, &unlabeled_idx);
-    let anomalies = scaler.transform(&values, d, &anomalies_idx);
+    let mut rows: Vec<f32> = Vec::with_capacity((unlabeled_idx.len() + anomalies_idx.len()) * d);
+    let mut labels: Vec<u8> = Vec::new();
+    for (&i, l) in unlabeled_idx.iter().map(|i| (i, 0u8)).chain(anomalies_idx.iter().map(|i| (i, 1u8))) {
+        rows.extend_from_slice(&values[i * d..(i + 1) * d]);
+        labels.push(l);
+    }
+    let cold_start = anomalies_idx.is_empty();
+    let synthetic = if cold_start {
+        let k = ((unlabeled_idx.len() as f64 * cfg.synthetic_share).ceil() as usize).max(1);
+        let made = recombined_rows(&schema, &rows, k, cfg.seed);
+        rows.extend_from_slice(&made);
+        labels.extend(std::iter::repeat_n(1u8, k));
+        k
+    } else {
+        0
+    };
     let tc = TrainConfig {
         max_epochs: cfg.max_epochs,
         pretrain_epochs: cfg.pretrain_epochs,
@@ -195,22 +262,59 @@ pub fn train_on_captures(
         seed: cfg.seed,
         ..TrainConfig::default()
     };
-    let w = scaler.width();
-    let trained = train(&TrainData { d: w, unlabeled: &unlabeled, anomalies: &anomalies, trusted_normal: 0, val: None }, &tc, &Device::flex(), show_progress)?;
-    let scorer = crate::model::score::CpuScorer::new(&trained.model);
+    let table = Table::from_rows(kind, rows, labels);
+    let fit = fit_table(&table, &tc, cfg.val_fraction, 1.0, &Device::flex(), show_progress)?;
+    let scaler = fit.prepared.scaler.clone();
+    // The cut, from every real training flow: unlabeled ones and the labeled attacks.
+    let scorer = crate::model::score::CpuScorer::new(&fit.model);
     let mut scores = vec![0.0f32; n];
-    scorer.score_into(&scaler.transform(&values, d, &all), &mut scores);
-    let (best_f1_cut, best_f1) = best_f1_cut(&scores, &attack);
-    let source = captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
-    let artifact = Artifact::new(
-        &trained.model,
+    scorer.score_into(&scaler.transform(values, d, &(0..n).collect::<Vec<_>>()), &mut scores);
+    let (attack_scores, unlabeled_scores): (Vec<(f32, bool)>, Vec<(f32, bool)>) = scores.iter().copied().zip(labeled.iter().copied()).partition(|p| p.1);
+    let cut = budget_cut(&unlabeled_scores.iter().map(|p| p.0).collect::<Vec<_>>(), &attack_scores.iter().map(|p| p.0).collect::<Vec<_>>(), fpr_budget);
+    let mut artifact = Artifact::new(
+        &fit.model,
         Layout { name: schema.name.clone(), fingerprint: schema.fingerprint(), columns: schema.encoded_names() },
         scaler,
         tc,
-        trained.report.clone(),
-        DataSummary { source, unlabeled_rows: unlabeled_idx.len(), labeled_anomalies: anomalies_idx.len(), validation_rows: 0 },
+        fit.report.clone(),
+        DataSummary {
+            source: if cold_start { format!("{source} (cold start: {synthetic} synthetic anomalies, no labels)") } else { source.to_string() },
+            unlabeled_rows: fit.prepared.unlabeled.len() / fit.prepared.scaler.width().max(1),
+            labeled_anomalies: anomalies_idx.len(),
+            validation_rows: fit.prepared.val_labels.len(),
+        },
     );
-    Ok(Bootstrapped { artifact, best_f1_cut, best_f1, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+    artifact.cut = Some(cut);
+    Ok(Bootstrapped { artifact, cut, cold_start, synthetic, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+}
+
+/// `k` synthetic anomalies from `rows` (unscaled, `schema`'s encoded layout): each a random
+/// row whose features are, each with probability one half, taken from another random row
+/// (a categorical feature moves as a whole, so a row never has two categories).
+pub fn recombined_rows(schema: &features::Schema, rows: &[f32], k: usize, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let d = schema.encoded_width();
+    let n = rows.len() / d.max(1);
+    let mut out = Vec::with_capacity(k * d);
+    if n == 0 {
+        return out;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c01d);
+    for _ in 0..k {
+        let base = rng.random_range(0..n);
+        let at = out.len();
+        out.extend_from_slice(&rows[base * d..(base + 1) * d]);
+        let mut col = 0;
+        for f in &schema.features {
+            let w = f.width();
+            if rng.random_bool(0.5) {
+                let donor = rng.random_range(0..n);
+                out[at + col..at + col + w].copy_from_slice(&rows[donor * d + col..donor * d + col + w]);
+            }
+            col += w;
+        }
+    }
+    out
 }
 
 /// The cut `score >= cut` with the highest F1 against `labels`, and that F1.
@@ -244,6 +348,68 @@ mod tests {
         let (cut, f1) = best_f1_cut(&[0.5, 0.5, 0.1], &[true, false, false]);
         assert_eq!(cut, 0.5);
         assert!((f1 - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn recombined_rows_mix_whole_features_of_real_rows() {
+        let schema = SchemaKind::Zeek.schema();
+        let d = schema.encoded_width();
+        // Two rows that differ in every feature: row 0 all zeros, row 1 all ones, except that
+        // a categorical block holds one hot cell (first category in row 0, last in row 1).
+        let mut rows = vec![0.0f32; 2 * d];
+        rows[d..].fill(1.0);
+        let mut col = 0;
+        for f in &schema.features {
+            if f.width() > 1 {
+                rows[col..col + f.width()].fill(0.0);
+                rows[col] = 1.0;
+                rows[d + col..d + col + f.width()].fill(0.0);
+                rows[d + col + f.width() - 1] = 1.0;
+            }
+            col += f.width();
+        }
+        let made = recombined_rows(&schema, &rows, 200, 7);
+        assert_eq!(made.len(), 200 * d);
+        let mut mixed = 0;
+        for r in made.chunks_exact(d) {
+            let mut col = 0;
+            let mut from = [false, false];
+            for f in &schema.features {
+                let cell = &r[col..col + f.width()];
+                // Every feature is whole, from one of the two rows.
+                let which = [&rows[col..col + f.width()], &rows[d + col..d + col + f.width()]].iter().position(|src| *src == cell);
+                from[which.expect("a feature comes whole from a real row")] = true;
+                col += f.width();
+            }
+            mixed += (from[0] && from[1]) as usize;
+        }
+        // With 11 features each swapped at random, nearly every row mixes both sources.
+        assert!(mixed > 180, "{mixed} of 200 rows mixed");
+        assert_eq!(recombined_rows(&schema, &rows, 200, 7), made, "deterministic by seed");
+    }
+
+    /// The cold-start switch: no labeled attack trains against synthetic anomalies and says so;
+    /// one labeled attack trains the weakly supervised model with none.
+    #[test]
+    fn no_labels_means_cold_start_with_synthetic_anomalies() {
+        use rand::{Rng, SeedableRng};
+        let kind = SchemaKind::Zeek;
+        let d = kind.schema().encoded_width();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let n = 300;
+        let values: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0..100.0f32)).collect();
+        let cfg = BootstrapConfig { max_epochs: 2, pretrain_epochs: 2, batches_per_epoch: 2, n_prototypes: Some(2), ..BootstrapConfig::default() };
+        let cold = train_on_rows(&values, &vec![false; n], kind, "rows", &cfg, 0.01, false).unwrap();
+        assert!(cold.cold_start);
+        assert_eq!(cold.synthetic, 30);
+        assert_eq!(cold.anomalies, 0);
+        assert!(cold.artifact.data.source.contains("cold start"));
+        assert_eq!(cold.artifact.cut, Some(cold.cut));
+        let mut labeled = vec![false; n];
+        labeled[7] = true;
+        let warm = train_on_rows(&values, &labeled, kind, "rows", &cfg, 0.01, false).unwrap();
+        assert!(!warm.cold_start);
+        assert_eq!((warm.synthetic, warm.anomalies), (0, 1));
     }
 
     #[test]

@@ -57,7 +57,7 @@ use crate::capture::source::{Next, PacketSource};
 use crate::capture::{LinkType, RawPacket, Timestamp};
 use crate::decode::{DecodeStats, decode};
 use crate::features::encode::{EncodeStats, RowEncoder};
-use crate::features::tables::Scaler;
+use crate::features::tables::{RangeCheck, Scaler};
 use crate::features::{Cell, Column, RecordExtractor};
 use crate::flow::config::secs;
 use crate::flow::order::ReorderStats;
@@ -254,6 +254,9 @@ pub struct StreamReport {
     pub order: ReorderStats,
     /// The alert cut of the last batch.
     pub last_cut: f32,
+    /// Scored rows outside the training ranges of the model that scored them (counted
+    /// afresh when a new model comes in).
+    pub range: RangeCheck,
     pub write_error: Option<String>,
     /// Every scored flow, when `Outputs::keep_scores`.
     pub scored: Vec<ScoredFlow>,
@@ -754,8 +757,9 @@ fn score_stage(
     rx: Receiver<RowBatch>,
     tx: Sender<RowBatch>,
     metrics: &Metrics,
-) -> ThresholdCalibrator {
+) -> (ThresholdCalibrator, RangeCheck) {
     let mut scaled: Vec<f32> = Vec::new();
+    let mut range = RangeCheck::default();
     let mut busy = Duration::ZERO;
     let mut model = slot.reader();
     let base = threshold.threshold();
@@ -765,15 +769,15 @@ fn score_stage(
         if model.refresh() {
             threshold = ThresholdCalibrator::new(threshold_for(model.get(), base, threshold_explicit), window);
             metrics.model_swaps.fetch_add(1, Relaxed);
+            range = RangeCheck::default();
         }
         let scoring = model.get();
         let sc = &scoring.scaler;
         scaled.clear();
         for row in batch.rows.chunks_exact(width) {
-            for k in 0..sc.keep.len() {
-                scaled.push((row[sc.keep[k]] - sc.min[k]) * sc.inv_range[k]);
-            }
+            sc.transform_row(row, &mut scaled);
         }
+        range.observe(&scaled, sc.width());
         let s = scoring.scorer.explain(&scaled);
         batch.cuts.clear();
         threshold.calibrate(&s.score, &mut batch.cuts);
@@ -792,7 +796,7 @@ fn score_stage(
         }
     }
     metrics.busy(Stage::Score, busy);
-    threshold
+    (threshold, range)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1121,7 +1125,8 @@ pub fn run(
             report.flow.merge(&st);
         }
         (report.encode, report.order) = features.join().expect("the features stage panicked");
-        let thr = scorer.join().expect("the scorer panicked");
+        let (thr, range) = scorer.join().expect("the scorer panicked");
+        report.range = range;
         report.last_cut = thr.current();
         let (flows, mut alerts, res) = writer.join().expect("the writer panicked");
         let mut error = res.error;
