@@ -42,13 +42,13 @@ fn capture() -> (PathBuf, Option<tempfile::TempDir>) {
 fn scoring() -> Scoring {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let truth = Truth::read(&root.join("captures/demo.truth.csv")).expect("the bundled truth file");
-    let b = train_on_captures(&[root.join("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth), &BootstrapConfig::default(), false)
+    let b = train_on_captures(&[root.join("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth), &BootstrapConfig::default(), 0.01, false)
         .expect("training on the bundled capture");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("m.mnp");
     b.artifact.save(&path).expect("saving the model");
     let model = b.artifact.to_model(&path, &burn::tensor::Device::flex()).expect("loading the model");
-    Scoring::new(&b.artifact, &model, &std::fs::read(&path).expect("reading the model"), None, Some(b.best_f1_cut))
+    Scoring::new(&b.artifact, &model, &std::fs::read(&path).expect("reading the model"), None, Some(b.cut))
 }
 
 fn bench(c: &mut Criterion) {
