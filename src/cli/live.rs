@@ -58,7 +58,7 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
             match registry_model(&dir)? {
                 Some(m) => m,
                 None => bail!(
-                    "live needs a model: --model FILE, or a current model in the registry of {} (train one with `mnpflow train`, or let `mnpflow replay --truth` train one on a capture)",
+                    "live needs a model: --model FILE, or a current model in the registry of {} (train one with `mnpflow train`, or let `mnpflow replay` train one on a capture of this network, cold without --truth)",
                     dir.display()
                 ),
             }

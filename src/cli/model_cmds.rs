@@ -181,13 +181,7 @@ pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<Exi
         },
     );
     // The alert cut that holds the false-positive budget on the training rows.
-    let scorer = crate::model::score::CpuScorer::new(&trained.model);
-    let score = |x: &[f32]| {
-        let mut s = vec![0.0; x.len() / d.max(1)];
-        scorer.score_into(x, &mut s);
-        s
-    };
-    art.cut = Some(crate::alert::threshold::budget_cut(&score(&p.unlabeled), &score(&p.anomalies), config.alert.fpr_budget));
+    art.cut = Some(trained.cut(config.alert.fpr_budget, true));
     art.save(&a.output).with_context(|| format!("writing model {}", a.output.display()))?;
     let r = &trained.report;
     eprintln!(

@@ -22,16 +22,36 @@ pub struct Metrics {
 /// Computes the three metrics; `labels` are 0/1. With no positives or no negatives the
 /// curves are undefined and NaN is returned for the affected metrics.
 pub fn metrics(scores: &[f32], labels: &[u8]) -> Metrics {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let pos = labels.iter().filter(|&&l| l == 1).count() as f64;
-    let neg = labels.len() as f64 - pos;
-    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let (pos, neg) = class_counts(labels);
     // Previous curve points: ROC starts at (0, 0); PR starts at (recall 0, precision 1),
     // the point scikit-learn appends.
     let (mut prev_fpr, mut prev_tpr) = (0.0, 0.0);
     let (mut prev_r, mut prev_p) = (0.0, 1.0);
     let (mut roc, mut pr, mut ap) = (0.0, 0.0, 0.0);
+    for (tp, fp) in cut_points(scores, labels) {
+        let (fpr, tpr) = (fp / neg, tp / pos);
+        roc += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
+        let (r, p) = (tp / pos, tp / (tp + fp));
+        pr += (r - prev_r) * (p + prev_p) / 2.0;
+        ap += (r - prev_r) * p;
+        (prev_fpr, prev_tpr, prev_r, prev_p) = (fpr, tpr, r, p);
+    }
+    Metrics { auc_roc: roc, auc_pr: pr, average_precision: ap }
+}
+
+/// Positives and negatives among 0/1 labels.
+fn class_counts(labels: &[u8]) -> (f64, f64) {
+    let pos = labels.iter().filter(|&&l| l == 1).count() as f64;
+    (pos, labels.len() as f64 - pos)
+}
+
+/// (true positives, false positives) at every cut between distinct scores, from the highest
+/// score down: ties alert together, so a cut never splits them.
+fn cut_points(scores: &[f32], labels: &[u8]) -> Vec<(f64, f64)> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let mut out = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let s = scores[order[i]];
@@ -43,14 +63,15 @@ pub fn metrics(scores: &[f32], labels: &[u8]) -> Metrics {
             }
             i += 1;
         }
-        let (fpr, tpr) = (fp / neg, tp / pos);
-        roc += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
-        let (r, p) = (tp / pos, tp / (tp + fp));
-        pr += (r - prev_r) * (p + prev_p) / 2.0;
-        ap += (r - prev_r) * p;
-        (prev_fpr, prev_tpr, prev_r, prev_p) = (fpr, tpr, r, p);
+        out.push((tp, fp));
     }
-    Metrics { auc_roc: roc, auc_pr: pr, average_precision: ap }
+    out
+}
+
+/// The true-positive rate at the lowest cut whose false-positive rate is at most `fpr`.
+pub fn tpr_at_fpr(scores: &[f32], labels: &[u8], fpr: f64) -> f64 {
+    let (pos, neg) = class_counts(labels);
+    cut_points(scores, labels).into_iter().take_while(|&(_, fp)| fp / neg <= fpr).last().map_or(0.0, |(tp, _)| tp / pos)
 }
 
 /// Which part of the data a row belongs to.
@@ -239,6 +260,18 @@ pub struct Fit {
     pub model: super::mnpwad::Mnpwad,
     pub report: super::train::TrainReport,
     pub prepared: Prepared,
+}
+
+impl Fit {
+    /// The alert cut that holds `budget` on the rows the model trained on
+    /// ([`crate::alert::threshold::budget_cut`]). `labels_are_attacks` says whether the labeled
+    /// rows are confirmed attacks (false for cold start's synthetic ones, which say nothing
+    /// about how real attacks score).
+    pub fn cut(&self, budget: f64, labels_are_attacks: bool) -> f32 {
+        let scorer = super::score::CpuScorer::new(&self.model);
+        let anomalies = if labels_are_attacks { scorer.scores(&self.prepared.anomalies) } else { Vec::new() };
+        crate::alert::threshold::budget_cut(&scorer.scores(&self.prepared.unlabeled), &anomalies, budget)
+    }
 }
 
 /// `mnpflow train` on a table: `val_fraction` of each class held out for early stopping,

@@ -222,6 +222,13 @@ impl CpuScorer {
     }
 
     /// Scores only, written into `out` (one per row); the hot path of the bench.
+    /// Scores of row-major scaled rows.
+    pub fn scores(&self, rows: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; rows.len() / self.input_width().max(1)];
+        self.score_into(rows, &mut out);
+        out
+    }
+
     pub fn score_into(&self, rows: &[f32], out: &mut [f32]) {
         self.run(rows, |i, score, _, _, _, _| out[i] = score);
     }

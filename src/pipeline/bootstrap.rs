@@ -9,7 +9,7 @@
 //! learning loop moves to the weakly supervised model once analysts label.
 //!
 //! Either way the model carries its alert cut: the score that holds the false-positive budget
-//! on the traffic it trained on ([`budget_cut`]).
+//! on the traffic it trained on ([`crate::alert::threshold::budget_cut`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::offline;
 use crate::capture::CaptureError;
 use crate::features::encode::{EncodeStats, RowEncoder};
-use crate::alert::threshold::budget_cut;
 use crate::features::tables::Table;
 use crate::features::{self, SchemaKind};
 use crate::flow::{FlowConfig, FlowRecord};
@@ -159,7 +158,8 @@ pub enum BootstrapError {
 pub struct Bootstrapped {
     pub artifact: Artifact,
     /// The score cut that holds the false-positive budget on the training flows
-    /// ([`budget_cut`]): the alert threshold `replay` uses unless told otherwise.
+    /// ([`crate::model::eval::Fit::cut`]): the alert threshold `replay` uses unless told
+    /// otherwise.
     pub cut: f32,
     /// Trained with no labeled attack, against synthetic anomalies.
     pub cold_start: bool,
@@ -211,7 +211,8 @@ pub const MIN_FLOWS: usize = 20;
 
 /// Trains on rows in `kind`'s encoded layout (unscaled), `labeled` marking the labeled
 /// attacks; every other row is unlabeled. This is `mnpflow train` on those rows, with the
-/// alert cut of the false-positive budget ([`budget_cut`]) stored in the model.
+/// alert cut of the false-positive budget ([`crate::model::eval::Fit::cut`]) stored in the
+/// model.
 ///
 /// With no labeled attack (cold start) MNPWAD still needs anomalies to learn against: it gets
 /// synthetic ones, made from the rows themselves by giving each feature of a row, with
@@ -265,12 +266,7 @@ pub fn train_on_rows(
     let table = Table::from_rows(kind, rows, labels);
     let fit = fit_table(&table, &tc, cfg.val_fraction, 1.0, &Device::flex(), show_progress)?;
     let scaler = fit.prepared.scaler.clone();
-    // The cut, from every real training flow: unlabeled ones and the labeled attacks.
-    let scorer = crate::model::score::CpuScorer::new(&fit.model);
-    let mut scores = vec![0.0f32; n];
-    scorer.score_into(&scaler.transform(values, d, &(0..n).collect::<Vec<_>>()), &mut scores);
-    let (attack_scores, unlabeled_scores): (Vec<(f32, bool)>, Vec<(f32, bool)>) = scores.iter().copied().zip(labeled.iter().copied()).partition(|p| p.1);
-    let cut = budget_cut(&unlabeled_scores.iter().map(|p| p.0).collect::<Vec<_>>(), &attack_scores.iter().map(|p| p.0).collect::<Vec<_>>(), fpr_budget);
+    let cut = fit.cut(fpr_budget, !cold_start);
     let mut artifact = Artifact::new(
         &fit.model,
         Layout { name: schema.name.clone(), fingerprint: schema.fingerprint(), columns: schema.encoded_names() },

@@ -12,11 +12,10 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::{BENIGN, Split};
-use crate::alert::threshold::budget_cut;
 use crate::features::schema::PrepChoice;
-use crate::features::tables::{Scaler, Table};
+use crate::features::tables::Table;
 use crate::features::SchemaKind;
-use crate::model::eval::{self, Metrics, metrics};
+use crate::model::eval::{self, Metrics, metrics, tpr_at_fpr};
 use crate::model::score::CpuScorer;
 use crate::model::train::{TrainConfig, TrainError};
 use crate::pipeline::bootstrap::{self, BootstrapConfig};
@@ -57,14 +56,14 @@ pub struct Scored {
 
 /// Trains `method` on the split's training rows and scores its test rows.
 pub fn score(method: Method, split: &Split, schema: SchemaKind, seed: u64, fpr_budget: f64, device: &Device) -> Result<Scored, TrainError> {
-    let d = split.width;
-    let labels: Vec<u8> = split.train_labeled.iter().map(|&l| l as u8).collect();
-    match method {
+    let (model, scaler, cut) = match method {
         Method::Train | Method::Paper => {
-            let cfg = TrainConfig { seed, prep: if method == Method::Paper { PrepChoice::Paper } else { PrepChoice::Schema }, ..TrainConfig::default() };
-            let table = Table::from_rows(schema, split.train.clone(), labels);
-            let fit = eval::fit_table(&table, &cfg, 0.05, 1.0, device, false)?;
-            Ok(score_with(&fit.model, &fit.prepared.scaler, split, fpr_budget))
+            let prep = if method == Method::Paper { PrepChoice::Paper } else { PrepChoice::Schema };
+            let cfg = TrainConfig { seed, prep, ..TrainConfig::default() };
+            let labels = split.train_labeled.iter().map(|&l| l as u8).collect();
+            let fit = eval::fit_table(&Table::from_rows(schema, split.train.clone(), labels), &cfg, 0.05, 1.0, device, false)?;
+            let cut = fit.cut(fpr_budget, true);
+            (fit.model, fit.prepared.scaler, cut)
         }
         Method::Default | Method::Cold => {
             let cfg = BootstrapConfig { seed, ..BootstrapConfig::default() };
@@ -72,33 +71,12 @@ pub fn score(method: Method, split: &Split, schema: SchemaKind, seed: u64, fpr_b
             let labeled = if method == Method::Cold { &no_labels } else { &split.train_labeled };
             let b = bootstrap::train_on_rows(&split.train, labeled, schema, "scenario", &cfg, fpr_budget, false)?;
             let model = b.artifact.to_model(Path::new("(bootstrap)"), &Device::flex()).expect("a model just trained loads");
-            let scaler = &b.artifact.scaler;
-            let scorer = CpuScorer::new(&model);
-            let n = split.n_test();
-            let mut scores = vec![0.0; n];
-            scorer.score_into(&scaler.transform(&split.test, d, &(0..n).collect::<Vec<_>>()), &mut scores);
-            Ok(Scored { scores, cut: b.cut })
+            (model, b.artifact.scaler, b.cut)
         }
-    }
-}
-
-/// Scores the test rows, and sets the alert cut from the training rows' scores.
-fn score_with(model: &crate::model::mnpwad::Mnpwad, scaler: &Scaler, split: &Split, fpr_budget: f64) -> Scored {
-    let d = split.width;
-    let scorer = CpuScorer::new(model);
-    let run = |rows: &[f32]| {
-        let n = rows.len() / d;
-        let x = scaler.transform(rows, d, &(0..n).collect::<Vec<_>>());
-        let mut s = vec![0.0; n];
-        scorer.score_into(&x, &mut s);
-        s
     };
-    let train = run(&split.train);
-    let (unlabeled, labeled): (Vec<(f32, bool)>, Vec<(f32, bool)>) = train.iter().copied().zip(split.train_labeled.iter().copied()).partition(|p| !p.1);
-    let unlabeled: Vec<f32> = unlabeled.into_iter().map(|p| p.0).collect();
-    let labeled: Vec<f32> = labeled.into_iter().map(|p| p.0).collect();
-    let test = run(&split.test);
-    Scored { scores: test, cut: budget_cut(&unlabeled, &labeled, fpr_budget) }
+    let n = split.n_test();
+    let scores = CpuScorer::new(&model).scores(&scaler.transform(&split.test, split.width, &(0..n).collect::<Vec<_>>()));
+    Ok(Scored { scores, cut })
 }
 
 /// What a scoring achieved on a split's test half.
@@ -144,33 +122,6 @@ pub fn judge(split: &Split, scores: &[f32], cut: f32) -> Judged {
         false_alerts_per_1k: 1000.0 * fp / neg,
         recall_by_kind: by_kind.into_iter().map(|(k, (c, n, u))| (k, (c / n, u))).collect(),
     }
-}
-
-/// The true-positive rate at the lowest cut whose false-positive rate is at most `fpr`
-/// (cuts fall between distinct scores: ties alert together).
-pub fn tpr_at_fpr(scores: &[f32], labels: &[u8], fpr: f64) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let pos = labels.iter().filter(|&&l| l == 1).count() as f64;
-    let neg = labels.len() as f64 - pos;
-    let (mut tp, mut fp, mut best) = (0.0, 0.0, 0.0);
-    let mut i = 0;
-    while i < order.len() {
-        let s = scores[order[i]];
-        while i < order.len() && scores[order[i]].total_cmp(&s).is_eq() {
-            if labels[order[i]] == 1 {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            i += 1;
-        }
-        if fp / neg > fpr {
-            break;
-        }
-        best = tp / pos;
-    }
-    best
 }
 
 /// Writes the split as two CSV files (`PREFIX.train.csv`, `PREFIX.test.csv`) for peers outside
