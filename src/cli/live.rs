@@ -1,6 +1,5 @@
 //! `mnpflow live`: watch an interface (libpcap, feature `live`) and write alerts as flows end.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
