@@ -152,7 +152,7 @@ fn require_argus() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         panic!(
             "{}: {} not found on PATH; the Argus comparison needs Argus 3 (Debian packages argus-server and \
-             argus-client; `.ci/run` installs them)",
+             argus-client; `scripts/test argus` installs them as root)",
             if ci { "CI" } else { "argus comparison" },
             missing.join(" and ")
         );

@@ -488,16 +488,24 @@ fn named_tokens_sign_labels_and_no_token_mode_keeps_host_and_origin_rules() {
     assert_eq!(LabelStore::read(&state).unwrap().last().map(|l| l.by.clone()), Some("web".to_string()));
 }
 
-/// Whether chromium, chromedriver and python3-selenium are installed. Without them the test
-/// fails under `CI` and says loudly that it skipped otherwise.
-fn browser_or_skip(test: &str) -> bool {
+/// Fails (never skips) when chromium, chromedriver or python3-selenium is missing, naming
+/// them: `scripts/test browser` installs them as root, and runs this test alone.
+fn require_browser() {
     let selenium = Command::new("/usr/bin/python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
-    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() && selenium {
-        return true;
-    }
-    assert!(std::env::var("CI").is_err(), "chromium, chromium-driver and python3-selenium are needed (.ci/run installs them)");
-    eprintln!("SKIPPED {test}: install chromium chromium-driver python3-selenium to run it");
-    false
+    let missing: Vec<&str> = [
+        (Path::new("/usr/bin/chromium").exists(), "chromium"),
+        (Path::new("/usr/bin/chromedriver").exists(), "chromium-driver"),
+        (selenium, "python3-selenium"),
+    ]
+    .into_iter()
+    .filter(|(there, _)| !there)
+    .map(|(_, pkg)| pkg)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "the page's browser test needs the Debian packages {} (`scripts/test browser` installs them as root)",
+        missing.join(" ")
+    );
 }
 
 /// Another web site the analyst's browser visits, served on its own loopback port:
@@ -558,9 +566,7 @@ impl Drop for AttackerSite {
 /// stored. Then a click on "attack" stores the label durably (with the flow's features).
 #[test]
 fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
-    if !browser_or_skip("web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot") {
-        return;
-    }
+    require_browser();
     let dir = tempfile::tempdir().unwrap();
     let state = data(dir.path(), "state");
     let (s, line, port) = page_sensor(&[], &state, dir.path());

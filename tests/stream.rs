@@ -438,3 +438,85 @@ fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
         }
     }
 }
+
+/// A live source (wall-clock timestamps, `is_live`) that sends one short UDP conversation,
+/// then has nothing more to say until the pipeline has scored a flow or `give_up` passes.
+struct QuietWire<'a> {
+    frames: Vec<Vec<u8>>,
+    next: usize,
+    metrics: &'a Metrics,
+    last_packet: Option<Instant>,
+    give_up: Duration,
+    /// When the source first saw a scored flow, counted from its last packet.
+    scored_after: Option<Duration>,
+}
+
+impl mnpflow::capture::source::PacketSource for QuietWire<'_> {
+    fn next_packet(&mut self) -> mnpflow::capture::source::Next<'_> {
+        use mnpflow::capture::source::Next;
+        use mnpflow::capture::{LinkType, RawPacket, Timestamp};
+        if self.next < self.frames.len() {
+            let data = &self.frames[self.next];
+            self.next += 1;
+            self.last_packet = Some(Instant::now());
+            return Next::Packet(RawPacket { ts: Timestamp::wall_now(), link: LinkType::Ethernet, wire_len: data.len() as u32, data });
+        }
+        let since = self.last_packet.expect("packets first").elapsed();
+        if self.metrics.rows_scored.load(Relaxed) > 0 {
+            self.scored_after.get_or_insert(since);
+            return Next::End;
+        }
+        if since > self.give_up {
+            return Next::End;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        Next::Idle
+    }
+    fn is_live(&self) -> bool {
+        true
+    }
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Issue 15: the window order waits for every worker's low mark, and on a live interface the
+/// wall clock moves every worker's clock (as it moves timeouts), so workers that see no
+/// packet at all hold nothing back. One UDP conversation on 4 workers (3 never see a packet):
+/// its record is scored while the interface is still open, about `udp_idle` plus the live
+/// clock's 1 s slack after its last packet, not at the end of input.
+#[test]
+fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
+    use etherparse::PacketBuilder;
+    let (_, scoring) = model();
+    let mut frames = Vec::new();
+    for (i, from_client) in [true, false, true].into_iter().enumerate() {
+        let (src, dst, sp, dp) = if from_client { ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 53) } else { ([10, 0, 0, 2], [10, 0, 0, 1], 53, 40000) };
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).udp(sp, dp).write(&mut v, &[b'q'; 30][..10 + i]).unwrap();
+        frames.push(v);
+    }
+    let metrics = Metrics::new();
+    let mut source = QuietWire { frames, next: 0, metrics: &metrics, last_packet: None, give_up: Duration::from_secs(20), scored_after: None };
+    let flow = FlowConfig { udp_idle: Duration::from_millis(200), ..FlowConfig::default() };
+    let cfg = StreamConfig { workers: 4, shard_seed: Some(7), ..StreamConfig::default() };
+    let outputs = Outputs {
+        alerts: Box::new(std::io::sink()),
+        flows: None,
+        rules: RuleSet::default(),
+        threshold: ThresholdCalibrator::new(Threshold::Rate(0.02), 10_000),
+        keep_scores: true,
+        flow_log: None,
+        flow_log_max_bytes: u64::MAX,
+        weak_labels: None,
+        threshold_explicit: true,
+    };
+    let setup = Setup { stream: &cfg, flow: &flow, speed: Speed::Max, default_backpressure: Backpressure::Drop, stats_interval: None, metrics_listener: None };
+    let report = stream::run(&mut source, setup, features::extractor(SchemaKind::Unsw, 0), scoring, outputs, LoopLinks::default(), &AtomicBool::new(false), &metrics);
+    assert_eq!(report.scored.len(), 1);
+    assert_eq!(report.scored[0].rec.end_reason.as_str(), "idle", "ended by its timeout, not by the end of input");
+    assert_eq!(report.worker_flows.iter().filter(|&&n| n == 0).count(), 3, "three workers saw nothing");
+    let after = source.scored_after.expect("the flow was held until the interface closed: a quiet worker's mark did not move");
+    eprintln!("live clock: flow scored {:.0} ms after its last packet (udp_idle 200 ms + 1 s slack)", after.as_secs_f64() * 1e3);
+    assert!(after < Duration::from_secs(5), "scored {after:?} after its last packet");
+}

@@ -31,11 +31,13 @@
 //!   `batch_deadline` after its first row, whichever comes first; the capture stage passes
 //!   partial packet batches on every `tick`, and in live mode moves the flow clock on the
 //!   wall clock while no packet arrives, so idle flows are exported and scored.
-//!
-//! The UNSW-NB15 `ct_*` counts look at the last 100 records in the order they reach the
-//! features stage. With one worker that is the single table's export order; with several it
-//! interleaves the workers' outputs, which can shift a count between neighbouring records
-//! from run to run.
+//! - **One window order for any number of workers** ([`crate::flow::order`]): the features
+//!   stage releases ended flows by their last time once every worker's low mark has passed
+//!   them. Every packet batch (also an empty one on a tick) moves a worker's clock, and the
+//!   worker sends its mark even with no flows, so a worker that sees no packets holds nothing
+//!   back: on replay its clock is the stream's, on a live interface the wall clock less 1 s.
+//!   The cost is latency: a record waits until no open flow can still end before it, up to
+//!   the longest idle timeout of capture time (docs/stream.md measures it).
 
 use std::io::Write;
 use std::sync::Arc;
