@@ -116,7 +116,10 @@ def random_forest(xtr, labeled, xte, seed):
 def devnet(xtr, labeled, xte, seed):
     from deepod.models.tabular import DevNet
 
-    m = DevNet(random_state=seed, verbose=0)
+    import torch
+
+    # DeepOD defaults to device="cuda" and fails on a machine without one.
+    m = DevNet(random_state=seed, verbose=0, device="cuda" if torch.cuda.is_available() else "cpu")
     m.fit(xtr, labeled)
     return m.decision_function(xtr), m.decision_function(xte)
 
