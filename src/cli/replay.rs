@@ -474,9 +474,9 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             );
             if b.cold_start {
                 eprintln!(
-                    "cold start: no labeled attack, so the model learned this traffic against {} synthetic anomalies (its own flows with features recombined); \
+                    "cold start: no labeled attack, so the model learned this traffic against {} attacks of mnpflow's traffic generator (scan, flood, brute force, beacon, exfiltration); \
                      label alerts (mnpflow label, --feedback) and run with --learn to move to the weakly supervised model",
-                    b.synthetic
+                    b.library
                 );
             }
             // The model file carries its cut (load_model reads it).

@@ -72,7 +72,7 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
             run::export(&split, &sc.names, &prefix).with_context(|| format!("writing {}.*.csv", prefix.display()))?;
         }
         for (m, judged) in results.iter_mut() {
-            let s = run::score(*m, &split, kind, seed, budget, &compute.device).with_context(|| format!("{} on seed {seed}", m.name()))?;
+            let s = run::score(*m, &split, kind, &config.flow, seed, budget, &compute.device).with_context(|| format!("{} on seed {seed}", m.name()))?;
             let j = run::judge(&split, &s.scores, s.cut);
             eprintln!(
                 "  {:<38} AUC-PR {:.3}  AUC-ROC {:.3}  TPR@1%FPR {:.3}  at its cut {:.4}: precision {:.3} recall {:.3} FPR {:.4}",

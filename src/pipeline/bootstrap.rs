@@ -5,7 +5,7 @@
 //! They come from a truth file (`label,kind,proto,orig_h,orig_p,resp_h,resp_p,...`, as
 //! `mnpflow synth` writes): flows matching a row labeled 1 are the labeled anomalies, every
 //! other flow is unlabeled. Without a single label the sensor starts cold: it trains against
-//! synthetic anomalies made from its own traffic ([`train_on_rows`]), says so, and the
+//! the attacks of the project's traffic generator ([`attack_library`]), says so, and the
 //! learning loop moves to the weakly supervised model once analysts label.
 //!
 //! Either way the model carries its alert cut: the score that holds the false-positive budget
@@ -51,9 +51,9 @@ pub struct BootstrapConfig {
     pub max_rows: usize,
     /// Share of the flows held out for early stopping (0.05).
     pub val_fraction: f64,
-    /// With no labeled attack at all (cold start): synthetic anomalies made, per flow trained
-    /// on, from the capture's own flows with their features recombined (0.1).
-    pub synthetic_share: f64,
+    /// With no labeled attack at all (cold start): attack conversations of the generator's
+    /// library trained on as the labeled anomalies, at most (200).
+    pub library_rows: usize,
 }
 
 impl Default for BootstrapConfig {
@@ -67,7 +67,7 @@ impl Default for BootstrapConfig {
             seed: t.seed,
             max_rows: 50_000,
             val_fraction: 0.05,
-            synthetic_share: 0.1,
+            library_rows: 200,
         }
     }
 }
@@ -161,10 +161,10 @@ pub struct Bootstrapped {
     /// ([`crate::model::eval::Fit::cut`]): the alert threshold `replay` uses unless told
     /// otherwise.
     pub cut: f32,
-    /// Trained with no labeled attack, against synthetic anomalies.
+    /// Trained with no labeled attack, against the generator's attack library.
     pub cold_start: bool,
     /// Synthetic anomalies trained against (cold start only).
-    pub synthetic: usize,
+    pub library: usize,
     pub flows: usize,
     pub anomalies: usize,
     pub elapsed: Duration,
@@ -201,7 +201,7 @@ pub fn train_on_captures(
         return Err(BootstrapError::TooFewFlows { flows: attack.len() });
     }
     let source = captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
-    let mut b = train_on_rows(&values, &attack, kind, &source, cfg, fpr_budget, show_progress)?;
+    let mut b = train_on_rows(&values, &attack, kind, flow, &source, cfg, fpr_budget, show_progress)?;
     b.elapsed = started.elapsed();
     Ok(b)
 }
@@ -215,15 +215,17 @@ pub const MIN_FLOWS: usize = 20;
 /// model.
 ///
 /// With no labeled attack (cold start) MNPWAD still needs anomalies to learn against: it gets
-/// synthetic ones, made from the rows themselves by giving each feature of a row, with
-/// probability one half, the value of that feature in another random row
-/// ([`recombined_rows`]). Such rows keep every feature's values realistic but break how
-/// features go together in this network's traffic, so the model learns what its traffic looks
-/// like, not what one attack looks like; the first labels then replace them.
+/// the attack conversations of `mnpflow synth` ([`attack_library`]: a port scan, a SYN flood
+/// from spoofed sources, an SSH brute force, a C&C beacon, a bulk exfiltration), extracted
+/// with the same flow settings. They are not this network's attacks, but they teach the model
+/// what attack traffic does in these features (one-sided, short, repeated, many ports or
+/// sources), where an unsupervised score on a network whose traffic is a quarter attacks finds
+/// nothing (docs/detection.md). The first real labels replace them.
 pub fn train_on_rows(
     values: &[f32],
     labeled: &[bool],
     kind: SchemaKind,
+    flow: &FlowConfig,
     source: &str,
     cfg: &BootstrapConfig,
     fpr_budget: f64,
@@ -246,10 +248,10 @@ pub fn train_on_rows(
         labels.push(l);
     }
     let cold_start = anomalies_idx.is_empty();
-    let synthetic = if cold_start {
-        let k = ((unlabeled_idx.len() as f64 * cfg.synthetic_share).ceil() as usize).max(1);
-        let made = recombined_rows(&schema, &rows, k, cfg.seed);
-        rows.extend_from_slice(&made);
+    let library = if cold_start {
+        let rows_of_library = attack_library(kind, flow, cfg.seed, cfg.library_rows)?;
+        let k = rows_of_library.len() / d;
+        rows.extend_from_slice(&rows_of_library);
         labels.extend(std::iter::repeat_n(1u8, k));
         k
     } else {
@@ -266,7 +268,9 @@ pub fn train_on_rows(
     let table = Table::from_rows(kind, rows, labels);
     let fit = fit_table(&table, &tc, cfg.val_fraction, 1.0, &Device::flex(), show_progress)?;
     let scaler = fit.prepared.scaler.clone();
-    let cut = fit.cut(fpr_budget, !cold_start);
+    // The library's attacks stand for the confirmed ones: rows that score like them are set
+    // aside before the budget is counted.
+    let cut = fit.cut(fpr_budget, true);
     let mut artifact = Artifact::new(
         &fit.model,
         Layout { name: schema.name.clone(), fingerprint: schema.fingerprint(), columns: schema.encoded_names() },
@@ -274,43 +278,46 @@ pub fn train_on_rows(
         tc,
         fit.report.clone(),
         DataSummary {
-            source: if cold_start { format!("{source} (cold start: {synthetic} synthetic anomalies, no labels)") } else { source.to_string() },
+            source: if cold_start { format!("{source} (cold start: no labels; {library} attacks of the generator's library)") } else { source.to_string() },
             unlabeled_rows: fit.prepared.unlabeled.len() / fit.prepared.scaler.width().max(1),
             labeled_anomalies: anomalies_idx.len(),
             validation_rows: fit.prepared.val_labels.len(),
         },
     );
     artifact.cut = Some(cut);
-    Ok(Bootstrapped { artifact, cut, cold_start, synthetic, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+    Ok(Bootstrapped { artifact, cut, cold_start, library, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
 }
 
-/// `k` synthetic anomalies from `rows` (unscaled, `schema`'s encoded layout): each a random
-/// row whose features are, each with probability one half, taken from another random row
-/// (a categorical feature moves as a whole, so a row never has two categories).
-pub fn recombined_rows(schema: &features::Schema, rows: &[f32], k: usize, seed: u64) -> Vec<f32> {
-    use rand::{Rng, SeedableRng};
-    let d = schema.encoded_width();
-    let n = rows.len() / d.max(1);
-    let mut out = Vec::with_capacity(k * d);
-    if n == 0 {
-        return out;
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c01d);
-    for _ in 0..k {
-        let base = rng.random_range(0..n);
-        let at = out.len();
-        out.extend_from_slice(&rows[base * d..(base + 1) * d]);
-        let mut col = 0;
-        for f in &schema.features {
-            let w = f.width();
-            if rng.random_bool(0.5) {
-                let donor = rng.random_range(0..n);
-                out[at + col..at + col + w].copy_from_slice(&rows[donor * d + col..donor * d + col + w]);
-            }
-            col += w;
+/// The attack conversations of the project's traffic generator (`mnpflow synth`, default
+/// settings, `seed`) as rows of `kind`, at most `max` of them spread evenly over the capture.
+/// Made in memory, through the same flow engine and extractor as any capture.
+pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize) -> Result<Vec<f32>, TrainError> {
+    use crate::capture::synth::{SynthConfig, generate};
+    let name = Path::new("(attack library)");
+    let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+    generate(&SynthConfig { seed, ..SynthConfig::default() }, &mut pcap, &mut truth).expect("writing to memory cannot fail");
+    let truth = Truth::parse(name, &String::from_utf8_lossy(&truth)).expect("the generator writes a valid truth file");
+    let mut extractor = features::extractor(kind, flow.community_id_seed);
+    let encoder = RowEncoder::new(extractor.schema());
+    let d = encoder.width();
+    let columns = extractor.columns().to_vec();
+    let (mut cells, mut stats, mut rows) = (Vec::new(), EncodeStats::default(), Vec::new());
+    let capture = crate::capture::CaptureFile::from_reader(name, Box::new(std::io::Cursor::new(pcap)));
+    offline::run_captures([capture], flow, |rec| {
+        if truth.is_attack(rec) {
+            extractor.extract(rec, &mut cells);
+            let at = rows.len();
+            rows.resize(at + d, 0.0);
+            encoder.encode(&columns, &cells, &mut rows[at..], &mut stats);
         }
+    })
+    .expect("the generator's capture reads");
+    let n = rows.len() / d;
+    if n <= max {
+        return Ok(rows);
     }
-    out
+    let step = n as f64 / max.max(1) as f64;
+    Ok((0..max.max(1)).flat_map(|k| rows[(k as f64 * step) as usize * d..][..d].to_vec()).collect())
 }
 
 /// The cut `score >= cut` with the highest F1 against `labels`, and that F1.
@@ -347,47 +354,22 @@ mod tests {
     }
 
     #[test]
-    fn recombined_rows_mix_whole_features_of_real_rows() {
-        let schema = SchemaKind::Zeek.schema();
-        let d = schema.encoded_width();
-        // Two rows that differ in every feature: row 0 all zeros, row 1 all ones, except that
-        // a categorical block holds one hot cell (first category in row 0, last in row 1).
-        let mut rows = vec![0.0f32; 2 * d];
-        rows[d..].fill(1.0);
-        let mut col = 0;
-        for f in &schema.features {
-            if f.width() > 1 {
-                rows[col..col + f.width()].fill(0.0);
-                rows[col] = 1.0;
-                rows[d + col..d + col + f.width()].fill(0.0);
-                rows[d + col + f.width() - 1] = 1.0;
-            }
-            col += f.width();
-        }
-        let made = recombined_rows(&schema, &rows, 200, 7);
-        assert_eq!(made.len(), 200 * d);
-        let mut mixed = 0;
-        for r in made.chunks_exact(d) {
-            let mut col = 0;
-            let mut from = [false, false];
-            for f in &schema.features {
-                let cell = &r[col..col + f.width()];
-                // Every feature is whole, from one of the two rows.
-                let which = [&rows[col..col + f.width()], &rows[d + col..d + col + f.width()]].iter().position(|src| *src == cell);
-                from[which.expect("a feature comes whole from a real row")] = true;
-                col += f.width();
-            }
-            mixed += (from[0] && from[1]) as usize;
-        }
-        // With 11 features each swapped at random, nearly every row mixes both sources.
-        assert!(mixed > 180, "{mixed} of 200 rows mixed");
-        assert_eq!(recombined_rows(&schema, &rows, 200, 7), made, "deterministic by seed");
+    fn the_attack_library_holds_every_generated_attack_kind() {
+        let flow = FlowConfig::default();
+        let all = attack_library(SchemaKind::Unsw, &flow, 7, usize::MAX).unwrap();
+        let d = SchemaKind::Unsw.schema().encoded_width();
+        // The bundled capture is `synth` with seed 7: its truth file names 569 attack flows.
+        assert_eq!(all.len() / d, 569);
+        let some = attack_library(SchemaKind::Unsw, &flow, 7, 100).unwrap();
+        assert_eq!(some.len() / d, 100);
+        assert_eq!(&some[..d], &all[..d], "spread evenly from the first");
+        assert_eq!(attack_library(SchemaKind::Zeek, &flow, 7, 50).unwrap().len(), 50 * SchemaKind::Zeek.schema().encoded_width());
     }
 
-    /// The cold-start switch: no labeled attack trains against synthetic anomalies and says so;
+    /// The cold-start switch: no labeled attack trains against the attack library and says so;
     /// one labeled attack trains the weakly supervised model with none.
     #[test]
-    fn no_labels_means_cold_start_with_synthetic_anomalies() {
+    fn no_labels_means_cold_start_with_the_attack_library() {
         use rand::{Rng, SeedableRng};
         let kind = SchemaKind::Zeek;
         let d = kind.schema().encoded_width();
@@ -395,17 +377,17 @@ mod tests {
         let n = 300;
         let values: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0..100.0f32)).collect();
         let cfg = BootstrapConfig { max_epochs: 2, pretrain_epochs: 2, batches_per_epoch: 2, n_prototypes: Some(2), ..BootstrapConfig::default() };
-        let cold = train_on_rows(&values, &vec![false; n], kind, "rows", &cfg, 0.01, false).unwrap();
+        let cold = train_on_rows(&values, &vec![false; n], kind, &FlowConfig::default(), "rows", &cfg, 0.01, false).unwrap();
         assert!(cold.cold_start);
-        assert_eq!(cold.synthetic, 30);
+        assert_eq!(cold.library, cfg.library_rows);
         assert_eq!(cold.anomalies, 0);
         assert!(cold.artifact.data.source.contains("cold start"));
         assert_eq!(cold.artifact.cut, Some(cold.cut));
         let mut labeled = vec![false; n];
         labeled[7] = true;
-        let warm = train_on_rows(&values, &labeled, kind, "rows", &cfg, 0.01, false).unwrap();
+        let warm = train_on_rows(&values, &labeled, kind, &FlowConfig::default(), "rows", &cfg, 0.01, false).unwrap();
         assert!(!warm.cold_start);
-        assert_eq!((warm.synthetic, warm.anomalies), (0, 1));
+        assert_eq!((warm.library, warm.anomalies), (0, 1));
     }
 
     #[test]

@@ -99,8 +99,14 @@ impl OfflineStats {
 /// window order ([`crate::flow::order`]), the order the streaming pipeline releases them in for
 /// any number of workers. A file that cannot be opened is an error; a file that breaks
 /// part-way is a warning (the packets before the break count).
-pub fn run_files(
-    paths: &[PathBuf],
+pub fn run_files(paths: &[PathBuf], config: &FlowConfig, on_flow: impl FnMut(&FlowRecord)) -> Result<OfflineStats, CaptureError> {
+    run_captures(paths.iter().map(CaptureFile::open), config, on_flow)
+}
+
+/// [`run_files`] over captures already opened, or opened as they are reached (a capture
+/// made in memory, such as the generator's attack library, needs no file).
+pub fn run_captures(
+    captures: impl IntoIterator<Item = Result<CaptureFile, CaptureError>>,
     config: &FlowConfig,
     mut on_flow: impl FnMut(&FlowRecord),
 ) -> Result<OfflineStats, CaptureError> {
@@ -108,8 +114,8 @@ pub fn run_files(
     let mut stats = OfflineStats::default();
     let mut table = FlowTable::new(config.clone());
     let mut order: Reorder<FlowRecord> = Reorder::new(1, config.max_held_records);
-    for path in paths {
-        let mut file = CaptureFile::open(path)?;
+    for file in captures {
+        let mut file = file?;
         stats.files += 1;
         loop {
             match file.next_packet() {

@@ -30,7 +30,7 @@ pub enum Method {
     Train,
     /// `mnpflow train --prep paper`: the paper's plain min-max preparation.
     Paper,
-    /// The default path with no label at all (cold start).
+    /// The default path with no label at all (cold start: the generator's attack library).
     Cold,
 }
 
@@ -55,7 +55,7 @@ pub struct Scored {
 }
 
 /// Trains `method` on the split's training rows and scores its test rows.
-pub fn score(method: Method, split: &Split, schema: SchemaKind, seed: u64, fpr_budget: f64, device: &Device) -> Result<Scored, TrainError> {
+pub fn score(method: Method, split: &Split, schema: SchemaKind, flow: &crate::flow::FlowConfig, seed: u64, fpr_budget: f64, device: &Device) -> Result<Scored, TrainError> {
     let (model, scaler, cut) = match method {
         Method::Train | Method::Paper => {
             let prep = if method == Method::Paper { PrepChoice::Paper } else { PrepChoice::Schema };
@@ -69,7 +69,7 @@ pub fn score(method: Method, split: &Split, schema: SchemaKind, seed: u64, fpr_b
             let cfg = BootstrapConfig { seed, ..BootstrapConfig::default() };
             let no_labels = vec![false; split.n_train()];
             let labeled = if method == Method::Cold { &no_labels } else { &split.train_labeled };
-            let b = bootstrap::train_on_rows(&split.train, labeled, schema, "scenario", &cfg, fpr_budget, false)?;
+            let b = bootstrap::train_on_rows(&split.train, labeled, schema, flow, "scenario", &cfg, fpr_budget, false)?;
             let model = b.artifact.to_model(Path::new("(bootstrap)"), &Device::flex()).expect("a model just trained loads");
             (model, b.artifact.scaler, b.cut)
         }
@@ -198,3 +198,4 @@ mod tests {
         assert_eq!(j.recall_by_kind["flood"], (1.0, true));
     }
 }
+
