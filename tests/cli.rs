@@ -135,3 +135,34 @@ fn eval_scenario_reports_every_method_and_exports_the_rows() {
         }
     }
 }
+
+/// Each capture of a scenario gets its own `ct_*` windows, as `mnpflow flows` on that capture
+/// alone would: no window state carries over from the capture before it.
+#[test]
+fn scenario_rows_of_a_capture_are_its_own_flows() {
+    use mnpflow::capture::CaptureFile;
+    use mnpflow::features::SchemaKind;
+    use mnpflow::flow::FlowConfig;
+    use mnpflow::pipeline::offline;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.toml");
+    let data = shared("captures");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"two\"\ndata = {:?}\n[[capture]]\npath = \"chrissanders/synscan.pcapng\"\nkind = \"benign\"\n\
+             [[capture]]\npath = \"chrissanders/portscan.pcap\"\nkind = \"scan\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let sc = mnpflow::scenario::Scenario::load(&file, &FlowConfig::default()).unwrap();
+    let mut alone: Vec<(mnpflow::capture::Timestamp, Vec<f32>)> = Vec::new();
+    offline::encoded_rows([CaptureFile::open(data.join("chrissanders/portscan.pcap"))], SchemaKind::Unsw, &FlowConfig::default(), |r, row| {
+        alone.push((r.first_ts, row.to_vec()))
+    })
+    .unwrap();
+    alone.sort_by_key(|r| r.0);
+    let alone: Vec<f32> = alone.into_iter().flat_map(|r| r.1).collect();
+    assert_eq!(sc.captures[1].values, alone);
+}

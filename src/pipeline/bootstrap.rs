@@ -20,10 +20,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::offline;
-use crate::capture::CaptureError;
-use crate::features::encode::{EncodeStats, RowEncoder};
+use crate::capture::{CaptureError, CaptureFile};
 use crate::features::tables::Table;
-use crate::features::{self, SchemaKind};
+use crate::features::SchemaKind;
 use crate::flow::{FlowConfig, FlowRecord};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
 use crate::model::eval::fit_table;
@@ -181,20 +180,10 @@ pub fn train_on_captures(
     show_progress: bool,
 ) -> Result<Bootstrapped, BootstrapError> {
     let started = Instant::now();
-    let mut extractor = features::extractor(kind, flow.community_id_seed);
-    let schema = extractor.schema().clone();
-    let encoder = RowEncoder::new(&schema);
-    let d = encoder.width();
-    let columns = extractor.columns().to_vec();
-    let mut cells = Vec::new();
     let mut values: Vec<f32> = Vec::new();
     let mut attack: Vec<bool> = Vec::new();
-    let mut stats = EncodeStats::default();
-    offline::run_files(captures, flow, |rec| {
-        extractor.extract(rec, &mut cells);
-        let at = values.len();
-        values.resize(at + d, 0.0);
-        encoder.encode(&columns, &cells, &mut values[at..], &mut stats);
+    offline::encoded_rows(captures.iter().map(CaptureFile::open), kind, flow, |rec, row| {
+        values.extend_from_slice(row);
         attack.push(truth.is_some_and(|t| t.is_attack(rec)));
     })?;
     if attack.len() < MIN_FLOWS {
@@ -297,18 +286,12 @@ pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize
     let (mut pcap, mut truth) = (Vec::new(), Vec::new());
     generate(&SynthConfig { seed, ..SynthConfig::default() }, &mut pcap, &mut truth).expect("writing to memory cannot fail");
     let truth = Truth::parse(name, &String::from_utf8_lossy(&truth)).expect("the generator writes a valid truth file");
-    let mut extractor = features::extractor(kind, flow.community_id_seed);
-    let encoder = RowEncoder::new(extractor.schema());
-    let d = encoder.width();
-    let columns = extractor.columns().to_vec();
-    let (mut cells, mut stats, mut rows) = (Vec::new(), EncodeStats::default(), Vec::new());
-    let capture = crate::capture::CaptureFile::from_reader(name, Box::new(std::io::Cursor::new(pcap)));
-    offline::run_captures([capture], flow, |rec| {
+    let d = kind.schema().encoded_width();
+    let mut rows = Vec::new();
+    let capture = CaptureFile::from_reader(name, Box::new(std::io::Cursor::new(pcap)));
+    offline::encoded_rows([capture], kind, flow, |rec, row| {
         if truth.is_attack(rec) {
-            extractor.extract(rec, &mut cells);
-            let at = rows.len();
-            rows.resize(at + d, 0.0);
-            encoder.encode(&columns, &cells, &mut rows[at..], &mut stats);
+            rows.extend_from_slice(row);
         }
     })
     .expect("the generator's capture reads");

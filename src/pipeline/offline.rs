@@ -155,3 +155,24 @@ pub fn run_captures(
     stats.elapsed = start.elapsed();
     Ok(stats)
 }
+
+/// Every flow of `captures` as a row of `kind`'s model input (encoded, unscaled), in window
+/// order: `on_row` gets each record with its row. The rows `train` learns from when the sensor
+/// trains on a capture, made as the streaming features stage makes the rows it scores.
+pub fn encoded_rows(
+    captures: impl IntoIterator<Item = Result<CaptureFile, CaptureError>>,
+    kind: crate::features::SchemaKind,
+    config: &FlowConfig,
+    mut on_row: impl FnMut(&FlowRecord, &[f32]),
+) -> Result<OfflineStats, CaptureError> {
+    let mut extractor = crate::features::extractor(kind, config.community_id_seed);
+    let encoder = crate::features::encode::RowEncoder::new(extractor.schema());
+    let columns = extractor.columns().to_vec();
+    let (mut cells, mut row) = (Vec::new(), vec![0.0; encoder.width()]);
+    let mut stats = crate::features::encode::EncodeStats::default();
+    run_captures(captures, config, |rec| {
+        extractor.extract(rec, &mut cells);
+        encoder.encode(&columns, &cells, &mut row, &mut stats);
+        on_row(rec, &row);
+    })
+}

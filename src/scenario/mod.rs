@@ -29,8 +29,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use crate::features::encode::{EncodeStats, RowEncoder};
-use crate::features::{self, SchemaKind};
+use crate::capture::CaptureFile;
+use crate::features::SchemaKind;
 use crate::flow::FlowConfig;
 use crate::pipeline::offline;
 
@@ -208,23 +208,11 @@ impl Scenario {
     /// Reads a scenario file and extracts every capture's records.
     pub fn load(file: &Path, flow: &FlowConfig) -> Result<Scenario, ScenarioError> {
         let spec = ScenarioFile::read(file)?;
-        let mut extractor = features::extractor(spec.schema, flow.community_id_seed);
-        let schema = extractor.schema().clone();
-        let encoder = RowEncoder::new(&schema);
-        let columns = extractor.columns().to_vec();
-        let d = encoder.width();
         let mut captures = Vec::new();
         for entry in &spec.captures {
             let path = spec.capture_path(file, entry);
             let mut rows: Vec<(crate::capture::Timestamp, Vec<f32>)> = Vec::new();
-            let mut cells = Vec::new();
-            let mut stats = EncodeStats::default();
-            offline::run_files(std::slice::from_ref(&path), flow, |rec| {
-                extractor.extract(rec, &mut cells);
-                let mut v = vec![0.0; d];
-                encoder.encode(&columns, &cells, &mut v, &mut stats);
-                rows.push((rec.first_ts, v));
-            })
+            offline::encoded_rows([CaptureFile::open(&path)], spec.schema, flow, |rec, row| rows.push((rec.first_ts, row.to_vec())))
             .map_err(|source| ScenarioError::Capture { scenario: file.to_owned(), capture: path.clone(), source })?;
             if rows.len() < 2 {
                 return Err(ScenarioError::Invalid {
@@ -243,7 +231,7 @@ impl Scenario {
                 values: rows.into_iter().flat_map(|r| r.1).collect(),
             });
         }
-        Ok(Scenario { file: file.to_owned(), names: schema.encoded_names(), spec, captures })
+        Ok(Scenario { file: file.to_owned(), names: spec.schema.schema().encoded_names(), spec, captures })
     }
 
     pub fn width(&self) -> usize {
