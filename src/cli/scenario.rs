@@ -10,7 +10,7 @@ use clap::Args;
 use super::model_cmds::EvalArgs;
 use crate::model::device;
 use crate::scenario::run::{self, Judged, Method, mean_std_text};
-use crate::scenario::{BENIGN, Scenario};
+use crate::scenario::Scenario;
 
 /// Options of `eval --scenario`.
 #[derive(Debug, Args)]
@@ -126,7 +126,6 @@ fn print_table(sc: &Scenario, results: &[(Method, Vec<Judged>)], kinds: &[(Strin
     for (m, j) in results {
         let cells: Vec<String> = kinds
             .iter()
-            .filter(|(k, _)| k != BENIGN)
             .map(|(k, _)| format!("{:.2}", j.iter().map(|x| x.recall_by_kind.get(k).map_or(0.0, |r| r.0)).sum::<f64>() / j.len().max(1) as f64))
             .collect();
         println!("| {} | {} |", m.name(), cells.join(" | "));

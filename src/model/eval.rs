@@ -368,6 +368,19 @@ mod tests {
     }
 
     #[test]
+    fn tpr_at_fpr_by_hand() {
+        // 100 benign at 0..0.99, 4 attacks at 2, 1.5, 0.995, 0.5.
+        let mut scores: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+        let mut labels = vec![0u8; 100];
+        scores.extend([2.0, 1.5, 0.995, 0.5]);
+        labels.extend([1, 1, 1, 1]);
+        // At most 1 false positive of 100: cut just above 0.98, catching 3 of 4.
+        assert_eq!(tpr_at_fpr(&scores, &labels, 0.01), 0.75);
+        assert_eq!(tpr_at_fpr(&scores, &labels, 0.0), 0.75);
+        assert_eq!(tpr_at_fpr(&scores, &labels, 0.5), 1.0);
+    }
+
+    #[test]
     fn protocol_split_is_stratified_and_labels_first_anomalies() {
         let labels: Vec<u8> = (0..1000).map(|i| (i % 10 == 0) as u8).collect();
         let s = protocol_split(&labels, 2024, 0.01, None);

@@ -162,7 +162,7 @@ pub struct Bootstrapped {
     pub cut: f32,
     /// Trained with no labeled attack, against the generator's attack library.
     pub cold_start: bool,
-    /// Synthetic anomalies trained against (cold start only).
+    /// Attacks of the generator's library trained against (cold start only).
     pub library: usize,
     pub flows: usize,
     pub anomalies: usize,
@@ -225,11 +225,8 @@ pub fn train_on_rows(
     let d = schema.encoded_width();
     let n = labeled.len();
     let anomalies_idx: Vec<usize> = (0..n).filter(|&i| labeled[i]).collect();
-    let mut unlabeled_idx: Vec<usize> = (0..n).filter(|&i| !labeled[i]).collect();
-    if unlabeled_idx.len() > cfg.max_rows.max(1) {
-        let step = unlabeled_idx.len() as f64 / cfg.max_rows.max(1) as f64;
-        unlabeled_idx = (0..cfg.max_rows.max(1)).map(|k| unlabeled_idx[(k as f64 * step) as usize]).collect();
-    }
+    let unlabeled: Vec<usize> = (0..n).filter(|&i| !labeled[i]).collect();
+    let unlabeled_idx: Vec<usize> = evenly(unlabeled.len(), cfg.max_rows.max(1)).into_iter().map(|k| unlabeled[k]).collect();
     let mut rows: Vec<f32> = Vec::with_capacity((unlabeled_idx.len() + anomalies_idx.len()) * d);
     let mut labels: Vec<u8> = Vec::new();
     for (&i, l) in unlabeled_idx.iter().map(|i| (i, 0u8)).chain(anomalies_idx.iter().map(|i| (i, 1u8))) {
@@ -238,7 +235,7 @@ pub fn train_on_rows(
     }
     let cold_start = anomalies_idx.is_empty();
     let library = if cold_start {
-        let rows_of_library = attack_library(kind, flow, cfg.seed, cfg.library_rows)?;
+        let rows_of_library = attack_library(kind, flow, cfg.seed, cfg.library_rows);
         let k = rows_of_library.len() / d;
         rows.extend_from_slice(&rows_of_library);
         labels.extend(std::iter::repeat_n(1u8, k));
@@ -280,7 +277,7 @@ pub fn train_on_rows(
 /// The attack conversations of the project's traffic generator (`mnpflow synth`, default
 /// settings, `seed`) as rows of `kind`, at most `max` of them spread evenly over the capture.
 /// Made in memory, through the same flow engine and extractor as any capture.
-pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize) -> Result<Vec<f32>, TrainError> {
+pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize) -> Vec<f32> {
     use crate::capture::synth::{SynthConfig, generate};
     let name = Path::new("(attack library)");
     let (mut pcap, mut truth) = (Vec::new(), Vec::new());
@@ -295,12 +292,16 @@ pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize
         }
     })
     .expect("the generator's capture reads");
-    let n = rows.len() / d;
+    evenly(rows.len() / d, max).into_iter().flat_map(|k| rows[k * d..(k + 1) * d].iter().copied()).collect()
+}
+
+/// `max` of the positions `0..n` spread evenly from the first (all of them when `n <= max`).
+fn evenly(n: usize, max: usize) -> Vec<usize> {
     if n <= max {
-        return Ok(rows);
+        return (0..n).collect();
     }
-    let step = n as f64 / max.max(1) as f64;
-    Ok((0..max.max(1)).flat_map(|k| rows[(k as f64 * step) as usize * d..][..d].to_vec()).collect())
+    let step = n as f64 / max as f64;
+    (0..max).map(|k| (k as f64 * step) as usize).collect()
 }
 
 /// The cut `score >= cut` with the highest F1 against `labels`, and that F1.
@@ -339,14 +340,14 @@ mod tests {
     #[test]
     fn the_attack_library_holds_every_generated_attack_kind() {
         let flow = FlowConfig::default();
-        let all = attack_library(SchemaKind::Unsw, &flow, 7, usize::MAX).unwrap();
+        let all = attack_library(SchemaKind::Unsw, &flow, 7, usize::MAX);
         let d = SchemaKind::Unsw.schema().encoded_width();
         // The bundled capture is `synth` with seed 7: its truth file names 569 attack flows.
         assert_eq!(all.len() / d, 569);
-        let some = attack_library(SchemaKind::Unsw, &flow, 7, 100).unwrap();
+        let some = attack_library(SchemaKind::Unsw, &flow, 7, 100);
         assert_eq!(some.len() / d, 100);
         assert_eq!(&some[..d], &all[..d], "spread evenly from the first");
-        assert_eq!(attack_library(SchemaKind::Zeek, &flow, 7, 50).unwrap().len(), 50 * SchemaKind::Zeek.schema().encoded_width());
+        assert_eq!(attack_library(SchemaKind::Zeek, &flow, 7, 50).len(), 50 * SchemaKind::Zeek.schema().encoded_width());
     }
 
     /// The cold-start switch: no labeled attack trains against the attack library and says so;
