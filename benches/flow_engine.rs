@@ -30,7 +30,8 @@ fn capture_bytes() -> Vec<u8> {
 }
 
 fn packets(bytes: &'static [u8]) -> u64 {
-    let mut cf = CaptureFile::from_reader(Path::new("bench.pcap"), Box::new(Cursor::new(bytes))).unwrap();
+    let mut cf =
+        CaptureFile::from_reader(Path::new("bench.pcap"), Box::new(Cursor::new(bytes))).unwrap();
     let mut n = 0;
     while cf.next_packet().unwrap().is_some() {
         n += 1;
@@ -48,7 +49,8 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("read", |b| {
         b.iter(|| {
-            let mut cf = CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
+            let mut cf =
+                CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
             let mut len = 0u64;
             while let Some(p) = cf.next_packet().unwrap() {
                 len += p.data.len() as u64;
@@ -59,7 +61,8 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("read+decode", |b| {
         b.iter(|| {
-            let mut cf = CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
+            let mut cf =
+                CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
             let mut ok = 0u64;
             while let Some(p) = cf.next_packet().unwrap() {
                 ok += decode(&p).is_ok() as u64;
@@ -70,7 +73,8 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("read+decode+flow", |b| {
         b.iter(|| {
-            let mut cf = CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
+            let mut cf =
+                CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
             let mut table = FlowTable::new(FlowConfig::default());
             let mut flows = 0u64;
             while let Some(p) = cf.next_packet().unwrap() {
@@ -85,7 +89,8 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("read+decode+flow+unsw_features", |b| {
         b.iter(|| {
-            let mut cf = CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
+            let mut cf =
+                CaptureFile::from_reader(Path::new("b"), Box::new(Cursor::new(bytes))).unwrap();
             let mut table = FlowTable::new(FlowConfig::default());
             let mut ex = extractor(SchemaKind::Unsw, 0);
             let mut cells = Vec::new();

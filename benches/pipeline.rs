@@ -25,7 +25,9 @@ use mnpflow::model::slot::ModelSlot;
 use mnpflow::pipeline::bootstrap::{BootstrapConfig, Truth, train_on_captures};
 use mnpflow::pipeline::metrics::Metrics;
 use mnpflow::pipeline::offline;
-use mnpflow::pipeline::stream::{self, Backpressure, LoopLinks, Outputs, Scoring, Setup, Speed, StreamConfig};
+use mnpflow::pipeline::stream::{
+    self, Backpressure, LoopLinks, Outputs, Scoring, Setup, Speed, StreamConfig,
+};
 
 fn capture() -> (PathBuf, Option<tempfile::TempDir>) {
     if let Ok(p) = std::env::var("MNPFLOW_BENCH_CAPTURE") {
@@ -33,7 +35,8 @@ fn capture() -> (PathBuf, Option<tempfile::TempDir>) {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("synth.pcap");
-    let cfg = SynthConfig { scale: 20.0, duration_secs: 3000.0, snaplen: 200, ..SynthConfig::default() };
+    let cfg =
+        SynthConfig { scale: 20.0, duration_secs: 3000.0, snaplen: 200, ..SynthConfig::default() };
     let out = std::io::BufWriter::new(std::fs::File::create(&path).expect("creating the capture"));
     generate(&cfg, out, std::io::sink()).expect("generating the capture");
     (path, Some(dir))
@@ -42,19 +45,35 @@ fn capture() -> (PathBuf, Option<tempfile::TempDir>) {
 fn scoring() -> Scoring {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let truth = Truth::read(&root.join("captures/demo.truth.csv")).expect("the bundled truth file");
-    let b = train_on_captures(&[root.join("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth), &BootstrapConfig::default(), 0.01, false)
-        .expect("training on the bundled capture");
+    let b = train_on_captures(
+        &[root.join("captures/demo.pcap")],
+        &FlowConfig::default(),
+        SchemaKind::Unsw,
+        Some(&truth),
+        &BootstrapConfig::default(),
+        0.01,
+        false,
+    )
+    .expect("training on the bundled capture");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("m.mnp");
     b.artifact.save(&path).expect("saving the model");
-    let model = b.artifact.to_model(&path, &burn::tensor::Device::flex()).expect("loading the model");
-    Scoring::new(&b.artifact, &model, &std::fs::read(&path).expect("reading the model"), None, Some(b.cut))
+    let model =
+        b.artifact.to_model(&path, &burn::tensor::Device::flex()).expect("loading the model");
+    Scoring::new(
+        &b.artifact,
+        &model,
+        &std::fs::read(&path).expect("reading the model"),
+        None,
+        Some(b.cut),
+    )
 }
 
 fn bench(c: &mut Criterion) {
     let (path, _keep) = capture();
     let flow = FlowConfig::default();
-    let stats = offline::run_files(std::slice::from_ref(&path), &flow, |_| {}).expect("reading the capture");
+    let stats = offline::run_files(std::slice::from_ref(&path), &flow, |_| {})
+        .expect("reading the capture");
     let packets = stats.packets;
     let slot = ModelSlot::new(scoring());
     let mut g = c.benchmark_group(format!("end-to-end-{packets}pkts"));
@@ -79,12 +98,16 @@ fn bench(c: &mut Criterion) {
     let mut p99s = Vec::new();
     g.bench_function("replay: pipeline + scoring + alerts (2 workers)", |b| {
         b.iter(|| {
-            let mut source = FileSource::open(std::slice::from_ref(&path)).expect("opening the capture");
+            let mut source =
+                FileSource::open(std::slice::from_ref(&path)).expect("opening the capture");
             let outputs = Outputs {
                 alerts: Box::new(std::io::sink()),
                 flows: None,
                 rules: RuleSet::default(),
-                threshold: ThresholdCalibrator::new(Threshold::Score(slot.load().cut.unwrap_or(0.5)), 10_000),
+                threshold: ThresholdCalibrator::new(
+                    Threshold::Score(slot.load().cut.unwrap_or(0.5)),
+                    10_000,
+                ),
                 keep_scores: false,
                 flow_log: None,
                 flow_log_max_bytes: u64::MAX,
@@ -100,7 +123,16 @@ fn bench(c: &mut Criterion) {
                 metrics_listener: None,
             };
             let metrics = Metrics::new();
-            let report = stream::run(&mut source, setup, extractor(SchemaKind::Unsw, 0), &slot, outputs, LoopLinks::default(), &AtomicBool::new(false), &metrics);
+            let report = stream::run(
+                &mut source,
+                setup,
+                extractor(SchemaKind::Unsw, 0),
+                &slot,
+                outputs,
+                LoopLinks::default(),
+                &AtomicBool::new(false),
+                &metrics,
+            );
             let (p50, p99, _, max, n) = metrics.latency_us();
             p99s.push((p50, p99, max, n));
             report.flow.exported_total()
@@ -109,7 +141,13 @@ fn bench(c: &mut Criterion) {
     g.finish();
     p99s.sort_by_key(|x| x.1);
     if let Some((p50, p99, max, n)) = p99s.get(p99s.len() / 2) {
-        eprintln!("pipeline latency, median run of {}: {n} flows, flow end -> written p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", p99s.len(), *p50 as f64 / 1e3, *p99 as f64 / 1e3, *max as f64 / 1e3);
+        eprintln!(
+            "pipeline latency, median run of {}: {n} flows, flow end -> written p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            p99s.len(),
+            *p50 as f64 / 1e3,
+            *p99 as f64 / 1e3,
+            *max as f64 / 1e3
+        );
     }
 }
 

@@ -47,7 +47,11 @@ fn bench_wgpu(c: &mut Criterion) {
 
     const SIZES: [usize; 5] = [256, 1024, 4096, 16_384, 65_536];
     let gpu = select(Backend::Wgpu);
-    assert_eq!(gpu.backend, Backend::Wgpu, "no wgpu adapter: this group measures the GPU, it does not fall back");
+    assert_eq!(
+        gpu.backend,
+        Backend::Wgpu,
+        "no wgpu adapter: this group measures the GPU, it does not fall back"
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let model = ModelConfig::new(D, 8, 4).init(&mut rng, &Device::flex());
     let on_gpu = model.clone().to_device(&gpu.device);
@@ -66,8 +70,12 @@ fn bench_wgpu(c: &mut Criterion) {
     for &n in &SIZES {
         let x = &rows[..n * D];
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("cpu", n), &n, |b, _| b.iter(|| cpu.score_into(x, &mut out[..n])));
-        g.bench_with_input(BenchmarkId::new("wgpu", n), &n, |b, _| b.iter(|| score_rows(&on_gpu, x, D, n)));
+        g.bench_with_input(BenchmarkId::new("cpu", n), &n, |b, _| {
+            b.iter(|| cpu.score_into(x, &mut out[..n]))
+        });
+        g.bench_with_input(BenchmarkId::new("wgpu", n), &n, |b, _| {
+            b.iter(|| score_rows(&on_gpu, x, D, n))
+        });
     }
     g.finish();
 }

@@ -42,7 +42,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file; missing keys take their defaults, unknown keys are errors.
     pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.to_owned(), source })
     }
 
@@ -81,7 +82,10 @@ mod tests {
         for (section, keys) in &all {
             assert!(text.contains(&format!("[{section}]")), "mnpflow.toml has no [{section}]");
             for key in keys.as_table().unwrap().keys() {
-                assert!(text.contains(&format!("\n{key} =")) || text.contains(&format!("# {key} =")), "mnpflow.toml does not document [{section}] {key}");
+                assert!(
+                    text.contains(&format!("\n{key} =")) || text.contains(&format!("# {key} =")),
+                    "mnpflow.toml does not document [{section}] {key}"
+                );
             }
         }
     }
@@ -92,7 +96,10 @@ mod tests {
         let p = dir.path().join("mnpflow.toml");
         std::fs::write(&p, "[flow]\ntcp_idel = 3\n").unwrap();
         let e = Config::from_path(&p).unwrap_err().to_string();
-        assert!(e.contains("mnpflow.toml") && e.contains("line 2") && e.contains("tcp_idel"), "{e}");
+        assert!(
+            e.contains("mnpflow.toml") && e.contains("line 2") && e.contains("tcp_idel"),
+            "{e}"
+        );
         std::fs::write(&p, "[flow]\nudp_idle = -1\n").unwrap();
         let e = Config::from_path(&p).unwrap_err().to_string();
         assert!(e.contains("not a valid number of seconds"), "{e}");

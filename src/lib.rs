@@ -34,15 +34,15 @@
 
 #![deny(unsafe_code)]
 
-pub mod capture;
-pub mod decode;
-pub mod flow;
-pub mod features;
-pub mod model;
 pub mod alert;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod features;
 pub mod feedback;
+pub mod flow;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod scenario;
-pub mod config;
-pub mod cli;

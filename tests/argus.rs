@@ -24,9 +24,10 @@ use mnpflow::pipeline::offline::run_files;
 
 /// The `ra` fields, in order. `stime`..`dport` identify the flow; the rest are compared.
 const RA_FIELDS: [&str; 32] = [
-    "stime", "ltime", "proto", "saddr", "sport", "daddr", "dport", "state", "dur", "sbytes", "dbytes", "sttl", "dttl",
-    "spkts", "dpkts", "sloss", "dloss", "swin", "dwin", "stcpb", "dtcpb", "smeansz", "dmeansz", "sjit", "djit",
-    "sintpkt", "dintpkt", "tcprtt", "synack", "ackdat", "sload", "dload",
+    "stime", "ltime", "proto", "saddr", "sport", "daddr", "dport", "state", "dur", "sbytes",
+    "dbytes", "sttl", "dttl", "spkts", "dpkts", "sloss", "dloss", "swin", "dwin", "stcpb", "dtcpb",
+    "smeansz", "dmeansz", "sjit", "djit", "sintpkt", "dintpkt", "tcprtt", "synack", "ackdat",
+    "sload", "dload",
 ];
 
 /// Argus field -> our UNSW column, for the compared features.
@@ -114,7 +115,11 @@ struct Flow {
 
 impl Flow {
     fn num(&self, f: &str) -> f64 {
-        self.values.get(f).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite()).unwrap_or(0.0)
+        self.values
+            .get(f)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0)
     }
 
     fn total_pkts(&self) -> f64 {
@@ -159,7 +164,6 @@ fn require_argus() {
     }
 }
 
-
 /// Argus's records for a capture: `argus -X -J -R -S 60`, then `ra` without management records.
 fn argus_flows(capture: &Path) -> Vec<Flow> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -171,7 +175,12 @@ fn argus_flows(capture: &Path) -> Vec<Flow> {
         .arg(&out)
         .output()
         .expect("run argus");
-    assert!(run.status.success(), "argus failed on {}: {}", capture.display(), String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "argus failed on {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
     let ra = Command::new("ra")
         .arg("-r")
         .arg(&out)
@@ -180,7 +189,12 @@ fn argus_flows(capture: &Path) -> Vec<Flow> {
         .args(["-", "not", "man"])
         .output()
         .expect("run ra");
-    assert!(ra.status.success(), "ra failed on {}: {}", capture.display(), String::from_utf8_lossy(&ra.stderr));
+    assert!(
+        ra.status.success(),
+        "ra failed on {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&ra.stderr)
+    );
     let text = String::from_utf8(ra.stdout).expect("ra prints text");
     text.lines()
         .skip(1)
@@ -220,9 +234,11 @@ fn cell_text(c: &Cell) -> String {
 fn our_flows(capture: &Path) -> Vec<Flow> {
     let mut ex = extractor(SchemaKind::Unsw, 0);
     let names: Vec<String> = ex.columns().iter().map(|c| c.name.clone()).collect();
-    let col = |n: &str| names.iter().position(|c| c == n).unwrap_or_else(|| panic!("no column {n}"));
+    let col =
+        |n: &str| names.iter().position(|c| c == n).unwrap_or_else(|| panic!("no column {n}"));
     let idx: Vec<(&'static str, usize)> = FEATURES.iter().map(|(a, o)| (*a, col(o))).collect();
-    let (proto, srcip, sport, dstip, dsport) = (col("proto"), col("srcip"), col("sport"), col("dstip"), col("dsport"));
+    let (proto, srcip, sport, dstip, dsport) =
+        (col("proto"), col("srcip"), col("sport"), col("dstip"), col("dsport"));
     let mut flows = Vec::new();
     let mut cells = Vec::new();
     run_files(&[capture.to_path_buf()], &FlowConfig::default(), |rec| {
@@ -291,7 +307,16 @@ fn compare(capture: &Path) -> Report {
     let mut index: HashMap<Key, Vec<Flow>> = HashMap::new();
     for a in &argus {
         for f in [a.clone(), a.flipped()] {
-            index.entry((f.proto.clone(), f.saddr.clone(), f.sport.clone(), f.daddr.clone(), f.dport.clone())).or_default().push(f);
+            index
+                .entry((
+                    f.proto.clone(),
+                    f.saddr.clone(),
+                    f.sport.clone(),
+                    f.daddr.clone(),
+                    f.dport.clone(),
+                ))
+                .or_default()
+                .push(f);
         }
     }
     let mut r = Report {
@@ -302,7 +327,8 @@ fn compare(capture: &Path) -> Report {
         ..Report::default()
     };
     for o in &ours {
-        let key = (o.proto.clone(), o.saddr.clone(), o.sport.clone(), o.daddr.clone(), o.dport.clone());
+        let key =
+            (o.proto.clone(), o.saddr.clone(), o.sport.clone(), o.daddr.clone(), o.dport.clone());
         let Some(cands) = index.get(&key) else { continue };
         // Nearest start; among equal starts, the orientation whose source packet count agrees.
         let Some(a) = cands.iter().min_by(|x, y| {
@@ -366,28 +392,61 @@ const CASES: &[Case] = &[
     Case {
         capture: "esnet/two_way_all_flags.pcap",
         min_aligned: 0.75,
-        exceptions: &[("state", 0.75), ("spkts", 0.96), ("dpkts", 0.96), ("sbytes", 0.96), ("dbytes", 0.96), ("dttl", 0.96), ("dloss", 0.98), ("swin", 0.65), ("dwin", 0.83), ("stcpb", 0.28), ("dtcpb", 0.75), ("smeansz", 0.96), ("dmeansz", 0.96), ("tcprtt", 0.96), ("synack", 0.96)],
+        exceptions: &[
+            ("state", 0.75),
+            ("spkts", 0.96),
+            ("dpkts", 0.96),
+            ("sbytes", 0.96),
+            ("dbytes", 0.96),
+            ("dttl", 0.96),
+            ("dloss", 0.98),
+            ("swin", 0.65),
+            ("dwin", 0.83),
+            ("stcpb", 0.28),
+            ("dtcpb", 0.75),
+            ("smeansz", 0.96),
+            ("dmeansz", 0.96),
+            ("tcprtt", 0.96),
+            ("synack", 0.96),
+        ],
     },
     Case {
         capture: "ndpi/netflix.pcap",
         min_aligned: 0.95,
-        exceptions: &[("state", 0.98), ("swin", 0.98), ("stcpb", 0.98), ("sintpkt", 0.98), ("sjit", 0.61), ("djit", 0.22)],
+        exceptions: &[
+            ("state", 0.98),
+            ("swin", 0.98),
+            ("stcpb", 0.98),
+            ("sintpkt", 0.98),
+            ("sjit", 0.61),
+            ("djit", 0.22),
+        ],
     },
     Case {
         capture: "iot23/2018-09-14-13-40-25-Philips-Hue-Bridge.pcap",
         min_aligned: 0.79,
-        exceptions: &[("state", 0.93), ("sloss", 0.93), ("dloss", 0.94), ("swin", 0.88), ("dwin", 0.95), ("stcpb", 0.95), ("sintpkt", 0.90), ("dintpkt", 0.95), ("sjit", 0.83), ("djit", 0.88), ("tcprtt", 0.92), ("synack", 0.92), ("ackdat", 0.92)],
+        exceptions: &[
+            ("state", 0.93),
+            ("sloss", 0.93),
+            ("dloss", 0.94),
+            ("swin", 0.88),
+            ("dwin", 0.95),
+            ("stcpb", 0.95),
+            ("sintpkt", 0.90),
+            ("dintpkt", 0.95),
+            ("sjit", 0.83),
+            ("djit", 0.88),
+            ("tcprtt", 0.92),
+            ("synack", 0.92),
+            ("ackdat", 0.92),
+        ],
     },
     Case {
         capture: "slips/test-cc-capture-2.pcap",
         min_aligned: 0.97,
         exceptions: &[("sjit", 0.91), ("djit", 0.92)],
     },
-    Case {
-        capture: "stopddos/amp.UDP.isakmp.pcap",
-        min_aligned: 1.00,
-        exceptions: &[],
-    },
+    Case { capture: "stopddos/amp.UDP.isakmp.pcap", min_aligned: 1.00, exceptions: &[] },
 ];
 
 #[test]
@@ -417,7 +476,12 @@ fn argus_agrees_with_our_unsw_features() {
         }
         table += "\n";
         if r.aligned_rate() < case.min_aligned {
-            failures.push(format!("{}: aligned {:.3} < {}", case.capture, r.aligned_rate(), case.min_aligned));
+            failures.push(format!(
+                "{}: aligned {:.3} < {}",
+                case.capture,
+                r.aligned_rate(),
+                case.min_aligned
+            ));
         }
         for (i, (f, _)) in FEATURES.iter().enumerate() {
             let min = case.exceptions.iter().find(|(n, _)| n == f).map_or(DEFAULT_MIN, |(_, m)| *m);
@@ -433,5 +497,9 @@ fn argus_agrees_with_our_unsw_features() {
         }
     }
     println!("{table}");
-    assert!(failures.is_empty(), "Argus disagreements above the stated thresholds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "Argus disagreements above the stated thresholds:\n{}",
+        failures.join("\n")
+    );
 }

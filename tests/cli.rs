@@ -11,11 +11,18 @@ fn mnpflow() -> Command {
 #[test]
 fn flows_writes_every_format_with_stats() {
     let cap = shared("captures/chrissanders/http_espn.pcapng");
-    for (format, check) in [("csv", "stime,ltime,uid"), ("jsonl", "{\"stime\":"), ("zeek", "#fields\tstime")] {
-        let out = mnpflow().args(["flows", "--stats", "--format", format]).arg(&cap).output().unwrap();
+    for (format, check) in
+        [("csv", "stime,ltime,uid"), ("jsonl", "{\"stime\":"), ("zeek", "#fields\tstime")]
+    {
+        let out =
+            mnpflow().args(["flows", "--stats", "--format", format]).arg(&cap).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(stdout.starts_with(check) || stdout.contains(check), "{format}: {}", &stdout[..200.min(stdout.len())]);
+        assert!(
+            stdout.starts_with(check) || stdout.contains(check),
+            "{format}: {}",
+            &stdout[..200.min(stdout.len())]
+        );
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.contains("956 packets") && stderr.contains("packets/s"), "{stderr}");
     }
@@ -24,9 +31,15 @@ fn flows_writes_every_format_with_stats() {
 #[test]
 fn zeek_schema_has_conn_log_columns() {
     let cap = shared("captures/chrissanders/http_google.pcapng");
-    let out = mnpflow().args(["flows", "--schema", "zeek", "--format", "zeek"]).arg(&cap).output().unwrap();
+    let out = mnpflow()
+        .args(["flows", "--schema", "zeek", "--format", "zeek"])
+        .arg(&cap)
+        .output()
+        .unwrap();
     let s = String::from_utf8(out.stdout).unwrap();
-    assert!(s.contains("#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration"));
+    assert!(s.contains(
+        "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration"
+    ));
     let row = s.lines().find(|l| !l.starts_with('#')).unwrap();
     let cols: Vec<&str> = row.split('\t').collect();
     assert_eq!((cols[2], cols[5], cols[6], cols[7]), ("172.16.16.128", "80", "tcp", "http"));
@@ -40,7 +53,9 @@ fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
     let empty = dir.path().join("empty.pcap");
     std::fs::write(&empty, "").unwrap();
     let missing = dir.path().join("missing.pcap");
-    for (path, needle) in [(&text, "not a pcap or pcapng file"), (&empty, "empty file"), (&missing, "cannot open")] {
+    for (path, needle) in
+        [(&text, "not a pcap or pcapng file"), (&empty, "empty file"), (&missing, "cannot open")]
+    {
         let out = mnpflow().arg("flows").arg(path).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8(out.stderr).unwrap();
@@ -73,10 +88,24 @@ fn synth_is_deterministic_and_the_bundled_capture_is_its_output() {
     let status = mnpflow().args(["synth", "--snaplen", "200", "-o"]).arg(&a).status().unwrap();
     assert!(status.success());
     let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
-    assert!(std::fs::read(&a).unwrap() == std::fs::read(&bundled).unwrap(), "captures/demo.pcap is not `mnpflow synth --snaplen 200`");
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&bundled).unwrap(),
+        "captures/demo.pcap is not `mnpflow synth --snaplen 200`"
+    );
     let truth = std::fs::read_to_string(dir.path().join("a.truth.csv")).unwrap();
     assert!(truth.starts_with("label,kind,proto,orig_h,orig_p,resp_h,resp_p,start\n"));
-    for kind in ["portscan", "synflood", "ssh-bruteforce", "cnc-beacon", "exfiltration", "web", "dns", "ntp", "ssh", "iot-heartbeat"] {
+    for kind in [
+        "portscan",
+        "synflood",
+        "ssh-bruteforce",
+        "cnc-beacon",
+        "exfiltration",
+        "web",
+        "dns",
+        "ntp",
+        "ssh",
+        "iot-heartbeat",
+    ] {
         assert!(truth.contains(&format!(",{kind},")), "no {kind} in truth");
     }
 }
@@ -115,14 +144,30 @@ fn eval_scenario_reports_every_method_and_exports_the_rows() {
     assert!(out.status.success(), "{stderr}");
     // 1kxun: 120 of 204 kept, 60 train; portscan 29 kept, 14 train, 3 labeled (20 %, rounded
     // up); dosattack 40 kept, all 20 of its second half in the test only.
-    assert!(stderr.contains("train 74 flows (14 attacks, 3 labeled), test 95 flows (35 attacks, 20 of unseen kinds)"), "{stderr}");
-    for want in ["| mnpflow train |", "| mnpflow default, no labels (cold start) |", "TPR at 1% FPR", "synflood (unseen)"] {
+    assert!(
+        stderr.contains(
+            "train 74 flows (14 attacks, 3 labeled), test 95 flows (35 attacks, 20 of unseen kinds)"
+        ),
+        "{stderr}"
+    );
+    for want in [
+        "| mnpflow train |",
+        "| mnpflow default, no labels (cold start) |",
+        "TPR at 1% FPR",
+        "synflood (unseen)",
+    ] {
         assert!(stdout.contains(want), "no {want:?} in\n{stdout}");
     }
     let train = std::fs::read_to_string(export.join("small.seed42.train.csv")).unwrap();
-    assert!(train.starts_with("dur,proto=3pc,") && train.lines().next().unwrap().ends_with(",labeled,label,kind,unseen"));
+    assert!(
+        train.starts_with("dur,proto=3pc,")
+            && train.lines().next().unwrap().ends_with(",labeled,label,kind,unseen")
+    );
     assert_eq!(train.lines().count(), 1 + 74);
-    assert_eq!(std::fs::read_to_string(export.join("small.seed42.test.csv")).unwrap().lines().count(), 1 + 95);
+    assert_eq!(
+        std::fs::read_to_string(export.join("small.seed42.test.csv")).unwrap().lines().count(),
+        1 + 95
+    );
 
     // The bundled scenarios: every capture they name is there.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
@@ -158,9 +203,12 @@ fn scenario_rows_of_a_capture_are_its_own_flows() {
     .unwrap();
     let sc = mnpflow::scenario::Scenario::load(&file, &FlowConfig::default()).unwrap();
     let mut alone: Vec<(mnpflow::capture::Timestamp, Vec<f32>)> = Vec::new();
-    offline::encoded_rows([CaptureFile::open(data.join("chrissanders/portscan.pcap"))], SchemaKind::Unsw, &FlowConfig::default(), |r, row| {
-        alone.push((r.first_ts, row.to_vec()))
-    })
+    offline::encoded_rows(
+        [CaptureFile::open(data.join("chrissanders/portscan.pcap"))],
+        SchemaKind::Unsw,
+        &FlowConfig::default(),
+        |r, row| alone.push((r.first_ts, row.to_vec())),
+    )
     .unwrap();
     alone.sort_by_key(|r| r.0);
     let alone: Vec<f32> = alone.into_iter().flat_map(|r| r.1).collect();

@@ -30,7 +30,8 @@ fn write_trace(name: &str, pkts: &[P]) -> std::path::PathBuf {
     let mut w = PcapWriter::new(std::fs::File::create(&path).unwrap(), LinkType::Ethernet).unwrap();
     for &(from_client, flags, seq, ack, len, t_ms) in pkts {
         let (src, dst, sp, dp) = if from_client { (C, S, 40000, 80) } else { (S, C, 80, 40000) };
-        let mut b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).tcp(sp, dp, seq, 1000);
+        let mut b =
+            PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).tcp(sp, dp, seq, 1000);
         if flags & SYN != 0 {
             b = b.syn();
         }
@@ -48,7 +49,8 @@ fn write_trace(name: &str, pkts: &[P]) -> std::path::PathBuf {
         }
         let mut v = Vec::new();
         b.write(&mut v, &vec![b'x'; len]).unwrap();
-        w.write(Timestamp(1_700_000_000_000_000_000 + t_ms * 1_000_000), &v, v.len() as u32).unwrap();
+        w.write(Timestamp(1_700_000_000_000_000_000 + t_ms * 1_000_000), &v, v.len() as u32)
+            .unwrap();
     }
     drop(w);
     path
@@ -65,8 +67,24 @@ fn one_flow(name: &str, pkts: &[P]) -> FlowRecord {
 fn crafted_edge_traces() {
     let cases: Vec<(&str, Vec<P>, &str, &str, &str, u64, u64)> = vec![
         ("syn-only", vec![(true, SYN, 100, 0, 0, 0)], "S", "S0", "REQ", 0, 0),
-        ("syn-then-rst", vec![(true, SYN, 100, 0, 0, 0), (true, RST, 101, 0, 0, 5)], "SR", "RSTOS0", "RST", 0, 0),
-        ("syn-rejected", vec![(true, SYN, 100, 0, 0, 0), (false, RST | ACK, 0, 101, 0, 1)], "Sr", "REJ", "RST", 0, 0),
+        (
+            "syn-then-rst",
+            vec![(true, SYN, 100, 0, 0, 0), (true, RST, 101, 0, 0, 5)],
+            "SR",
+            "RSTOS0",
+            "RST",
+            0,
+            0,
+        ),
+        (
+            "syn-rejected",
+            vec![(true, SYN, 100, 0, 0, 0), (false, RST | ACK, 0, 101, 0, 1)],
+            "Sr",
+            "REJ",
+            "RST",
+            0,
+            0,
+        ),
         (
             "fin-both-ways",
             vec![
@@ -89,7 +107,12 @@ fn crafted_edge_traces() {
         ),
         (
             "established-open",
-            vec![(true, SYN, 100, 0, 0, 0), (false, SYN | ACK, 500, 101, 0, 10), (true, ACK, 101, 501, 0, 20), (true, PSH | ACK, 101, 501, 10, 30)],
+            vec![
+                (true, SYN, 100, 0, 0, 0),
+                (false, SYN | ACK, 500, 101, 0, 10),
+                (true, ACK, 101, 501, 0, 20),
+                (true, PSH | ACK, 101, 501, 10, 30),
+            ],
             "ShAD",
             "S1",
             "CON",
@@ -98,7 +121,11 @@ fn crafted_edge_traces() {
         ),
         (
             "synack-seen-first",
-            vec![(false, SYN | ACK, 500, 101, 0, 0), (true, ACK, 101, 501, 0, 10), (true, PSH | ACK, 101, 501, 20, 20)],
+            vec![
+                (false, SYN | ACK, 500, 101, 0, 0),
+                (true, ACK, 101, 501, 0, 10),
+                (true, PSH | ACK, 101, 501, 20, 20),
+            ],
             "^hAD",
             "OTH",
             "ACC",
@@ -107,17 +134,34 @@ fn crafted_edge_traces() {
         ),
         (
             "missing-syn",
-            vec![(true, PSH | ACK, 1000, 2000, 100, 0), (false, PSH | ACK, 2000, 1100, 50, 10), (true, ACK, 1100, 2050, 0, 20)],
+            vec![
+                (true, PSH | ACK, 1000, 2000, 100, 0),
+                (false, PSH | ACK, 2000, 1100, 50, 10),
+                (true, ACK, 1100, 2050, 0, 20),
+            ],
             "DdA",
             "OTH",
             "CON",
             100,
             50,
         ),
-        ("half-open-fin", vec![(true, SYN, 100, 0, 0, 0), (true, FIN, 101, 0, 0, 10)], "SF", "SH", "CLO", 0, 0),
+        (
+            "half-open-fin",
+            vec![(true, SYN, 100, 0, 0, 0), (true, FIN, 101, 0, 0, 10)],
+            "SF",
+            "SH",
+            "CLO",
+            0,
+            0,
+        ),
         (
             "orig-aborts",
-            vec![(true, SYN, 100, 0, 0, 0), (false, SYN | ACK, 500, 101, 0, 10), (true, ACK, 101, 501, 0, 20), (true, RST, 101, 0, 0, 30)],
+            vec![
+                (true, SYN, 100, 0, 0, 0),
+                (false, SYN | ACK, 500, 101, 0, 10),
+                (true, ACK, 101, 501, 0, 20),
+                (true, RST, 101, 0, 0, 30),
+            ],
             "ShAR",
             "RSTO",
             "RST",
@@ -141,7 +185,11 @@ fn crafted_edge_traces() {
         ),
         (
             "time-goes-back",
-            vec![(true, SYN, 100, 0, 0, 100), (false, SYN | ACK, 500, 101, 0, 90), (true, ACK, 101, 501, 0, 110)],
+            vec![
+                (true, SYN, 100, 0, 0, 100),
+                (false, SYN | ACK, 500, 101, 0, 90),
+                (true, ACK, 101, 501, 0, 110),
+            ],
             "ShA",
             "S1",
             "CON",
@@ -162,7 +210,11 @@ fn crafted_edge_traces() {
 fn handshake_times_give_tcprtt() {
     let f = one_flow(
         "rtt",
-        &[(true, SYN, 100, 0, 0, 0), (false, SYN | ACK, 500, 101, 0, 30), (true, ACK, 101, 501, 0, 35)],
+        &[
+            (true, SYN, 100, 0, 0, 0),
+            (false, SYN | ACK, 500, 101, 0, 30),
+            (true, ACK, 101, 501, 0, 35),
+        ],
     );
     let synack = f.synack_ts.unwrap().since(f.syn_ts.unwrap());
     let ackdat = f.ack_ts.unwrap().since(f.synack_ts.unwrap());
@@ -178,7 +230,9 @@ fn all_flags_captures_golden() {
         let (flows, _) = flows_of(&[shared(&format!("captures/{cap}"))]);
         let mut dist: BTreeMap<(String, &str, &str), usize> = BTreeMap::new();
         for f in &flows {
-            *dist.entry((f.history.as_str().to_owned(), f.conn_state().as_str(), argus_state(f))).or_default() += 1;
+            *dist
+                .entry((f.history.as_str().to_owned(), f.conn_state().as_str(), argus_state(f)))
+                .or_default() += 1;
         }
         out += &format!("## {cap}: {} flows\n", flows.len());
         for ((h, c, s), n) in dist {

@@ -40,7 +40,13 @@ fn kill_9_during_writes_loses_no_acknowledged_label() {
     let mut next = 0u64;
     for round in 0..15 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "feedback::label_writer_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "feedback::label_writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("MNPFLOW_LABEL_CHILD_DIR", dir.path())
             .env("MNPFLOW_LABEL_CHILD_START", next.to_string())
             .stdout(Stdio::piped())
@@ -61,10 +67,17 @@ fn kill_9_during_writes_loses_no_acknowledged_label() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        let acked = acked.unwrap_or_else(|| panic!("round {round}: the writer acknowledged nothing"));
-        let store = LabelStore::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
+        let acked =
+            acked.unwrap_or_else(|| panic!("round {round}: the writer acknowledged nothing"));
+        let store = LabelStore::open(dir.path())
+            .unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
         let labels = store.labels();
-        assert!(labels.len() as u64 > acked, "round {round}: {} labels stored, {} acknowledged", labels.len(), acked + 1);
+        assert!(
+            labels.len() as u64 > acked,
+            "round {round}: {} labels stored, {} acknowledged",
+            labels.len(),
+            acked + 1
+        );
         for (i, l) in labels.iter().enumerate() {
             assert_eq!(l, &label(i as u64), "round {round}: label {i} differs");
         }

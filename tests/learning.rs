@@ -3,11 +3,11 @@
 //! and the normal-likelihood weights resist attacks mixed into the unlabeled traffic.
 
 use burn::tensor::Device;
-use mnpflow::feedback::retrain::{Current, LearnConfig, retrain};
-use mnpflow::feedback::{Label, Verdict};
 use mnpflow::features::encode::{EncodeStats, RowEncoder};
 use mnpflow::features::tables::Scaler;
 use mnpflow::features::{self, SchemaKind};
+use mnpflow::feedback::retrain::{Current, LearnConfig, retrain};
+use mnpflow::feedback::{Label, Verdict};
 use mnpflow::flow::{FlowConfig, FlowRecord};
 use mnpflow::model::eval::{mean_std, metrics};
 use mnpflow::model::score::CpuScorer;
@@ -31,7 +31,9 @@ fn truth_of(kinds: &[&str]) -> Truth {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines = text.lines();
     let mut keep = vec![lines.next().unwrap().to_string()];
-    keep.extend(lines.filter(|l| kinds.iter().any(|k| l.split(',').nth(1) == Some(k))).map(str::to_string));
+    keep.extend(
+        lines.filter(|l| kinds.iter().any(|k| l.split(',').nth(1) == Some(k))).map(str::to_string),
+    );
     Truth::parse(&path, &keep.join("\n")).unwrap()
 }
 
@@ -52,7 +54,13 @@ fn demo_flows() -> Flows {
         rows.resize(at + d, 0.0);
         encoder.encode(&columns, &cells, &mut rows[at..], &mut stats);
         recs.push(*r);
-        kind.push(truths.iter().find(|(_, t)| t.is_attack(r)).map(|(k, _)| k.to_string()).unwrap_or_default());
+        kind.push(
+            truths
+                .iter()
+                .find(|(_, t)| t.is_attack(r))
+                .map(|(k, _)| k.to_string())
+                .unwrap_or_default(),
+        );
     })
     .unwrap();
     Flows { recs, rows, kind, d, fingerprint }
@@ -71,7 +79,12 @@ fn label(f: &Flows, i: usize) -> Label {
     }
 }
 
-fn scores(model: &mnpflow::model::mnpwad::Mnpwad, scaler: &Scaler, f: &Flows, idx: &[usize]) -> Vec<f32> {
+fn scores(
+    model: &mnpflow::model::mnpwad::Mnpwad,
+    scaler: &Scaler,
+    f: &Flows,
+    idx: &[usize],
+) -> Vec<f32> {
     let mut out = vec![0.0; idx.len()];
     CpuScorer::new(model).score_into(&scaler.transform(&f.rows, f.d, idx), &mut out);
     out
@@ -85,25 +98,41 @@ fn scores(model: &mnpflow::model::mnpwad::Mnpwad, scaler: &Scaler, f: &Flows, id
 fn labeling_a_recurring_attack_raises_auc_pr_on_its_later_flows() {
     let f = demo_flows();
     // The model in service knows the scan and the flood; the brute force is unlabeled.
-    let b = bootstrap::train_on_captures(&[repo("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth_of(&["portscan", "synflood"])), &BootstrapConfig::default(), 0.01, false)
-        .unwrap();
+    let b = bootstrap::train_on_captures(
+        &[repo("captures/demo.pcap")],
+        &FlowConfig::default(),
+        SchemaKind::Unsw,
+        Some(&truth_of(&["portscan", "synflood"])),
+        &BootstrapConfig::default(),
+        0.01,
+        false,
+    )
+    .unwrap();
     let path = std::env::temp_dir().join(format!("mnpflow-learning-{}.mnp", std::process::id()));
     b.artifact.save(&path).unwrap();
     let model = b.artifact.to_model(&path, &Device::flex()).unwrap();
     let _ = std::fs::remove_file(&path);
 
-    let mut brute: Vec<usize> = (0..f.recs.len()).filter(|&i| f.kind[i] == "ssh-bruteforce").collect();
+    let mut brute: Vec<usize> =
+        (0..f.recs.len()).filter(|&i| f.kind[i] == "ssh-bruteforce").collect();
     brute.sort_by_key(|&i| f.recs[i].first_ts);
     assert_eq!(brute.len(), 40);
     let labeled = &brute[..5];
     let after = f.recs[labeled[4]].first_ts;
     // Later flows: the rest of the brute force against normal traffic of the same period.
-    let later: Vec<usize> = (0..f.recs.len()).filter(|&i| f.recs[i].first_ts > after && (f.kind[i].is_empty() || f.kind[i] == "ssh-bruteforce")).collect();
+    let later: Vec<usize> = (0..f.recs.len())
+        .filter(|&i| {
+            f.recs[i].first_ts > after && (f.kind[i].is_empty() || f.kind[i] == "ssh-bruteforce")
+        })
+        .collect();
     let y: Vec<u8> = later.iter().map(|&i| (f.kind[i] == "ssh-bruteforce") as u8).collect();
     assert!(y.iter().filter(|&&v| v == 1).count() >= 30);
 
     // The reservoir: the traffic seen until the labels came (unlabeled, attacks and all).
-    let recent: Vec<f32> = (0..f.recs.len()).filter(|&i| f.recs[i].first_ts <= after).flat_map(|i| f.rows[i * f.d..(i + 1) * f.d].to_vec()).collect();
+    let recent: Vec<f32> = (0..f.recs.len())
+        .filter(|&i| f.recs[i].first_ts <= after)
+        .flat_map(|i| f.rows[i * f.d..(i + 1) * f.d].to_vec())
+        .collect();
     let labels: Vec<Label> = labeled.iter().map(|&i| label(&f, i)).collect();
     let cfg = LearnConfig { min_rows: 100, ..LearnConfig::default() };
     let cur = Current { artifact: &b.artifact, model: &model, cut: b.cut };
@@ -120,7 +149,12 @@ fn labeling_a_recurring_attack_raises_auc_pr_on_its_later_flows() {
         after_fb.auc_roc,
         r.decision.rule
     );
-    assert!(after_fb.auc_pr >= before.auc_pr + 0.2, "AUC-PR {:.4} -> {:.4}", before.auc_pr, after_fb.auc_pr);
+    assert!(
+        after_fb.auc_pr >= before.auc_pr + 0.2,
+        "AUC-PR {:.4} -> {:.4}",
+        before.auc_pr,
+        after_fb.auc_pr
+    );
     assert!(r.decision.promote, "{}", r.decision.rule);
 }
 
@@ -135,18 +169,40 @@ fn contaminated_unlabeled_traffic_with_and_without_weights() {
     let f = demo_flows();
     let n = f.recs.len();
     let all: Vec<usize> = (0..n).collect();
-    let scaler = Scaler::fit(&f.rows, f.d, &all, &all, &mnpflow::features::SchemaKind::Unsw.schema().encoded_preps(Default::default()));
+    let scaler = Scaler::fit(
+        &f.rows,
+        f.d,
+        &all,
+        &all,
+        &mnpflow::features::SchemaKind::Unsw.schema().encoded_preps(Default::default()),
+    );
     let y: Vec<u8> = f.kind.iter().map(|k| (!k.is_empty()) as u8).collect();
     let contamination = f.kind.iter().filter(|k| !k.is_empty()).count();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for seed in 0..3u64 {
-        let labeled: Vec<usize> = (0..n).filter(|&i| f.kind[i] == "synflood" && (i + seed as usize).is_multiple_of(10)).collect();
+        let labeled: Vec<usize> = (0..n)
+            .filter(|&i| f.kind[i] == "synflood" && (i + seed as usize).is_multiple_of(10))
+            .collect();
         let unlabeled: Vec<usize> = all.iter().copied().filter(|i| !labeled.contains(i)).collect();
         let u = scaler.transform(&f.rows, f.d, &unlabeled);
         let a = scaler.transform(&f.rows, f.d, &labeled);
-        let data = TrainData { d: scaler.width(), unlabeled: &u, anomalies: &a, trusted_normal: 0, val: None };
+        let data = TrainData {
+            d: scaler.width(),
+            unlabeled: &u,
+            anomalies: &a,
+            trusted_normal: 0,
+            val: None,
+        };
         for (ablate, out) in [(vec![], &mut with), (vec![Ablation::Weights], &mut without)] {
-            let tc = TrainConfig { max_epochs: 20, pretrain_epochs: 15, batches_per_epoch: 32, n_prototypes: Some(3), seed: 42 + seed, ablate, ..TrainConfig::default() };
+            let tc = TrainConfig {
+                max_epochs: 20,
+                pretrain_epochs: 15,
+                batches_per_epoch: 32,
+                n_prototypes: Some(3),
+                seed: 42 + seed,
+                ablate,
+                ..TrainConfig::default()
+            };
             let t = train(&data, &tc, &Device::flex(), false).unwrap();
             // Judged on the flows the model was not told about.
             let s = scores(&t.model, &scaler, &f, &unlabeled);

@@ -25,10 +25,21 @@ impl Netns {
         let n = Netns { a: format!("mnpA{id}"), b: format!("mnpB{id}") };
         ip(&["netns", "add", &n.a]);
         ip(&["netns", "add", &n.b]);
-        ip(&["link", "add", &format!("va{id}"), "type", "veth", "peer", "name", &format!("vb{id}")]);
+        ip(&[
+            "link",
+            "add",
+            &format!("va{id}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("vb{id}"),
+        ]);
         ip(&["link", "set", &format!("va{id}"), "netns", &n.a]);
         ip(&["link", "set", &format!("vb{id}"), "netns", &n.b]);
-        for (ns, dev, addr) in [(&n.a, format!("va{id}"), "10.213.0.1/24"), (&n.b, format!("vb{id}"), "10.213.0.2/24")] {
+        for (ns, dev, addr) in
+            [(&n.a, format!("va{id}"), "10.213.0.1/24"), (&n.b, format!("vb{id}"), "10.213.0.2/24")]
+        {
             ip(&["-n", ns, "addr", "add", addr, "dev", &dev]);
             ip(&["-n", ns, "link", "set", &dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -54,7 +65,11 @@ impl Drop for Netns {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 #[test]
@@ -67,7 +82,19 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
     let child = ns
         .exec(&ns.a)
         .arg(bin)
-        .args(["live", "--interface", &ns.dev_a(), "--filter", "ip", "--flows", "jsonl", "--threshold", "5%", "--rules", "none"])
+        .args([
+            "live",
+            "--interface",
+            &ns.dev_a(),
+            "--filter",
+            "ip",
+            "--flows",
+            "jsonl",
+            "--threshold",
+            "5%",
+            "--rules",
+            "none",
+        ])
         .arg("--model")
         .arg(model_path)
         .arg("--output-dir")
@@ -77,9 +104,15 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // A listener in A for one real conversation; the scan's other ports answer RST.
-    let mut listener = ns.exec(&ns.a).args(["nc", "-l", "-p", "8080"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut listener =
+        ns.exec(&ns.a).args(["nc", "-l", "-p", "8080"]).stdout(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let st = ns.exec(&ns.b).args(["ping", "-c", "3", "-i", "0.2", "10.213.0.1"]).stdout(Stdio::null()).status().unwrap();
+    let st = ns
+        .exec(&ns.b)
+        .args(["ping", "-c", "3", "-i", "0.2", "10.213.0.1"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(st.success(), "ping between the namespaces failed");
     let scan = "for p in $(seq 20 59); do timeout 0.3 bash -c \"echo > /dev/tcp/10.213.0.1/$p\" 2>/dev/null; done; \
                 echo hello | timeout 2 nc -q 0 10.213.0.1 8080 || true";
@@ -96,14 +129,21 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{err}");
     let flows = std::fs::read_to_string(out_dir.path().join("flows.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = flows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> =
+        flows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let icmp: Vec<&serde_json::Value> = rows.iter().filter(|r| r["proto"] == "icmp").collect();
     assert_eq!(icmp.len(), 1, "one ping flow: {flows}");
     assert_eq!(icmp[0]["end_reason"], "idle", "the ping flow ends on the wall clock: {}", icmp[0]);
     assert_eq!(icmp[0]["spkts"].as_u64(), Some(3));
-    let scanned: std::collections::BTreeSet<u64> =
-        rows.iter().filter(|r| r["proto"] == "tcp" && r["srcip"] == "10.213.0.2").filter_map(|r| r["dsport"].as_u64()).collect();
-    assert!((20..60).all(|p| scanned.contains(&p)) && scanned.contains(&8080), "scan flows: {scanned:?}");
+    let scanned: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .filter(|r| r["proto"] == "tcp" && r["srcip"] == "10.213.0.2")
+        .filter_map(|r| r["dsport"].as_u64())
+        .collect();
+    assert!(
+        (20..60).all(|p| scanned.contains(&p)) && scanned.contains(&8080),
+        "scan flows: {scanned:?}"
+    );
     let alerts = std::fs::read_to_string(out_dir.path().join("alerts.jsonl")).unwrap();
     assert!(!alerts.is_empty(), "no alert; stderr: {err}");
     assert!(err.contains("capture: 0 kernel"), "{err}");
@@ -130,7 +170,13 @@ fn live_bad_input_is_one_clear_line() {
     assert!(is_root(), "the live tests run as root (the unprivileged case switches to nobody)");
     {
         let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
             .arg(env!("CARGO_BIN_EXE_mnpflow"))
             .args(["live", "--interface", "lo", "--model", &m])
             .output()
@@ -138,6 +184,9 @@ fn live_bad_input_is_one_clear_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains("interface lo: cannot capture") && err.contains("no permission"), "{err}");
+        assert!(
+            err.contains("interface lo: cannot capture") && err.contains("no permission"),
+            "{err}"
+        );
     }
 }

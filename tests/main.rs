@@ -6,13 +6,13 @@ mod cli;
 mod conn_state;
 mod feedback;
 mod learning;
+#[cfg(feature = "live")]
+mod live;
 mod model;
 mod replay;
 mod robustness;
 mod sensor_loop;
 mod stream;
-#[cfg(feature = "live")]
-mod live;
+mod util;
 #[cfg(feature = "wgpu")]
 mod wgpu;
-mod util;

@@ -16,7 +16,12 @@ fn every_shared_capture_goes_through_and_conserves_packets() {
         let (flows, stats) = flows_of(std::slice::from_ref(&path));
         assert!(stats.warnings.is_empty(), "{}: {:?}", path.display(), stats.warnings);
         let in_flows: u64 = flows.iter().map(|f| f.orig.pkts + f.resp.pkts).sum();
-        assert_eq!(in_flows, stats.decode.decoded - stats.flow.orphan_fragments, "{}", path.display());
+        assert_eq!(
+            in_flows,
+            stats.decode.decoded - stats.flow.orphan_fragments,
+            "{}",
+            path.display()
+        );
         assert_eq!(flows.len() as u64, stats.flow.exported_total());
         let mut ids: Vec<u64> = flows.iter().map(|f| f.id).collect();
         ids.sort_unstable();
@@ -106,7 +111,9 @@ fn ipv6_fragments_join_their_flow() {
 fn time_going_backwards_is_counted_not_corrupting() {
     let (flows, stats) = flows_of(&[shared("captures/ndpi/sites.pcapng")]);
     assert!(stats.flow.time_backwards > 0);
-    assert!(flows.iter().all(|f| f.duration_secs() >= 0.0 && f.orig.ipt_ms.mean >= 0.0 && f.resp.ipt_ms.mean >= 0.0));
+    assert!(flows.iter().all(|f| f.duration_secs() >= 0.0
+        && f.orig.ipt_ms.mean >= 0.0
+        && f.resp.ipt_ms.mean >= 0.0));
 }
 
 /// `ndpi/malware.pcap` concatenates captures years apart (time jumps forward): open flows

@@ -73,7 +73,13 @@ fn mutate(rng: &mut Rng, frame: &mut Vec<u8>) {
 #[test]
 fn mutated_frames_never_panic_and_conserve_packets() {
     let mut rng = Rng::new(2026);
-    let links = [LinkType::Ethernet, LinkType::Raw, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Null];
+    let links = [
+        LinkType::Ethernet,
+        LinkType::Raw,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Null,
+    ];
     let mut decoded = 0u64;
     let mut in_flows = 0u64;
     let mut orphans = 0u64;
@@ -92,10 +98,19 @@ fn mutated_frames_never_panic_and_conserve_packets() {
             for (ts, link, frame) in &base {
                 let mut f = frame.clone();
                 mutate(&mut rng, &mut f);
-                let link = if round % 5 == 4 { links[rng.range(0, links.len() as u64) as usize] } else { *link };
+                let link = if round % 5 == 4 {
+                    links[rng.range(0, links.len() as u64) as usize]
+                } else {
+                    *link
+                };
                 // Timestamps jitter, sometimes wildly.
                 let ts = if rng.range(0, 20) == 0 { Timestamp(rng.next_u64() as i64) } else { *ts };
-                let raw = RawPacket { ts, link, wire_len: f.len() as u32 + rng.range(0, 3) as u32 * 1000, data: &f };
+                let raw = RawPacket {
+                    ts,
+                    link,
+                    wire_len: f.len() as u32 + rng.range(0, 3) as u32 * 1000,
+                    data: &f,
+                };
                 if let Ok(meta) = decode(&raw) {
                     decoded += 1;
                     table.process(&meta, &mut sink);
@@ -125,7 +140,9 @@ fn mutated_capture_files_never_panic() {
             if rng.range(0, 3) == 0 {
                 bytes.truncate(rng.range(0, bytes.len() as u64) as usize);
             }
-            if let Ok(mut cf) = CaptureFile::from_reader(Path::new("mutated"), Box::new(Cursor::new(bytes))) {
+            if let Ok(mut cf) =
+                CaptureFile::from_reader(Path::new("mutated"), Box::new(Cursor::new(bytes)))
+            {
                 let mut n = 0;
                 while let Ok(Some(p)) = cf.next_packet() {
                     let _ = decode(&p);

@@ -48,13 +48,22 @@ impl Sensor {
                         return l;
                     }
                 }
-                Err(_) => panic!("no line with {pat:?} within {secs} s; the sensor said:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line with {pat:?} within {secs} s; the sensor said:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
 
     fn interrupt(&self) {
-        assert!(Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// Waits for exit; returns the whole standard error.
@@ -84,9 +93,21 @@ fn data(dir: &Path, rel: &str) -> PathBuf {
 
 /// `mnpflow replay OPTIONS --model (the test model) --output-dir OUT --data-dir STATE` on
 /// the bundled capture.
-fn replay_demo<I: AsRef<std::ffi::OsStr>>(options: impl IntoIterator<Item = I>, out: &Path, state: &Path) -> Command {
+fn replay_demo<I: AsRef<std::ffi::OsStr>>(
+    options: impl IntoIterator<Item = I>,
+    out: &Path,
+    state: &Path,
+) -> Command {
     let mut c = mnpflow();
-    c.arg("replay").args(options).arg("--model").arg(&model().0).arg("--output-dir").arg(out).arg("--data-dir").arg(state).arg(repo("captures/demo.pcap"));
+    c.arg("replay")
+        .args(options)
+        .arg("--model")
+        .arg(&model().0)
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(state)
+        .arg(repo("captures/demo.pcap"));
     c
 }
 
@@ -99,7 +120,9 @@ fn brute_force_labels(k: usize) -> String {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines = text.lines();
     let mut keep = vec![lines.next().unwrap().to_string()];
-    keep.extend(lines.filter(|l| l.split(',').nth(1) == Some("ssh-bruteforce")).map(str::to_string));
+    keep.extend(
+        lines.filter(|l| l.split(',').nth(1) == Some("ssh-bruteforce")).map(str::to_string),
+    );
     let truth = mnpflow::pipeline::bootstrap::Truth::parse(&path, &keep.join("\n")).unwrap();
     let mut ex = features::extractor(SchemaKind::Unsw, 0);
     let enc = RowEncoder::new(ex.schema());
@@ -108,20 +131,33 @@ fn brute_force_labels(k: usize) -> String {
     let mut cells = Vec::new();
     let mut stats = EncodeStats::default();
     let mut out = Vec::new();
-    mnpflow::pipeline::offline::run_files(&[repo("captures/demo.pcap")], &FlowConfig::default(), |r| {
-        if truth.is_attack(r) {
-            ex.extract(r, &mut cells);
-            let mut row = vec![0.0; enc.width()];
-            enc.encode(&columns, &cells, &mut row, &mut stats);
-            out.push((r.first_ts, mnpflow::features::uid(r), row));
-        }
-    })
+    mnpflow::pipeline::offline::run_files(
+        &[repo("captures/demo.pcap")],
+        &FlowConfig::default(),
+        |r| {
+            if truth.is_attack(r) {
+                ex.extract(r, &mut cells);
+                let mut row = vec![0.0; enc.width()];
+                enc.encode(&columns, &cells, &mut row, &mut stats);
+                out.push((r.first_ts, mnpflow::features::uid(r), row));
+            }
+        },
+    )
     .unwrap();
     out.sort_by_key(|(t, _, _)| *t);
     out.iter()
         .take(k)
         .map(|(_, uid, row)| {
-            let l = Label { uid: uid.clone(), community_id: String::new(), verdict: Verdict::Attack, by: "analyst".into(), at: 0.0, note: "brute force".into(), schema: fp.clone(), features: row.clone() };
+            let l = Label {
+                uid: uid.clone(),
+                community_id: String::new(),
+                verdict: Verdict::Attack,
+                by: "analyst".into(),
+                at: 0.0,
+                note: "brute force".into(),
+                schema: fp.clone(),
+                features: row.clone(),
+            };
             serde_json::to_string(&l).unwrap() + "\n"
         })
         .collect()
@@ -159,26 +195,51 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     std::fs::write(&cfg, "[learn]\ninterval = 3600.0\nafter_labels = 5\nmin_rows = 200\n").unwrap();
     let labels = data(dir.path(), "labels.jsonl");
     std::fs::write(&labels, brute_force_labels(6)).unwrap();
-    let options = ["--speed", "25x", "--learn", "--flows", "csv", "--rules", "none", "--config", cfg.to_str().unwrap()];
+    let options = [
+        "--speed",
+        "25x",
+        "--learn",
+        "--flows",
+        "csv",
+        "--rules",
+        "none",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
     let mut s = Sensor::start(&mut replay_demo(options, &out, &state));
     s.wait_for("as model v1", 60);
     // Let the reservoir fill (200 flows), then the analyst's labels arrive.
     std::thread::sleep(Duration::from_millis(2500));
-    let imported = mnpflow().args(["labels", "import"]).arg(&labels).arg("--data-dir").arg(&state).output().unwrap();
+    let imported = mnpflow()
+        .args(["labels", "import"])
+        .arg(&labels)
+        .arg("--data-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
     let promoted = s.wait_for("now model v2", 30);
     assert!(promoted.contains("promoted: candidate AUC-PR"), "{promoted}");
     // Roll back once v2 has alerted (the SYN flood, a few seconds on).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(out.join("alerts.jsonl")).unwrap_or_default().contains("\"registry_version\":2") {
+    while !std::fs::read_to_string(out.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .contains("\"registry_version\":2")
+    {
         assert!(Instant::now() < deadline, "v2 raised no alert");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let rb = mnpflow().args(["models", "rollback", "1"]).arg("--data-dir").arg(&state).output().unwrap();
+    let rb =
+        mnpflow().args(["models", "rollback", "1"]).arg("--data-dir").arg(&state).output().unwrap();
     assert!(rb.status.success(), "{}", String::from_utf8_lossy(&rb.stderr));
     s.wait_for("model v1 is current", 10);
     // An analyst asks for a retrain from scratch: the loop takes it and decides.
-    let rq = mnpflow().args(["models", "retrain", "--scratch"]).arg("--data-dir").arg(&state).output().unwrap();
+    let rq = mnpflow()
+        .args(["models", "retrain", "--scratch"])
+        .arg("--data-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
     assert!(rq.status.success(), "{}", String::from_utf8_lossy(&rq.stderr));
     s.wait_for("retraining on request (from scratch)", 10);
     let decided = s.wait_for("candidate trained in", 30);
@@ -194,7 +255,10 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     assert_eq!(uids.len(), offline.len(), "flows lost or added across the swaps");
     // Alerts name their model: v1, then v2, then v1 again.
     let v = alert_versions(&out.join("alerts.jsonl"));
-    let first2 = v.iter().position(|&x| x == 2).unwrap_or_else(|| panic!("no alert scored by v2: {v:?}\n{err}"));
+    let first2 = v
+        .iter()
+        .position(|&x| x == 2)
+        .unwrap_or_else(|| panic!("no alert scored by v2: {v:?}\n{err}"));
     assert!(v[..first2].iter().all(|&x| x == 1), "{v:?}");
     assert!(v[first2..].contains(&1), "no alert after the rollback: {v:?}");
     let reg = Registry::open(&state).unwrap();
@@ -203,7 +267,10 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     assert_eq!(v2.parent, Some(1));
     assert!(v2.cut.is_some() && v2.validation.iter().any(|(k, _)| k == "auc_pr"), "{v2:?}");
     let journal = std::fs::read_to_string(state.join("learn.log")).unwrap();
-    assert!(journal.contains("\"promoted\":true") && journal.contains("held_back_attacks"), "{journal}");
+    assert!(
+        journal.contains("\"promoted\":true") && journal.contains("held_back_attacks"),
+        "{journal}"
+    );
 }
 
 /// Rules change under a running sensor: a file that does not parse is refused with its file
@@ -212,15 +279,34 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
 #[test]
 fn rules_reload_while_running_and_indicators_label_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, state, rules) = (data(dir.path(), "out"), data(dir.path(), "state"), data(dir.path(), "rules"));
+    let (out, state, rules) =
+        (data(dir.path(), "out"), data(dir.path(), "state"), data(dir.path(), "rules"));
     std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(rules.join("a.toml"), "[[suppress]]\nreason = \"dns\"\ndest_port = 53\n").unwrap();
-    let mut s = Sensor::start(&mut replay_demo(["--speed", "30x", "--threshold", "0.5", "--rules", rules.to_str().unwrap()], &out, &state));
+    std::fs::write(rules.join("a.toml"), "[[suppress]]\nreason = \"dns\"\ndest_port = 53\n")
+        .unwrap();
+    let mut s = Sensor::start(&mut replay_demo(
+        ["--speed", "30x", "--threshold", "0.5", "--rules", rules.to_str().unwrap()],
+        &out,
+        &state,
+    ));
     std::thread::sleep(Duration::from_millis(1000));
-    std::fs::write(rules.join("b.toml"), "# C2\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"185.100.87.999\"\n").unwrap();
+    std::fs::write(
+        rules.join("b.toml"),
+        "# C2\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"185.100.87.999\"\n",
+    )
+    .unwrap();
     let refused = s.wait_for("rules     refused", 10);
-    assert!(refused.contains("b.toml:2") && refused.contains("185.100.87.999") && refused.contains("stay"), "{refused}");
-    std::fs::write(rules.join("b.toml"), "# C2\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"185.100.87.9\"\n").unwrap();
+    assert!(
+        refused.contains("b.toml:2")
+            && refused.contains("185.100.87.999")
+            && refused.contains("stay"),
+        "{refused}"
+    );
+    std::fs::write(
+        rules.join("b.toml"),
+        "# C2\n[[indicator]]\nreason = \"c2\"\ndest_cidr = \"185.100.87.9\"\n",
+    )
+    .unwrap();
     let reloaded = s.wait_for("rules     reloaded", 10);
     assert!(reloaded.contains("1 suppression rules, 1 indicators"), "{reloaded}");
     let err = s.finish();
@@ -246,7 +332,13 @@ fn page_sensor(extra: &[&str], state: &Path, out: &Path) -> (Sensor, String, u16
     let mut s = Sensor::start(&mut cmd);
     let line = s.wait_for("feedback  open ", 60);
     let url = line.split_whitespace().nth(2).unwrap().to_string();
-    let port = url.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().parse().unwrap_or_else(|_| panic!("{line}"));
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"));
     s.wait_for("the page stays up", 60);
     (s, line, port)
 }
@@ -261,7 +353,11 @@ struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        self.head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        })
     }
 }
 
@@ -304,18 +400,35 @@ fn an_alert(port: u16, auth: &str) -> String {
 fn feedback_no_token_is_loopback_only_and_bad_tokens_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = replay_demo(args, dir.path(), dir.path()).env_remove("MNPFLOW_FEEDBACK_TOKEN").output().unwrap();
+        let out = replay_demo(args, dir.path(), dir.path())
+            .env_remove("MNPFLOW_FEEDBACK_TOKEN")
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let err = run(&["--feedback", "0.0.0.0:0", "--feedback-no-token"]);
-    assert!(err.contains("--feedback-no-token is for loopback only") && err.contains("0.0.0.0:0"), "{err}");
-    let err = run(&["--feedback", "127.0.0.1:0", "--feedback-no-token", "--feedback-token", "s3cret-s3cret"]);
+    assert!(
+        err.contains("--feedback-no-token is for loopback only") && err.contains("0.0.0.0:0"),
+        "{err}"
+    );
+    let err = run(&[
+        "--feedback",
+        "127.0.0.1:0",
+        "--feedback-no-token",
+        "--feedback-token",
+        "s3cret-s3cret",
+    ]);
     assert!(err.contains("cannot be used with"), "{err}");
     let err = run(&["--feedback-no-token"]);
     assert!(err.contains("--feedback <ADDR>"), "{err}");
     let err = run(&["--feedback", "127.0.0.1:0", "--feedback-token", "alice:sh0rt"]);
-    assert!(err.contains("feedback token #1") && err.contains("analyst \"alice\"") && !err.contains("sh0rt"), "{err}");
+    assert!(
+        err.contains("feedback token #1")
+            && err.contains("analyst \"alice\"")
+            && !err.contains("sh0rt"),
+        "{err}"
+    );
     assert!(!dir.path().join("feedback.url").exists());
 }
 
@@ -330,7 +443,10 @@ fn feedback_page_refuses_forgery_rebinding_and_requests_without_the_token() {
     let state = data(dir.path(), "state");
     let (s, line, port) = page_sensor(&[], &state, dir.path());
     let url = line.split_whitespace().nth(2).unwrap().to_string();
-    let secret = url.split_once("?token=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("no token in {line}"));
+    let secret = url
+        .split_once("?token=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| panic!("no token in {line}"));
     assert!(secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
     assert!(line.contains("generated"), "{line}");
     let file = state.join("feedback.url");
@@ -355,13 +471,50 @@ fn feedback_page_refuses_forgery_rebinding_and_requests_without_the_token() {
     assert_eq!(a.status, 403, "{}", a.body);
     assert!(a.body.contains("may not change"), "{}", a.body);
     assert_eq!(call(port, "POST", "/api/labels", &[json, evil, &cookie], &benign).status, 403);
-    assert_eq!(call(port, "POST", "/api/labels", &[json, "Origin: null", &cookie], &benign).status, 403);
-    assert_eq!(call(port, "POST", "/api/labels", &[json, &format!("Origin: http://127.0.0.1:{}", port + 1), &cookie], &benign).status, 403);
-    assert_eq!(call(port, "POST", "/api/labels", &[json, "Referer: http://evil.example/page", &cookie], &benign).status, 403);
+    assert_eq!(
+        call(port, "POST", "/api/labels", &[json, "Origin: null", &cookie], &benign).status,
+        403
+    );
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, &format!("Origin: http://127.0.0.1:{}", port + 1), &cookie],
+            &benign
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, "Referer: http://evil.example/page", &cookie],
+            &benign
+        )
+        .status,
+        403
+    );
     let a = call(port, "POST", "/api/labels", &[plain, &ours, &cookie], &benign);
     assert_eq!(a.status, 415, "text/plain even from the page's own origin: {}", a.body);
-    assert_eq!(call(port, "POST", "/api/labels", &["Content-Type: application/x-www-form-urlencoded", &bearer], &benign).status, 415);
-    assert_eq!(call(port, "POST", "/api/labels", &[&bearer], &benign).status, 415, "no Content-Type");
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &["Content-Type: application/x-www-form-urlencoded", &bearer],
+            &benign
+        )
+        .status,
+        415
+    );
+    assert_eq!(
+        call(port, "POST", "/api/labels", &[&bearer], &benign).status,
+        415,
+        "no Content-Type"
+    );
 
     // DNS rebinding: the attacker's name in Host, with or without the token.
     let rebound = format!("Host: evil.example:{port}");
@@ -370,37 +523,83 @@ fn feedback_page_refuses_forgery_rebinding_and_requests_without_the_token() {
         assert_eq!(a.status, 403, "{auth}: {}", a.body);
         assert!(!a.body.contains(&cid) && a.body.contains("evil.example"), "{}", a.body);
     }
-    assert_eq!(send(port, &format!("GET /api/alerts HTTP/1.0\r\n{bearer}\r\n\r\n")).status, 403, "no Host at all");
+    assert_eq!(
+        send(port, &format!("GET /api/alerts HTTP/1.0\r\n{bearer}\r\n\r\n")).status,
+        403,
+        "no Host at all"
+    );
     let a = call(port, "GET", "/api/alerts", &["Host: localhost", &bearer], "");
     assert_eq!(a.status, 200, "localhost is ours: {}", a.body);
 
     // Without the token, or with a wrong one, every path is a 401.
-    for path in ["/", "/index.html", "/page.js", "/page.css", "/api/alerts", "/api/labels", "/api/models", "/nope"] {
-        for auth in ["X-None: 1", "Authorization: Bearer 0123456789abcdef0123456789abcdef", &format!("Cookie: mnpflow_token_{port}=wrong-wrong-wrong")] {
+    for path in [
+        "/",
+        "/index.html",
+        "/page.js",
+        "/page.css",
+        "/api/alerts",
+        "/api/labels",
+        "/api/models",
+        "/nope",
+    ] {
+        for auth in [
+            "X-None: 1",
+            "Authorization: Bearer 0123456789abcdef0123456789abcdef",
+            &format!("Cookie: mnpflow_token_{port}=wrong-wrong-wrong"),
+        ] {
             let a = call(port, "GET", path, &[auth], "");
             assert_eq!(a.status, 401, "GET {path} with {auth}: {}", a.body);
         }
-        assert_eq!(call(port, "GET", &format!("{path}?token=wrong-wrong"), &[], "").status, 401, "{path}?token=wrong");
-        assert_eq!(call(port, "GET", path, &[&format!("Cookie: mnpflow_token_{}={secret}", port + 1)], "").status, 401, "another port's cookie");
+        assert_eq!(
+            call(port, "GET", &format!("{path}?token=wrong-wrong"), &[], "").status,
+            401,
+            "{path}?token=wrong"
+        );
+        assert_eq!(
+            call(port, "GET", path, &[&format!("Cookie: mnpflow_token_{}={secret}", port + 1)], "")
+                .status,
+            401,
+            "another port's cookie"
+        );
     }
     assert_eq!(call(port, "POST", "/api/labels", &[json, &ours], &benign).status, 401);
 
     // Every answer forbids sniffing, framing and inline scripts, and allows no other origin.
-    for a in [call(port, "GET", "/", &[&cookie], ""), call(port, "GET", "/api/alerts", &[&bearer], ""), call(port, "GET", "/api/alerts", &[], "")] {
+    for a in [
+        call(port, "GET", "/", &[&cookie], ""),
+        call(port, "GET", "/api/alerts", &[&bearer], ""),
+        call(port, "GET", "/api/alerts", &[], ""),
+    ] {
         assert_eq!(a.header("X-Content-Type-Options"), Some("nosniff"), "{}", a.head);
         let csp = a.header("Content-Security-Policy").unwrap_or_default();
-        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
         assert!(!a.head.to_ascii_lowercase().contains("access-control-"), "{}", a.head);
     }
 
     // Hostile junk: a clear 4xx each, and the page still answers.
     for raw in [
         "GARBAGE\r\n\r\n".to_string(),
-        format!("GET /%00%ff/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\nConnection: close\r\n\r\n"),
-        format!("POST /api/labels HTTP/1.1\r\nHost: [::1\r\n{bearer}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-        format!("POST /api/labels HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\n{json}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\u{0}\u{7f}"),
-        format!("DELETE /api/labels HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\n{json}\r\nConnection: close\r\n\r\n"),
-        format!("GET /api/alerts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", "x".repeat(5000)),
+        format!(
+            "GET /%00%ff/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "POST /api/labels HTTP/1.1\r\nHost: [::1\r\n{bearer}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "POST /api/labels HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\n{json}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\u{0}\u{7f}"
+        ),
+        format!(
+            "DELETE /api/labels HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{bearer}\r\n{json}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /api/alerts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            "x".repeat(5000)
+        ),
     ] {
         let a = send(port, &raw);
         assert!((400..500).contains(&a.status), "{raw:?}: {} {}", a.status, a.body);
@@ -410,15 +609,32 @@ fn feedback_page_refuses_forgery_rebinding_and_requests_without_the_token() {
     assert!(LabelStore::read(&state).unwrap().is_empty(), "a refused request stored a label");
 
     // The page's own request, and curl's with the token, are stored.
-    let a = call(port, "POST", "/api/labels", &[json, &ours, &cookie], &format!(r#"{{"id":"{cid}","verdict":"attack","note":"scan"}}"#));
+    let a = call(
+        port,
+        "POST",
+        "/api/labels",
+        &[json, &ours, &cookie],
+        &format!(r#"{{"id":"{cid}","verdict":"attack","note":"scan"}}"#),
+    );
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(call(port, "POST", "/api/labels", &[json, &bearer], &benign).status, 201);
     let labels = LabelStore::read(&state).unwrap();
-    assert_eq!(labels.iter().map(|l| (l.verdict, l.by.as_str())).collect::<Vec<_>>(), [(Verdict::Attack, "web"), (Verdict::Benign, "web")]);
+    assert_eq!(
+        labels.iter().map(|l| (l.verdict, l.by.as_str())).collect::<Vec<_>>(),
+        [(Verdict::Attack, "web"), (Verdict::Benign, "web")]
+    );
     s.interrupt();
     let err = s.finish();
-    assert!(err.contains("refused POST /api/labels from http://evil.example (Host 127.0.0.1:"), "{err}");
-    assert!(err.contains(&format!("refused GET /api/alerts from no web page (Host evil.example:{port}): 403")), "{err}");
+    assert!(
+        err.contains("refused POST /api/labels from http://evil.example (Host 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "refused GET /api/alerts from no web page (Host evil.example:{port}): 403"
+        )),
+        "{err}"
+    );
     assert_eq!(err.matches(&secret).count(), 1, "the token is printed once");
     assert!(!file.exists(), "feedback.url outlived the sensor");
 }
@@ -431,7 +647,8 @@ fn named_tokens_sign_labels_and_no_token_mode_keeps_host_and_origin_rules() {
     let dir = tempfile::tempdir().unwrap();
     let state = data(dir.path(), "state");
     let cmd_env = |extra: &[&str], env: Option<&str>| {
-        let mut options = vec!["--threshold", "0.5", "--rules", "none", "--feedback", "127.0.0.1:0"];
+        let mut options =
+            vec!["--threshold", "0.5", "--rules", "none", "--feedback", "127.0.0.1:0"];
         options.extend_from_slice(extra);
         let mut cmd = replay_demo(options, dir.path(), &state);
         match env {
@@ -440,20 +657,62 @@ fn named_tokens_sign_labels_and_no_token_mode_keeps_host_and_origin_rules() {
         };
         let mut s = Sensor::start(&mut cmd);
         let line = s.wait_for("feedback  open ", 60);
-        let port: u16 = line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        let port: u16 = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
         s.wait_for("the page stays up", 60);
         (s, line, port)
     };
-    let (s, line, port) = cmd_env(&["--feedback-token", "alice:a1ice-s3cret,bob:b0b-s3cret-too"], Some("carol:car0l-s3cret"));
+    let (s, line, port) = cmd_env(
+        &["--feedback-token", "alice:a1ice-s3cret,bob:b0b-s3cret-too"],
+        Some("carol:car0l-s3cret"),
+    );
     assert!(line.contains("alice, bob") && !line.contains("s3cret"), "{line}");
-    assert_eq!(std::fs::read_to_string(state.join("feedback.url")).unwrap().trim(), format!("http://127.0.0.1:{port}/?token=a1ice-s3cret"));
+    assert_eq!(
+        std::fs::read_to_string(state.join("feedback.url")).unwrap().trim(),
+        format!("http://127.0.0.1:{port}/?token=a1ice-s3cret")
+    );
     let cid = an_alert(port, "Authorization: Bearer a1ice-s3cret");
     let json = "Content-Type: application/json";
     let body = |v: &str| format!(r#"{{"id":"{cid}","verdict":"{v}","by":"mallory"}}"#);
-    assert_eq!(call(port, "POST", "/api/labels", &[json, "Authorization: Bearer car0l-s3cret"], &body("benign")).status, 401, "the flag's tokens replace the environment's");
-    assert_eq!(call(port, "POST", "/api/labels", &[json, "Authorization: Bearer a1ice-s3cret"], &body("attack")).status, 201);
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, "Authorization: Bearer car0l-s3cret"],
+            &body("benign")
+        )
+        .status,
+        401,
+        "the flag's tokens replace the environment's"
+    );
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, "Authorization: Bearer a1ice-s3cret"],
+            &body("attack")
+        )
+        .status,
+        201
+    );
     let bob = format!("Cookie: mnpflow_token_{port}=b0b-s3cret-too");
-    assert_eq!(call(port, "POST", "/api/labels", &[json, &bob, &format!("Origin: http://127.0.0.1:{port}")], &body("benign")).status, 201);
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, &bob, &format!("Origin: http://127.0.0.1:{port}")],
+            &body("benign")
+        )
+        .status,
+        201
+    );
     s.interrupt();
     let err = s.finish();
     assert!(!err.contains("s3cret"), "a given token was printed:\n{err}");
@@ -464,7 +723,10 @@ fn named_tokens_sign_labels_and_no_token_mode_keeps_host_and_origin_rules() {
     // The environment's token, when no flag gives one.
     let (s, line, port) = cmd_env(&[], Some("carol:car0l-s3cret"));
     assert!(line.contains("carol") && !line.contains("s3cret"), "{line}");
-    assert_eq!(call(port, "GET", "/api/models", &["Authorization: Bearer car0l-s3cret"], "").status, 200);
+    assert_eq!(
+        call(port, "GET", "/api/models", &["Authorization: Bearer car0l-s3cret"], "").status,
+        200
+    );
     s.interrupt();
     s.finish();
 
@@ -475,23 +737,58 @@ fn named_tokens_sign_labels_and_no_token_mode_keeps_host_and_origin_rules() {
     let cid = {
         let a = call(port, "GET", "/api/alerts?limit=1", &[], "");
         assert_eq!(a.status, 200, "{}", a.body);
-        serde_json::from_str::<serde_json::Value>(&a.body).unwrap()["alerts"][0]["community_id"].as_str().unwrap().to_string()
+        serde_json::from_str::<serde_json::Value>(&a.body).unwrap()["alerts"][0]["community_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let benign = format!(r#"{{"id":"{cid}","verdict":"benign"}}"#);
-    assert_eq!(call(port, "POST", "/api/labels", &["Content-Type: text/plain", "Origin: http://evil.example"], &benign).status, 403);
-    assert_eq!(call(port, "POST", "/api/labels", &["Content-Type: text/plain"], &benign).status, 415);
-    assert_eq!(call(port, "GET", "/api/alerts", &[&format!("Host: evil.example:{port}")], "").status, 403);
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &["Content-Type: text/plain", "Origin: http://evil.example"],
+            &benign
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        call(port, "POST", "/api/labels", &["Content-Type: text/plain"], &benign).status,
+        415
+    );
+    assert_eq!(
+        call(port, "GET", "/api/alerts", &[&format!("Host: evil.example:{port}")], "").status,
+        403
+    );
     assert_eq!(LabelStore::read(&state).unwrap().len(), before, "a refused request stored a label");
-    assert_eq!(call(port, "POST", "/api/labels", &[json, &format!("Origin: http://127.0.0.1:{port}")], &benign).status, 201);
+    assert_eq!(
+        call(
+            port,
+            "POST",
+            "/api/labels",
+            &[json, &format!("Origin: http://127.0.0.1:{port}")],
+            &benign
+        )
+        .status,
+        201
+    );
     s.interrupt();
     s.finish();
-    assert_eq!(LabelStore::read(&state).unwrap().last().map(|l| l.by.clone()), Some("web".to_string()));
+    assert_eq!(
+        LabelStore::read(&state).unwrap().last().map(|l| l.by.clone()),
+        Some("web".to_string())
+    );
 }
 
 /// Fails (never skips) when chromium, chromedriver or python3-selenium is missing, naming
 /// them: `scripts/test browser` installs them as root, and runs this test alone.
 fn require_browser() {
-    let selenium = Command::new("/usr/bin/python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
+    let selenium = Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     let missing: Vec<&str> = [
         (Path::new("/usr/bin/chromium").exists(), "chromium"),
         (Path::new("/usr/bin/chromedriver").exists(), "chromium-driver"),
@@ -541,7 +838,9 @@ impl AttackerSite {
                     "/form.html" => form.clone(),
                     _ => String::new(),
                 };
-                let html = tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8").unwrap();
+                let html =
+                    tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8")
+                        .unwrap();
                 let _ = req.respond(tiny_http::Response::from_string(page).with_header(html));
             }
         });
@@ -585,29 +884,59 @@ fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
         .args(["--attacker", &same_site, "--attacker", &cross_site, "--rebind", "evil.example"])
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    let said =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
     drop(site);
     s.interrupt();
     let err = s.finish();
     assert!(run.status.success(), "{said}\n{err}");
-    assert!(said.contains(&format!("cookie mnpflow_token_{port} httpOnly=True sameSite=Strict")), "{said}");
-    assert!(said.contains(&format!("address {sensor}/\n")), "the token stayed in the address bar: {said}");
+    assert!(
+        said.contains(&format!("cookie mnpflow_token_{port} httpOnly=True sameSite=Strict")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("address {sensor}/\n")),
+        "the token stayed in the address bar: {said}"
+    );
     // The same site's page carries the cookie: refused by the Origin rule. The other site's
     // does not (SameSite=Strict): refused for want of the token.
     for (origin, status) in [(&same_site, 403), (&cross_site, 401)] {
         assert!(said.contains(&format!("fetch {origin}: sent")), "{said}");
-        let refused = format!("refused POST /api/labels from {origin} (Host 127.0.0.1:{port}): {status}");
+        let refused =
+            format!("refused POST /api/labels from {origin} (Host 127.0.0.1:{port}): {status}");
         assert_eq!(err.matches(&refused).count(), 2, "{refused:?}: fetch and form\n{err}");
-        let form = said.lines().find(|l| l.starts_with(&format!("form {origin}:"))).unwrap_or_else(|| panic!("{said}"));
-        assert!(form.contains(if status == 403 { "may not change this sensor's state" } else { "needs its token" }), "{form}");
+        let form = said
+            .lines()
+            .find(|l| l.starts_with(&format!("form {origin}:")))
+            .unwrap_or_else(|| panic!("{said}"));
+        assert!(
+            form.contains(if status == 403 {
+                "may not change this sensor's state"
+            } else {
+                "needs its token"
+            }),
+            "{form}"
+        );
     }
-    let rebound = said.lines().find(|l| l.starts_with("rebound:")).unwrap_or_else(|| panic!("{said}"));
+    let rebound =
+        said.lines().find(|l| l.starts_with("rebound:")).unwrap_or_else(|| panic!("{said}"));
     assert!(rebound.contains("is not this sensor's address"), "{rebound}");
-    assert!(err.contains(&format!("refused GET / from no web page (Host evil.example:{port}): 403")), "{err}");
+    assert!(
+        err.contains(&format!("refused GET / from no web page (Host evil.example:{port}): 403")),
+        "{err}"
+    );
 
-    let uid = said.lines().find_map(|l| l.strip_prefix("labeled ")).unwrap_or_else(|| panic!("{said}")).trim().to_string();
+    let uid = said
+        .lines()
+        .find_map(|l| l.strip_prefix("labeled "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .trim()
+        .to_string();
     let labels = LabelStore::read(&state).unwrap();
     assert_eq!(labels.len(), 1, "a forged label was stored: {labels:?}");
-    assert_eq!((labels[0].uid.as_str(), labels[0].verdict, labels[0].by.as_str()), (uid.as_str(), Verdict::Attack, "web"));
+    assert_eq!(
+        (labels[0].uid.as_str(), labels[0].verdict, labels[0].by.as_str()),
+        (uid.as_str(), Verdict::Attack, "web")
+    );
     assert!(!labels[0].features.is_empty());
 }

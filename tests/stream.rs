@@ -19,7 +19,9 @@ use mnpflow::model::eval;
 use mnpflow::model::slot::ModelSlot;
 use mnpflow::pipeline::bootstrap::{self, BootstrapConfig, Truth};
 use mnpflow::pipeline::metrics::Metrics;
-use mnpflow::pipeline::stream::{self, Backpressure, LoopLinks, Outputs, Scoring, Setup, Speed, StreamConfig, StreamReport};
+use mnpflow::pipeline::stream::{
+    self, Backpressure, LoopLinks, Outputs, Scoring, Setup, Speed, StreamConfig, StreamReport,
+};
 
 use crate::util::{flows_of, shared_captures};
 
@@ -32,8 +34,16 @@ pub fn model() -> &'static (PathBuf, ModelSlot<Scoring>) {
     static M: OnceLock<(PathBuf, ModelSlot<Scoring>)> = OnceLock::new();
     M.get_or_init(|| {
         let truth = Truth::read(&repo("captures/demo.truth.csv")).unwrap();
-        let b = bootstrap::train_on_captures(&[repo("captures/demo.pcap")], &FlowConfig::default(), SchemaKind::Unsw, Some(&truth), &BootstrapConfig::default(), 0.01, false)
-            .unwrap();
+        let b = bootstrap::train_on_captures(
+            &[repo("captures/demo.pcap")],
+            &FlowConfig::default(),
+            SchemaKind::Unsw,
+            Some(&truth),
+            &BootstrapConfig::default(),
+            0.01,
+            false,
+        )
+        .unwrap();
         let dir = std::env::temp_dir().join(format!("mnpflow-stream-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("demo.mnp");
@@ -44,7 +54,12 @@ pub fn model() -> &'static (PathBuf, ModelSlot<Scoring>) {
     })
 }
 
-fn replay(paths: &[PathBuf], cfg: &StreamConfig, rules: RuleSet, threshold: Threshold) -> (StreamReport, Metrics, Vec<u8>) {
+fn replay(
+    paths: &[PathBuf],
+    cfg: &StreamConfig,
+    rules: RuleSet,
+    threshold: Threshold,
+) -> (StreamReport, Metrics, Vec<u8>) {
     let (_, scoring) = model();
     let mut source = FileSource::open(paths).unwrap();
     let extractor = features::extractor(SchemaKind::Unsw, 0);
@@ -81,7 +96,16 @@ fn replay(paths: &[PathBuf], cfg: &StreamConfig, rules: RuleSet, threshold: Thre
         metrics_listener: None,
     };
     let stop = AtomicBool::new(false);
-    let report = stream::run(&mut source, setup, extractor, scoring, outputs, LoopLinks::default(), &stop, &metrics);
+    let report = stream::run(
+        &mut source,
+        setup,
+        extractor,
+        scoring,
+        outputs,
+        LoopLinks::default(),
+        &stop,
+        &metrics,
+    );
     let bytes = alerts.lock().unwrap().clone();
     (report, metrics, bytes)
 }
@@ -92,13 +116,15 @@ type Identity = ((IpAddr, u16, IpAddr, u16, u8, u32), (i64, i64, u64, u64, u64, 
 fn identity(r: &FlowRecord) -> Identity {
     (
         (r.orig_addr, r.orig_port, r.resp_addr, r.resp_port, r.proto, r.vlan),
-        (r.first_ts.0,
-        r.last_ts.0,
-        r.orig.pkts,
-        r.resp.pkts,
-        r.orig.wire_bytes,
-        r.resp.wire_bytes,
-        r.end_reason.as_str()),
+        (
+            r.first_ts.0,
+            r.last_ts.0,
+            r.orig.pkts,
+            r.resp.pkts,
+            r.orig.wire_bytes,
+            r.resp.wire_bytes,
+            r.end_reason.as_str(),
+        ),
     )
 }
 
@@ -131,28 +157,61 @@ fn replay_exports_the_offline_flows_for_1_2_4_workers() {
         let want_order: Vec<FlowRecord> = offline.iter().map(unnumbered).collect();
         let mut first_scores: Option<Vec<(u32, bool)>> = None;
         for workers in [1, 2, 4] {
-            let cfg = StreamConfig { workers, packet_batch: 64, shard_seed: Some(workers as u64), ..StreamConfig::default() };
-            let (report, metrics, _) = replay(&paths, &cfg, RuleSet::default(), Threshold::Rate(0.02));
+            let cfg = StreamConfig {
+                workers,
+                packet_batch: 64,
+                shard_seed: Some(workers as u64),
+                ..StreamConfig::default()
+            };
+            let (report, metrics, _) =
+                replay(&paths, &cfg, RuleSet::default(), Threshold::Rate(0.02));
             let got = sorted(report.scored.iter().map(|s| identity(&s.rec)).collect());
             assert_eq!(got.len(), want.len(), "{paths:?} with {workers} workers: flow count");
             if got != want {
                 let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
                 let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
-                let reasons = |v: &[Identity]| { let mut m = std::collections::BTreeMap::new(); for x in v { *m.entry(x.1.6).or_insert(0) += 1; } m };
-                eprintln!("got {:?} want {:?} resets {} vs {}", reasons(&got), reasons(&want), report.flow.clock_resets, ostats.flow.clock_resets);
-                panic!("{paths:?} with {workers} workers: flows differ from the offline engine\nnot offline: {extra:?}\nmissing: {missing:?}");
+                let reasons = |v: &[Identity]| {
+                    let mut m = std::collections::BTreeMap::new();
+                    for x in v {
+                        *m.entry(x.1.6).or_insert(0) += 1;
+                    }
+                    m
+                };
+                eprintln!(
+                    "got {:?} want {:?} resets {} vs {}",
+                    reasons(&got),
+                    reasons(&want),
+                    report.flow.clock_resets,
+                    ostats.flow.clock_resets
+                );
+                panic!(
+                    "{paths:?} with {workers} workers: flows differ from the offline engine\nnot offline: {extra:?}\nmissing: {missing:?}"
+                );
             }
             // Every field of every record, in the offline engine's order: what the ct_* window
             // counts over, so equal here means equal features.
-            let got_order: Vec<FlowRecord> = report.scored.iter().map(|s| unnumbered(&s.rec)).collect();
+            let got_order: Vec<FlowRecord> =
+                report.scored.iter().map(|s| unnumbered(&s.rec)).collect();
             if let Some(i) = (0..want_order.len()).find(|&i| got_order[i] != want_order[i]) {
-                panic!("{paths:?} with {workers} workers: record {i} out of window order\ngot  {:?}\nwant {:?}", got_order[i], want_order[i]);
+                panic!(
+                    "{paths:?} with {workers} workers: record {i} out of window order\ngot  {:?}\nwant {:?}",
+                    got_order[i], want_order[i]
+                );
             }
-            assert_eq!(report.order.released_early + report.order.late, 0, "{paths:?}: {:?}", report.order);
-            let scores: Vec<(u32, bool)> = report.scored.iter().map(|s| (s.score.to_bits(), s.alerted)).collect();
+            assert_eq!(
+                report.order.released_early + report.order.late,
+                0,
+                "{paths:?}: {:?}",
+                report.order
+            );
+            let scores: Vec<(u32, bool)> =
+                report.scored.iter().map(|s| (s.score.to_bits(), s.alerted)).collect();
             match &first_scores {
                 None => first_scores = Some(scores),
-                Some(one) => assert!(one == &scores, "{paths:?} with {workers} workers: scores or alerts differ from 1 worker"),
+                Some(one) => assert!(
+                    one == &scores,
+                    "{paths:?} with {workers} workers: scores or alerts differ from 1 worker"
+                ),
             }
             let mut ids: Vec<u64> = report.scored.iter().map(|s| s.rec.id).collect();
             ids.sort_unstable();
@@ -162,11 +221,18 @@ fn replay_exports_the_offline_flows_for_1_2_4_workers() {
             assert_eq!(report.flow.clock_resets, ostats.flow.clock_resets, "{paths:?}");
             assert_eq!(report.flow.time_backwards, ostats.flow.time_backwards, "{paths:?}");
             assert_eq!(metrics.rows_scored.load(Relaxed) as usize, want.len());
-            assert_eq!(metrics.dropped_packets.load(Relaxed) + metrics.dropped_flows.load(Relaxed), 0);
+            assert_eq!(
+                metrics.dropped_packets.load(Relaxed) + metrics.dropped_flows.load(Relaxed),
+                0
+            );
             // Sharding is by address pair: a one-pair capture (synscan) sits on one worker,
             // the bundled office network spreads.
             if workers == 4 && paths == [repo("captures/demo.pcap")] {
-                assert!(report.worker_flows.iter().filter(|&&n| n > 0).count() >= 2, "{paths:?}: {:?}", report.worker_flows);
+                assert!(
+                    report.worker_flows.iter().filter(|&&n| n > 0).count() >= 2,
+                    "{paths:?}: {:?}",
+                    report.worker_flows
+                );
             }
         }
         total += want.len();
@@ -204,14 +270,16 @@ fn drops_are_counted_never_silent() {
 fn alerts_find_the_bundled_attacks() {
     let truth = Truth::read(&repo("captures/demo.truth.csv")).unwrap();
     let cfg = StreamConfig { workers: 2, ..StreamConfig::default() };
-    let (report, _, _) = replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Rate(0.02));
+    let (report, _, _) =
+        replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Rate(0.02));
     let labels: Vec<u8> = report.scored.iter().map(|s| truth.is_attack(&s.rec) as u8).collect();
     let scores: Vec<f32> = report.scored.iter().map(|s| s.score).collect();
     let m = eval::metrics(&scores, &labels);
     assert!(m.auc_pr >= 0.95, "AUC-PR {:.4}", m.auc_pr);
     let attack: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
     let (cut, _) = bootstrap::best_f1_cut(&scores, &attack);
-    let (report, _, alerts) = replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Score(cut));
+    let (report, _, alerts) =
+        replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Score(cut));
     let text = String::from_utf8(alerts).unwrap();
     let mut hits = 0;
     let mut n = 0;
@@ -221,7 +289,8 @@ fn alerts_find_the_bundled_attacks() {
         assert!(v["anomaly"]["explanation"]["reconstruction_error"].is_number());
         assert!(v["community_id"].as_str().unwrap().starts_with("1:"));
         let ip = |k: &str| v[k].as_str().unwrap().parse::<IpAddr>().unwrap();
-        let rec = report.scored.iter().find(|s| s.rec.id == v["flow_id"].as_u64().unwrap()).unwrap();
+        let rec =
+            report.scored.iter().find(|s| s.rec.id == v["flow_id"].as_u64().unwrap()).unwrap();
         assert_eq!((ip("src_ip"), ip("dest_ip")), (rec.rec.orig_addr, rec.rec.resp_addr));
         hits += truth.is_attack(&rec.rec) as usize;
         n += 1;
@@ -235,13 +304,15 @@ fn alerts_find_the_bundled_attacks() {
 #[test]
 fn suppression_rules_stop_and_count() {
     let cfg = StreamConfig { workers: 2, ..StreamConfig::default() };
-    let (_, _, all) = replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Rate(0.1));
+    let (_, _, all) =
+        replay(&[repo("captures/demo.pcap")], &cfg, RuleSet::default(), Threshold::Rate(0.1));
     let all = String::from_utf8(all).unwrap();
     let to_ssh = all.lines().filter(|l| l.contains("\"dest_port\":22,")).count();
     assert!(to_ssh > 0, "the SSH brute force alerts without rules");
     let mut rules = RuleSet::default();
     rules.add_toml(Path::new("t.toml"), "[[suppress]]\nreason = \"ssh is watched elsewhere\"\ndest_port = 22\nproto = \"tcp\"\n").unwrap();
-    let (report, m, some) = replay(&[repo("captures/demo.pcap")], &cfg, rules, Threshold::Rate(0.1));
+    let (report, m, some) =
+        replay(&[repo("captures/demo.pcap")], &cfg, rules, Threshold::Rate(0.1));
     let some = String::from_utf8(some).unwrap();
     assert_eq!(some.lines().filter(|l| l.contains("\"dest_port\":22,")).count(), 0);
     assert_eq!(report.rules.hits[0], m.suppressed.load(Relaxed));
@@ -257,7 +328,8 @@ fn free_port() -> u16 {
 }
 
 fn sorted_lines(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(p).unwrap().lines().map(String::from).collect();
+    let mut v: Vec<String> =
+        std::fs::read_to_string(p).unwrap().lines().map(String::from).collect();
     v.sort();
     v
 }
@@ -272,7 +344,20 @@ fn sigint_mid_replay_equals_a_run_truncated_there() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let port = free_port();
     let child = mnpflow()
-        .args(["replay", "--speed", "40x", "--workers", "1", "--flows", "jsonl", "--threshold", "0.5", "--rules", "none", "--metrics"])
+        .args([
+            "replay",
+            "--speed",
+            "40x",
+            "--workers",
+            "1",
+            "--flows",
+            "jsonl",
+            "--threshold",
+            "0.5",
+            "--rules",
+            "none",
+            "--metrics",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--model")
         .arg(model_path)
@@ -311,14 +396,27 @@ fn sigint_mid_replay_equals_a_run_truncated_there() {
     // The same capture cut after k packets, replayed in full.
     let cut = dir.path().join("cut.pcap");
     let mut src = CaptureFile::open(repo("captures/demo.pcap")).unwrap();
-    let mut w = PcapWriter::new(std::fs::File::create(&cut).unwrap(), mnpflow::capture::LinkType::Ethernet).unwrap();
+    let mut w =
+        PcapWriter::new(std::fs::File::create(&cut).unwrap(), mnpflow::capture::LinkType::Ethernet)
+            .unwrap();
     for _ in 0..k {
         let p = src.next_packet().unwrap().unwrap();
         w.write(p.ts, p.data, p.wire_len).unwrap();
     }
     w.into_inner().flush().unwrap();
     let out = mnpflow()
-        .args(["replay", "--workers", "1", "--flows", "jsonl", "--threshold", "0.5", "--rules", "none", "--model"])
+        .args([
+            "replay",
+            "--workers",
+            "1",
+            "--flows",
+            "jsonl",
+            "--threshold",
+            "0.5",
+            "--rules",
+            "none",
+            "--model",
+        ])
         .arg(model_path)
         .arg("--output-dir")
         .arg(&b)
@@ -341,7 +439,10 @@ fn no_arguments_replays_the_bundled_capture() {
     let out = mnpflow().current_dir(dir.path()).env_remove("MNPFLOW_DATA").output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("32353 read") && err.contains("latency") && err.contains("AUC-PR"), "{err}");
+    assert!(
+        err.contains("32353 read") && err.contains("latency") && err.contains("AUC-PR"),
+        "{err}"
+    );
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
     assert!(alerts.lines().count() > 100, "{} alerts", alerts.lines().count());
     assert!(dir.path().join("mnpflow-data/models/demo.mnp").exists());
@@ -350,12 +451,26 @@ fn no_arguments_replays_the_bundled_capture() {
     // record in the data directory has it, and the label keeps its feature vector.
     let first: serde_json::Value = serde_json::from_str(alerts.lines().next().unwrap()).unwrap();
     let cid = first["community_id"].as_str().unwrap().to_owned();
-    let out = mnpflow().current_dir(dir.path()).env_remove("MNPFLOW_DATA").args(["label", &cid, "--as", "attack", "--by", "test"]).output().unwrap();
+    let out = mnpflow()
+        .current_dir(dir.path())
+        .env_remove("MNPFLOW_DATA")
+        .args(["label", &cid, "--as", "attack", "--by", "test"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = mnpflow().current_dir(dir.path()).env_remove("MNPFLOW_DATA").args(["labels", "export"]).output().unwrap();
-    let label: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let out = mnpflow()
+        .current_dir(dir.path())
+        .env_remove("MNPFLOW_DATA")
+        .args(["labels", "export"])
+        .output()
+        .unwrap();
+    let label: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!(label["community_id"], cid.as_str());
-    assert!(label["features"].as_array().unwrap().len() > 100, "the label keeps the encoded feature vector");
+    assert!(
+        label["features"].as_array().unwrap().len() > 100,
+        "the label keeps the encoded feature vector"
+    );
 }
 
 /// Mistakes on the replay path: one clear line, non-zero exit.
@@ -365,13 +480,34 @@ fn replay_bad_input_is_one_clear_line() {
     let demo = repo("captures/demo.pcap");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["replay".into(), dir.path().join("nope.pcap").display().to_string()], "cannot open"),
-        (vec!["replay".into(), demo.display().to_string(), "--speed".into(), "fast".into()], "speed"),
-        (vec!["replay".into(), demo.display().to_string(), "--threshold".into(), "200%".into()], "threshold"),
-        (vec!["replay".into(), demo.display().to_string(), "--model".into(), demo.display().to_string()], "not a model file"),
+        (
+            vec!["replay".into(), demo.display().to_string(), "--speed".into(), "fast".into()],
+            "speed",
+        ),
+        (
+            vec!["replay".into(), demo.display().to_string(), "--threshold".into(), "200%".into()],
+            "threshold",
+        ),
+        (
+            vec![
+                "replay".into(),
+                demo.display().to_string(),
+                "--model".into(),
+                demo.display().to_string(),
+            ],
+            "not a model file",
+        ),
         // No model and too few flows to learn from (without a truth file the sensor would
         // start cold on a capture of any size above that).
         (
-            vec!["replay".into(), crate::util::shared("captures/chrissanders/http_google.pcapng").display().to_string(), "--data-dir".into(), dir.path().display().to_string()],
+            vec![
+                "replay".into(),
+                crate::util::shared("captures/chrissanders/http_google.pcapng")
+                    .display()
+                    .to_string(),
+                "--data-dir".into(),
+                dir.path().display().to_string(),
+            ],
             "too few",
         ),
     ];
@@ -393,7 +529,12 @@ fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
     let caps = [repo("captures/demo.pcap"), crate::util::shared("captures/ndpi/malware.pcap")];
     for cap in &caps {
         let off = dir.path().join("off.csv");
-        let st = mnpflow().args(["flows", "--schema", "unsw", "--format", "csv", "-o"]).arg(&off).arg(cap).output().unwrap();
+        let st = mnpflow()
+            .args(["flows", "--schema", "unsw", "--format", "csv", "-o"])
+            .arg(&off)
+            .arg(cap)
+            .output()
+            .unwrap();
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
         let want = std::fs::read_to_string(&off).unwrap();
         let want: Vec<&str> = want.lines().collect();
@@ -401,7 +542,16 @@ fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
         for (run, workers) in ["1", "2", "4", "2"].iter().enumerate() {
             let out = dir.path().join(format!("r{run}"));
             let st = mnpflow()
-                .args(["replay", "--workers", workers, "--flows", "csv", "--rules", "none", "--model"])
+                .args([
+                    "replay",
+                    "--workers",
+                    workers,
+                    "--flows",
+                    "csv",
+                    "--rules",
+                    "none",
+                    "--model",
+                ])
                 .arg(model)
                 .arg("--output-dir")
                 .arg(&out)
@@ -418,7 +568,11 @@ fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
             for (i, (g, w)) in got.iter().zip(&want).enumerate().skip(1) {
                 // The replay's row is the offline row plus its score and alert columns.
                 let cut = g.rmatch_indices(',').nth(1).unwrap().0;
-                assert_eq!(&g[..cut], *w, "{cap:?} with {workers} workers: row {i} differs from `mnpflow flows`");
+                assert_eq!(
+                    &g[..cut],
+                    *w,
+                    "{cap:?} with {workers} workers: row {i} differs from `mnpflow flows`"
+                );
             }
             // Alerts name the flow id of the worker that numbered it; everything else is equal.
             let alerts = std::fs::read_to_string(out.join("alerts.jsonl")).unwrap();
@@ -433,7 +587,10 @@ fn replay_flows_csv_is_the_offline_csv_for_any_workers_and_run() {
                 .collect();
             match &first_alerts {
                 None => first_alerts = Some(alerts),
-                Some(a) => assert!(a == &alerts, "{cap:?} with {workers} workers (run {run}): alerts differ from the first run"),
+                Some(a) => assert!(
+                    a == &alerts,
+                    "{cap:?} with {workers} workers (run {run}): alerts differ from the first run"
+                ),
             }
         }
     }
@@ -459,7 +616,12 @@ impl mnpflow::capture::source::PacketSource for QuietWire<'_> {
             let data = &self.frames[self.next];
             self.next += 1;
             self.last_packet = Some(Instant::now());
-            return Next::Packet(RawPacket { ts: Timestamp::wall_now(), link: LinkType::Ethernet, wire_len: data.len() as u32, data });
+            return Next::Packet(RawPacket {
+                ts: Timestamp::wall_now(),
+                link: LinkType::Ethernet,
+                wire_len: data.len() as u32,
+                data,
+            });
         }
         let since = self.last_packet.expect("packets first").elapsed();
         if self.metrics.rows_scored.load(Relaxed) > 0 {
@@ -491,13 +653,28 @@ fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
     let (_, scoring) = model();
     let mut frames = Vec::new();
     for (i, from_client) in [true, false, true].into_iter().enumerate() {
-        let (src, dst, sp, dp) = if from_client { ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 53) } else { ([10, 0, 0, 2], [10, 0, 0, 1], 53, 40000) };
+        let (src, dst, sp, dp) = if from_client {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 53)
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 53, 40000)
+        };
         let mut v = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).udp(sp, dp).write(&mut v, &[b'q'; 30][..10 + i]).unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(src, dst, 64)
+            .udp(sp, dp)
+            .write(&mut v, &[b'q'; 30][..10 + i])
+            .unwrap();
         frames.push(v);
     }
     let metrics = Metrics::new();
-    let mut source = QuietWire { frames, next: 0, metrics: &metrics, last_packet: None, give_up: Duration::from_secs(20), scored_after: None };
+    let mut source = QuietWire {
+        frames,
+        next: 0,
+        metrics: &metrics,
+        last_packet: None,
+        give_up: Duration::from_secs(20),
+        scored_after: None,
+    };
     let flow = FlowConfig { udp_idle: Duration::from_millis(200), ..FlowConfig::default() };
     let cfg = StreamConfig { workers: 4, shard_seed: Some(7), ..StreamConfig::default() };
     let outputs = Outputs {
@@ -511,12 +688,41 @@ fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
         weak_labels: None,
         threshold_explicit: true,
     };
-    let setup = Setup { stream: &cfg, flow: &flow, speed: Speed::Max, default_backpressure: Backpressure::Drop, stats_interval: None, metrics_listener: None };
-    let report = stream::run(&mut source, setup, features::extractor(SchemaKind::Unsw, 0), scoring, outputs, LoopLinks::default(), &AtomicBool::new(false), &metrics);
+    let setup = Setup {
+        stream: &cfg,
+        flow: &flow,
+        speed: Speed::Max,
+        default_backpressure: Backpressure::Drop,
+        stats_interval: None,
+        metrics_listener: None,
+    };
+    let report = stream::run(
+        &mut source,
+        setup,
+        features::extractor(SchemaKind::Unsw, 0),
+        scoring,
+        outputs,
+        LoopLinks::default(),
+        &AtomicBool::new(false),
+        &metrics,
+    );
     assert_eq!(report.scored.len(), 1);
-    assert_eq!(report.scored[0].rec.end_reason.as_str(), "idle", "ended by its timeout, not by the end of input");
-    assert_eq!(report.worker_flows.iter().filter(|&&n| n == 0).count(), 3, "three workers saw nothing");
-    let after = source.scored_after.expect("the flow was held until the interface closed: a quiet worker's mark did not move");
-    eprintln!("live clock: flow scored {:.0} ms after its last packet (udp_idle 200 ms + 1 s slack)", after.as_secs_f64() * 1e3);
+    assert_eq!(
+        report.scored[0].rec.end_reason.as_str(),
+        "idle",
+        "ended by its timeout, not by the end of input"
+    );
+    assert_eq!(
+        report.worker_flows.iter().filter(|&&n| n == 0).count(),
+        3,
+        "three workers saw nothing"
+    );
+    let after = source
+        .scored_after
+        .expect("the flow was held until the interface closed: a quiet worker's mark did not move");
+    eprintln!(
+        "live clock: flow scored {:.0} ms after its last packet (udp_idle 200 ms + 1 s slack)",
+        after.as_secs_f64() * 1e3
+    );
     assert!(after < Duration::from_secs(5), "scored {after:?} after its last packet");
 }

@@ -69,7 +69,8 @@ pub fn golden(name: &str, actual: &str) {
         std::fs::write(&path, body).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("golden file {}: {e}", path.display()));
     if expected != body {
         let diff: Vec<String> = expected
             .lines()

@@ -46,7 +46,8 @@ fn small_table(dir: &Path) -> std::path::PathBuf {
 }
 
 /// A short schedule: a software GPU trains it in a minute or two.
-const SHORT: [&str; 6] = ["--epochs", "3", "--set", "pretrain_epochs=2", "--set", "batches_per_epoch=4"];
+const SHORT: [&str; 6] =
+    ["--epochs", "3", "--set", "pretrain_epochs=2", "--set", "batches_per_epoch=4"];
 
 fn train(table: &Path, model: &Path, backend: &str, schedule: &[&str]) -> String {
     ok(mnpflow()
@@ -64,11 +65,16 @@ fn train(table: &Path, model: &Path, backend: &str, schedule: &[&str]) -> String
 fn scores_of(csv: &Path) -> BTreeMap<String, [f32; 3]> {
     let text = std::fs::read_to_string(csv).unwrap();
     let mut lines = text.lines();
-    assert!(lines.next().unwrap().starts_with("row,label,score,recon_error,prototype,similarity,z0"));
+    assert!(
+        lines.next().unwrap().starts_with("row,label,score,recon_error,prototype,similarity,z0")
+    );
     lines
         .map(|l| {
             let c: Vec<&str> = l.split(',').collect();
-            (c[0].to_string(), [c[2].parse().unwrap(), c[3].parse().unwrap(), c[5].parse().unwrap()])
+            (
+                c[0].to_string(),
+                [c[2].parse().unwrap(), c[3].parse().unwrap(), c[5].parse().unwrap()],
+            )
         })
         .collect()
 }
@@ -78,7 +84,14 @@ fn score(model: &Path, table: &Path, out: &Path, backend: &str, no_driver: bool)
     if no_driver {
         without_gpu_drivers(&mut c);
     }
-    ok(c.args(["score", "--backend", backend, "--model"]).arg(model).arg("--table").arg(table).arg("-o").arg(out).output().unwrap())
+    ok(c.args(["score", "--backend", backend, "--model"])
+        .arg(model)
+        .arg("--table")
+        .arg(table)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap())
 }
 
 fn max_diff(a: &BTreeMap<String, [f32; 3]>, b: &BTreeMap<String, [f32; 3]>) -> f32 {
@@ -101,7 +114,8 @@ fn score_on_wgpu_equals_the_cpu_and_falls_back_without_a_driver() {
     let model = dir.path().join("m.mnp");
     // Trained long enough (2 s on the CPU) for its scores to spread over most of [0, 1].
     train(&table, &model, "cpu", &["--epochs", "30"]);
-    let (cpu, gpu, fallback) = (dir.path().join("cpu.csv"), dir.path().join("gpu.csv"), dir.path().join("fallback.csv"));
+    let (cpu, gpu, fallback) =
+        (dir.path().join("cpu.csv"), dir.path().join("gpu.csv"), dir.path().join("fallback.csv"));
     let err = score(&model, &table, &cpu, "cpu", false);
     assert!(!err.contains("wgpu"), "{err}");
     let err = score(&model, &table, &gpu, "wgpu", false);
@@ -111,14 +125,23 @@ fn score_on_wgpu_equals_the_cpu_and_falls_back_without_a_driver() {
     let d = max_diff(&a, &b);
     assert!(d < 1e-4, "wgpu scores differ from the CPU's by {d}");
     // The scores are not all alike, so agreeing means something.
-    let spread = a.values().map(|v| v[0]).fold(f32::NEG_INFINITY, f32::max) - a.values().map(|v| v[0]).fold(f32::INFINITY, f32::min);
+    let spread = a.values().map(|v| v[0]).fold(f32::NEG_INFINITY, f32::max)
+        - a.values().map(|v| v[0]).fold(f32::INFINITY, f32::min);
     assert!(spread > 0.3, "score spread {spread}");
 
     let err = score(&model, &table, &fallback, "wgpu", true);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("wgpu:")).collect();
     assert_eq!(lines.len(), 1, "one fallback line expected: {err}");
-    assert!(lines[0].starts_with("wgpu: no GPU adapter (") && lines[0].ends_with("): using the CPU backend"), "{err}");
-    assert_eq!(std::fs::read(&fallback).unwrap(), std::fs::read(&cpu).unwrap(), "the fallback is the CPU path");
+    assert!(
+        lines[0].starts_with("wgpu: no GPU adapter (")
+            && lines[0].ends_with("): using the CPU backend"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&fallback).unwrap(),
+        std::fs::read(&cpu).unwrap(),
+        "the fallback is the CPU path"
+    );
 }
 
 /// `train --backend wgpu` trains on the GPU: the model file is usable, its scores finite, and
@@ -135,10 +158,17 @@ fn train_on_wgpu_tracks_the_cpu() {
     score(&mg, &table, &sg, "cpu", false);
     score(&mc, &table, &sc, "cpu", false);
     let (a, b) = (scores_of(&sg), scores_of(&sc));
-    assert!(a.values().all(|v| v.iter().all(|x| x.is_finite())), "non-finite scores from the wgpu-trained model");
+    assert!(
+        a.values().all(|v| v.iter().all(|x| x.is_finite())),
+        "non-finite scores from the wgpu-trained model"
+    );
     let diffs: Vec<f32> = a.iter().map(|(k, x)| (x[0] - b[k][0]).abs()).collect();
     let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-    assert!(mean < 0.02, "wgpu- and CPU-trained scores differ by {mean} on average (max {})", diffs.iter().fold(0.0f32, |m, &v| m.max(v)));
+    assert!(
+        mean < 0.02,
+        "wgpu- and CPU-trained scores differ by {mean} on average (max {})",
+        diffs.iter().fold(0.0f32, |m, &v| m.max(v))
+    );
 }
 
 /// `replay --backend wgpu`: the streaming scorer scores its batches with burn on the GPU; every
@@ -151,7 +181,20 @@ fn replay_on_wgpu_scores_like_the_cpu() {
         let out_dir = dir.path().join(backend);
         let err = ok(mnpflow()
             .current_dir(dir.path())
-            .args(["replay", "--workers", "1", "--flows", "jsonl", "--threshold", "0.5", "--rules", "none", "--backend", backend, "--model"])
+            .args([
+                "replay",
+                "--workers",
+                "1",
+                "--flows",
+                "jsonl",
+                "--threshold",
+                "0.5",
+                "--rules",
+                "none",
+                "--backend",
+                backend,
+                "--model",
+            ])
             .arg(model)
             .arg("--data-dir")
             .arg(dir.path().join(format!("data-{backend}")))

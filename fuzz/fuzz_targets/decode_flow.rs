@@ -36,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
         let link = LINKS[(chunk[0] % 8) as usize];
         let ts = i64::from_le_bytes(chunk[1..9].try_into().unwrap());
         let frame = &chunk[9..];
-        let raw = RawPacket { ts: Timestamp(ts), link, wire_len: frame.len() as u32 + (chunk[0] as u32 >> 3), data: frame };
+        let raw = RawPacket {
+            ts: Timestamp(ts),
+            link,
+            wire_len: frame.len() as u32 + (chunk[0] as u32 >> 3),
+            data: frame,
+        };
         if let Ok(meta) = decode(&raw) {
             table.process(&meta, &mut sink);
         }

@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn timestamps_as_suricata_writes_them() {
-        assert_eq!(eve_timestamp(Timestamp(1_767_225_600_163_962_000)), "2026-01-01T00:00:00.163962+0000");
+        assert_eq!(
+            eve_timestamp(Timestamp(1_767_225_600_163_962_000)),
+            "2026-01-01T00:00:00.163962+0000"
+        );
         assert_eq!(eve_timestamp(Timestamp(0)), "1970-01-01T00:00:00.000000+0000");
-        assert_eq!(eve_timestamp(Timestamp(951_825_600_000_001_000)), "2000-02-29T12:00:00.000001+0000");
+        assert_eq!(
+            eve_timestamp(Timestamp(951_825_600_000_001_000)),
+            "2000-02-29T12:00:00.000001+0000"
+        );
     }
 }

@@ -51,6 +51,11 @@ pub const DEFAULT_RATE: &str = "2%";
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { threshold: None, calibration_window: 10_000, fpr_budget: 0.01, rules: "rules".into() }
+        AlertConfig {
+            threshold: None,
+            calibration_window: 10_000,
+            fpr_budget: 0.01,
+            rules: "rules".into(),
+        }
     }
 }

@@ -55,7 +55,11 @@ impl Cidr {
         if len > width {
             return None;
         }
-        let mask = if len == 0 { 0 } else { (u128::MAX << (width - len)) & if v4 { u32::MAX as u128 } else { u128::MAX } };
+        let mask = if len == 0 {
+            0
+        } else {
+            (u128::MAX << (width - len)) & if v4 { u32::MAX as u128 } else { u128::MAX }
+        };
         Some(Cidr { net: b & mask, mask, v4 })
     }
 
@@ -181,7 +185,8 @@ impl RuleSet {
             .collect();
         files.sort();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|source| RuleError::Io { path: f.clone(), source })?;
+            let text = std::fs::read_to_string(&f)
+                .map_err(|source| RuleError::Io { path: f.clone(), source })?;
             set.add_toml(&f, &text)?;
         }
         Ok(set)
@@ -189,10 +194,14 @@ impl RuleSet {
 
     /// Adds the rules of one file's text; on an error nothing of the file is added.
     pub fn add_toml(&mut self, path: &Path, text: &str) -> Result<(), RuleError> {
-        let file: RuleFile = toml::from_str(text).map_err(|source| RuleError::Toml { path: path.to_owned(), source })?;
-        let line_of = |at: usize| text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
+        let file: RuleFile = toml::from_str(text)
+            .map_err(|source| RuleError::Toml { path: path.to_owned(), source })?;
+        let line_of =
+            |at: usize| text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
         let parsed = |raw: Vec<toml::Spanned<RawRule>>| -> Result<Vec<Rule>, RuleError> {
-            raw.into_iter().map(|r| Self::rule(path, line_of(r.span().start), r.into_inner())).collect()
+            raw.into_iter()
+                .map(|r| Self::rule(path, line_of(r.span().start), r.into_inner()))
+                .collect()
         };
         let suppress = parsed(file.suppress)?;
         let indicators = parsed(file.indicator)?;
@@ -208,13 +217,18 @@ impl RuleSet {
         let cidr = |s: &Option<String>, key: &str| -> Result<Option<Cidr>, RuleError> {
             match s {
                 None => Ok(None),
-                Some(s) => Cidr::parse(s).map(Some).ok_or_else(|| invalid(format!("{key} = {s:?} is not an address or CIDR block"))),
+                Some(s) => Cidr::parse(s).map(Some).ok_or_else(|| {
+                    invalid(format!("{key} = {s:?} is not an address or CIDR block"))
+                }),
             }
         };
-        let proto = match &r.proto {
-            None => None,
-            Some(v) => Some(proto_number(v).ok_or_else(|| invalid(format!("proto = {v} is not a protocol name or number")))?),
-        };
+        let proto =
+            match &r.proto {
+                None => None,
+                Some(v) => Some(proto_number(v).ok_or_else(|| {
+                    invalid(format!("proto = {v} is not a protocol name or number"))
+                })?),
+            };
         let rule = Rule {
             origin: format!("{}:{}", path.display(), line),
             cidr: cidr(&r.cidr, "cidr")?,
@@ -289,7 +303,14 @@ mod tests {
     use super::*;
 
     fn id(src: &str, sp: u16, dst: &str, dp: u16, proto: u8) -> FlowIdentity<'static> {
-        FlowIdentity { src: src.parse().unwrap(), src_port: sp, dest: dst.parse().unwrap(), dest_port: dp, proto, community_id: None }
+        FlowIdentity {
+            src: src.parse().unwrap(),
+            src_port: sp,
+            dest: dst.parse().unwrap(),
+            dest_port: dp,
+            proto,
+            community_id: None,
+        }
     }
 
     #[test]
@@ -319,17 +340,29 @@ mod tests {
     #[test]
     fn mistakes_name_file_and_rule() {
         let mut set = RuleSet::default();
-        let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncdir = \"10.0.0.0/8\"\n").unwrap_err().to_string();
+        let e = set
+            .add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncdir = \"10.0.0.0/8\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml") && e.contains("cdir"), "{e}");
-        let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncidr = \"10.0.0.0/40\"\n").unwrap_err().to_string();
+        let e = set
+            .add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\ncidr = \"10.0.0.0/40\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml:1:") && e.contains("CIDR"), "{e}");
-        let e = set.add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\n").unwrap_err().to_string();
+        let e = set
+            .add_toml(Path::new("r.toml"), "[[suppress]]\nreason = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no condition"), "{e}");
         // The line of the offending rule, also for an indicator further down.
         let text = "# comment\n[[suppress]]\nreason = \"ok\"\nport = 53\n\n[[indicator]]\nreason = \"bad\"\nsrc_cidr = \"10.0.0.999\"\n";
         let e = set.add_toml(Path::new("r.toml"), text).unwrap_err().to_string();
         assert!(e.starts_with("r.toml:6:") && e.contains("10.0.0.999"), "{e}");
-        let e = set.add_toml(Path::new("r.toml"), "[[indicator]]\nreason = \"x\"\nport = \"http\"\n").unwrap_err().to_string();
+        let e = set
+            .add_toml(Path::new("r.toml"), "[[indicator]]\nreason = \"x\"\nport = \"http\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml") && e.contains("line 3"), "{e}");
         assert!(set.is_empty(), "a refused file adds nothing");
     }
@@ -345,7 +378,9 @@ mod tests {
         assert_eq!(set.suppress(&id("10.0.0.1", 4000, "10.0.0.2", 53, 17)), Some(0));
         let mut again = RuleSet::default();
         again.add_toml(Path::new("r.toml"), text).unwrap();
-        again.add_toml(Path::new("s.toml"), "[[indicator]]\nreason = \"new\"\nport = 4444\n").unwrap();
+        again
+            .add_toml(Path::new("s.toml"), "[[indicator]]\nreason = \"new\"\nport = 4444\n")
+            .unwrap();
         again.carry_hits_from(&set);
         assert_eq!((again.hits.clone(), again.indicator_hits.clone()), (vec![1], vec![1, 0]));
     }

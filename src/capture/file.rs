@@ -49,7 +49,9 @@ pub enum CaptureError {
     UnsupportedLinkType { path: PathBuf, code: u32, name: &'static str },
     #[error("{path}: record {record} at byte {offset}: {problem}")]
     Corrupt { path: PathBuf, record: u64, offset: u64, problem: String },
-    #[error("{path}: truncated: the file ends inside record {record} at byte {offset} ({have} of {need} bytes present)")]
+    #[error(
+        "{path}: truncated: the file ends inside record {record} at byte {offset} ({have} of {need} bytes present)"
+    )]
     Truncated { path: PathBuf, record: u64, offset: u64, have: usize, need: usize },
     #[error("{path}: read error at byte {offset}: {source}")]
     Io { path: PathBuf, offset: u64, source: io::Error },
@@ -103,7 +105,10 @@ pub struct CaptureFile {
 
 impl std::fmt::Debug for CaptureFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaptureFile").field("path", &self.path).field("format", &self.format).finish()
+        f.debug_struct("CaptureFile")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .finish()
     }
 }
 
@@ -121,12 +126,16 @@ impl CaptureFile {
     /// Opens a capture file and reads its header.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, CaptureError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| CaptureError::Open { path: path.to_owned(), source })?;
+        let file = File::open(path)
+            .map_err(|source| CaptureError::Open { path: path.to_owned(), source })?;
         CaptureFile::from_reader(path, Box::new(file))
     }
 
     /// Reads a capture from any byte stream; `path` names it in errors.
-    pub fn from_reader(path: &Path, reader: Box<dyn Read + Send>) -> Result<CaptureFile, CaptureError> {
+    pub fn from_reader(
+        path: &Path,
+        reader: Box<dyn Read + Send>,
+    ) -> Result<CaptureFile, CaptureError> {
         let mut cf = CaptureFile {
             path: path.to_owned(),
             reader,
@@ -147,7 +156,8 @@ impl CaptureFile {
         }
         let head = &cf.buf[cf.pos..cf.pos + have.min(24)];
         let magic_hex: String = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        let not_capture = || CaptureError::NotCapture { path: path.to_owned(), magic: magic_hex.clone() };
+        let not_capture =
+            || CaptureError::NotCapture { path: path.to_owned(), magic: magic_hex.clone() };
         if have < 4 {
             return Err(not_capture());
         }
@@ -166,11 +176,20 @@ impl CaptureFile {
             _ => return Err(not_capture()),
         };
         if have < 24 {
-            return Err(CaptureError::Truncated { path: cf.path, record: 0, offset: 0, have, need: 24 });
+            return Err(CaptureError::Truncated {
+                path: cf.path,
+                record: 0,
+                offset: 0,
+                have,
+                need: 24,
+            });
         }
         let code = u32_at(&head[20..24], big_endian) & 0xffff;
-        let link = LinkType::from_code(code)
-            .ok_or(CaptureError::UnsupportedLinkType { path: path.to_owned(), code, name: link_type_name(code) })?;
+        let link = LinkType::from_code(code).ok_or(CaptureError::UnsupportedLinkType {
+            path: path.to_owned(),
+            code,
+            name: link_type_name(code),
+        })?;
         cf.format = Format::Pcap { big_endian, nanos, link };
         cf.consume(24);
         Ok(cf)
@@ -207,7 +226,11 @@ impl CaptureFile {
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(CaptureError::Io { path: self.path.clone(), offset: self.offset, source });
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        offset: self.offset,
+                        source,
+                    });
                 }
             }
         }
@@ -221,7 +244,12 @@ impl CaptureFile {
 
     fn corrupt(&mut self, problem: String) -> CaptureError {
         self.failed = true;
-        CaptureError::Corrupt { path: self.path.clone(), record: self.records, offset: self.offset, problem }
+        CaptureError::Corrupt {
+            path: self.path.clone(),
+            record: self.records,
+            offset: self.offset,
+            problem,
+        }
     }
 
     /// Ensures a whole record of `need` bytes is buffered, or reports truncation.
@@ -268,7 +296,12 @@ impl CaptureFile {
     /// The packet the last call of `next_packet` returned, again (`None` if it returned none).
     /// Lets a caller decide on the result before borrowing the packet.
     pub fn last_packet(&self) -> Option<RawPacket<'_>> {
-        self.last.map(|(ts, link, wire_len, start, len)| RawPacket { ts, link, wire_len, data: &self.buf[start..start + len] })
+        self.last.map(|(ts, link, wire_len, start, len)| RawPacket {
+            ts,
+            link,
+            wire_len,
+            data: &self.buf[start..start + len],
+        })
     }
 
     /// Returns (timestamp, link, wire length, data start in `buf`, captured length).
@@ -288,7 +321,9 @@ impl CaptureFile {
         let caplen = u32_at(&h[8..12], big) as usize;
         let orig = u32_at(&h[12..16], big);
         if caplen > MAX_RECORD {
-            return Err(self.corrupt(format!("captured length {caplen} is absurd (more than {MAX_RECORD} bytes)")));
+            return Err(self.corrupt(format!(
+                "captured length {caplen} is absurd (more than {MAX_RECORD} bytes)"
+            )));
         }
         self.need(16 + caplen)?;
         let ts = Timestamp(secs * 1_000_000_000 + if nanos { frac } else { frac * 1000 });
@@ -304,13 +339,17 @@ impl CaptureFile {
         Ok(Some((ts, link, wire, start, caplen)))
     }
 
-    fn next_pcapng(&mut self) -> Result<Option<(Timestamp, LinkType, u32, usize, usize)>, CaptureError> {
+    fn next_pcapng(
+        &mut self,
+    ) -> Result<Option<(Timestamp, LinkType, u32, usize, usize)>, CaptureError> {
         loop {
             if self.fill(12)? == 0 {
                 return Ok(None);
             }
             self.need(12)?;
-            let Format::PcapNg { big_endian, .. } = self.format else { unreachable!("called for pcapng only") };
+            let Format::PcapNg { big_endian, .. } = self.format else {
+                unreachable!("called for pcapng only")
+            };
             let head = &self.buf[self.pos..self.pos + 12];
             let block_type = u32_at(&head[0..4], big_endian);
             let mut big = big_endian;
@@ -321,7 +360,11 @@ impl CaptureFile {
                 big = match (bom_le, bom_be) {
                     (PCAPNG_BOM, _) => false,
                     (_, PCAPNG_BOM) => true,
-                    _ => return Err(self.corrupt("section header with a bad byte-order magic".into())),
+                    _ => {
+                        return Err(
+                            self.corrupt("section header with a bad byte-order magic".into())
+                        );
+                    }
                 };
             }
             let total = u32_at(&self.buf[self.pos + 4..self.pos + 8], big) as usize;
@@ -333,7 +376,9 @@ impl CaptureFile {
             let body_end = self.pos + total - 4;
             let trailer = u32_at(&self.buf[body_end..body_end + 4], big) as usize;
             if trailer != total {
-                return Err(self.corrupt(format!("block length {total} and trailing length {trailer} differ")));
+                return Err(self.corrupt(format!(
+                    "block length {total} and trailing length {trailer} differ"
+                )));
             }
             let result = match block_type {
                 PCAPNG_SHB => {
@@ -371,7 +416,11 @@ impl CaptureFile {
             return Err(self.corrupt("interface description block shorter than 8 bytes".into()));
         }
         let code = u16_at(&self.buf[start..start + 2], big) as u32;
-        let mut iface = Interface { link: LinkType::from_code(code).ok_or(code), units_per_sec: 1_000_000, offset_secs: 0 };
+        let mut iface = Interface {
+            link: LinkType::from_code(code).ok_or(code),
+            units_per_sec: 1_000_000,
+            offset_secs: 0,
+        };
         // Options: code (2), length (2), value padded to 4.
         let mut p = start + 8;
         while p + 4 <= end {
@@ -397,7 +446,8 @@ impl CaptureFile {
                 (14, 8) => {
                     let b = &self.buf[v..v + 8];
                     let arr = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-                    iface.offset_secs = if big { i64::from_be_bytes(arr) } else { i64::from_le_bytes(arr) };
+                    iface.offset_secs =
+                        if big { i64::from_be_bytes(arr) } else { i64::from_le_bytes(arr) };
                 }
                 _ => {}
             }
@@ -413,13 +463,19 @@ impl CaptureFile {
             Format::Pcap { .. } => None,
         };
         let Some(iface) = iface else {
-            return Err(self.corrupt(format!("packet refers to interface {id}, which no interface block declared")));
+            return Err(self.corrupt(format!(
+                "packet refers to interface {id}, which no interface block declared"
+            )));
         };
         match iface.link {
             Ok(link) => Ok((link, iface)),
             Err(code) => {
                 self.failed = true;
-                Err(CaptureError::UnsupportedLinkType { path: self.path.clone(), code, name: link_type_name(code) })
+                Err(CaptureError::UnsupportedLinkType {
+                    path: self.path.clone(),
+                    code,
+                    name: link_type_name(code),
+                })
             }
         }
     }
@@ -436,7 +492,11 @@ impl CaptureFile {
         }
         let b = &self.buf[start..start + 20];
         // The obsolete packet block (type 2) has a 16-bit interface id and a 16-bit drop count.
-        let iface_id = if block_type == 2 { u16_at(&b[0..2], big) as usize } else { u32_at(&b[0..4], big) as usize };
+        let iface_id = if block_type == 2 {
+            u16_at(&b[0..2], big) as usize
+        } else {
+            u32_at(&b[0..4], big) as usize
+        };
         let ticks = ((u32_at(&b[4..8], big) as u64) << 32) | u32_at(&b[8..12], big) as u64;
         let caplen = u32_at(&b[12..16], big) as usize;
         let orig = u32_at(&b[16..20], big);
@@ -445,7 +505,8 @@ impl CaptureFile {
         }
         let (link, iface) = self.interface(iface_id)?;
         // ticks / units_per_sec seconds, in nanoseconds, without overflow.
-        let ns = (ticks as u128 * 1_000_000_000 / iface.units_per_sec as u128).min(i64::MAX as u128) as i64;
+        let ns = (ticks as u128 * 1_000_000_000 / iface.units_per_sec as u128).min(i64::MAX as u128)
+            as i64;
         let ts = Timestamp(ns.saturating_add(iface.offset_secs.saturating_mul(1_000_000_000)));
         let wire = if (orig as usize) < caplen {
             self.stats.caplen_over_wirelen += 1;
@@ -456,7 +517,12 @@ impl CaptureFile {
         Ok((ts, link, wire, start + 20, caplen))
     }
 
-    fn read_spb(&mut self, start: usize, end: usize, big: bool) -> Result<(Timestamp, LinkType, u32, usize, usize), CaptureError> {
+    fn read_spb(
+        &mut self,
+        start: usize,
+        end: usize,
+        big: bool,
+    ) -> Result<(Timestamp, LinkType, u32, usize, usize), CaptureError> {
         if end - start < 4 {
             return Err(self.corrupt("simple packet block shorter than 4 bytes".into()));
         }
@@ -481,7 +547,8 @@ mod tests {
         let mut out = Vec::new();
         let mut w = PcapWriter::new(&mut out, LinkType::Ethernet).unwrap();
         for i in 0..n {
-            w.write(Timestamp(1_500_000_000_123_456_000 + i as i64 * 1000), &[i as u8; 60], 60).unwrap();
+            w.write(Timestamp(1_500_000_000_123_456_000 + i as i64 * 1000), &[i as u8; 60], 60)
+                .unwrap();
         }
         drop(w);
         out
@@ -548,7 +615,8 @@ mod tests {
     #[test]
     fn empty_and_foreign_files_are_refused_by_name() {
         assert!(matches!(open_bytes(vec![]), Err(CaptureError::Empty { .. })));
-        let e = open_bytes(b"GET / HTTP/1.1\r\n\r\nhello world, this is text".to_vec()).unwrap_err();
+        let e =
+            open_bytes(b"GET / HTTP/1.1\r\n\r\nhello world, this is text".to_vec()).unwrap_err();
         assert!(e.to_string().contains("mem.pcap: not a pcap or pcapng file"), "{e}");
     }
 
@@ -605,7 +673,11 @@ mod tests {
 
     #[test]
     fn pcapng_applies_if_tsresol() {
-        for (resol, expect_ns) in [(None, 1_000_000_123_000), (Some(9), 1_000_000_123), (Some(0x80 | 10), 976_562_620_117_187)] {
+        for (resol, expect_ns) in [
+            (None, 1_000_000_123_000),
+            (Some(9), 1_000_000_123),
+            (Some(0x80 | 10), 976_562_620_117_187),
+        ] {
             let mut cf = open_bytes(pcapng_with_tsresol(resol)).unwrap();
             let p = cf.next_packet().unwrap().unwrap();
             assert_eq!(p.ts, Timestamp(expect_ns), "{resol:?}");
@@ -622,7 +694,8 @@ mod tests {
         let mut boundaries = vec![0];
         while *boundaries.last().unwrap() < full.len() {
             let at = *boundaries.last().unwrap();
-            boundaries.push(at + u32::from_le_bytes(full[at + 4..at + 8].try_into().unwrap()) as usize);
+            boundaries
+                .push(at + u32::from_le_bytes(full[at + 4..at + 8].try_into().unwrap()) as usize);
         }
         for cut in 0..full.len() {
             if let Ok(mut cf) = open_bytes(full[..cut].to_vec()) {

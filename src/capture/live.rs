@@ -37,11 +37,17 @@ pub struct LiveSource {
 }
 
 impl LiveSource {
-    pub fn open(iface: &str, filter: Option<&str>, cfg: &LiveConfig) -> Result<LiveSource, LiveError> {
+    pub fn open(
+        iface: &str,
+        filter: Option<&str>,
+        cfg: &LiveConfig,
+    ) -> Result<LiveSource, LiveError> {
         let open_err = |e: pcap::Error| {
             let mut message = e.to_string();
             if message.contains("not permitted") || message.to_lowercase().contains("permission") {
-                message.push_str(" (no permission: capturing needs root or the CAP_NET_RAW capability)");
+                message.push_str(
+                    " (no permission: capturing needs root or the CAP_NET_RAW capability)",
+                );
             }
             LiveError::Open { iface: iface.into(), message }
         };
@@ -49,7 +55,10 @@ impl LiveSource {
         let devices = pcap::Device::list().map_err(open_err)?;
         if !devices.iter().any(|d| d.name == iface) {
             let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
-            return Err(LiveError::Open { iface: iface.into(), message: format!("no such interface (have: {})", names.join(", ")) });
+            return Err(LiveError::Open {
+                iface: iface.into(),
+                message: format!("no such interface (have: {})", names.join(", ")),
+            });
         }
         let cap = pcap::Capture::from_device(iface)
             .map_err(open_err)?
@@ -61,14 +70,27 @@ impl LiveSource {
             .map_err(open_err)?;
         let mut cap = cap.setnonblock().map_err(open_err)?;
         if let Some(f) = filter {
-            cap.filter(f, true).map_err(|e| LiveError::Filter { iface: iface.into(), filter: f.into(), message: e.to_string() })?;
+            cap.filter(f, true).map_err(|e| LiveError::Filter {
+                iface: iface.into(),
+                filter: f.into(),
+                message: e.to_string(),
+            })?;
         }
         let code = cap.get_datalink().0;
-        let link = u32::try_from(code)
-            .ok()
-            .and_then(LinkType::from_code)
-            .ok_or(LiveError::LinkType { iface: iface.into(), code, name: link_type_name(code as u32) })?;
-        Ok(LiveSource { cap, link, iface: iface.into(), warnings: Vec::new(), ended: false, idle_sleep: Duration::from_millis(1) })
+        let link =
+            u32::try_from(code).ok().and_then(LinkType::from_code).ok_or(LiveError::LinkType {
+                iface: iface.into(),
+                code,
+                name: link_type_name(code as u32),
+            })?;
+        Ok(LiveSource {
+            cap,
+            link,
+            iface: iface.into(),
+            warnings: Vec::new(),
+            ended: false,
+            idle_sleep: Duration::from_millis(1),
+        })
     }
 }
 
@@ -81,8 +103,15 @@ impl PacketSource for LiveSource {
         let LiveSource { cap, link, iface, warnings, ended, idle_sleep } = self;
         match cap.next_packet() {
             Ok(p) => {
-                let ts = Timestamp(p.header.ts.tv_sec as i64 * 1_000_000_000 + p.header.ts.tv_usec as i64 * 1000);
-                Next::Packet(RawPacket { ts, link: *link, wire_len: p.header.len.max(p.data.len() as u32), data: p.data })
+                let ts = Timestamp(
+                    p.header.ts.tv_sec as i64 * 1_000_000_000 + p.header.ts.tv_usec as i64 * 1000,
+                );
+                Next::Packet(RawPacket {
+                    ts,
+                    link: *link,
+                    wire_len: p.header.len.max(p.data.len() as u32),
+                    data: p.data,
+                })
             }
             Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
                 std::thread::sleep(*idle_sleep);

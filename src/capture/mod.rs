@@ -29,7 +29,8 @@ impl Timestamp {
     /// The wall clock now (for live capture and for stamps on files and labels; capture
     /// time everywhere else comes from packets).
     pub fn wall_now() -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use super::{CaptureError, CaptureFile, RawPacket};
 use super::file::FileStats;
+use super::{CaptureError, CaptureFile, RawPacket};
 
 /// What a source has next.
 #[derive(Debug)]

@@ -62,7 +62,16 @@ impl Rng {
 
 impl TruthRow {
     #[allow(clippy::too_many_arguments)]
-    fn new(label: u8, kind: &'static str, proto: u8, orig: Ipv4Addr, orig_port: u16, resp: Ipv4Addr, resp_port: u16, start: i64) -> TruthRow {
+    fn new(
+        label: u8,
+        kind: &'static str,
+        proto: u8,
+        orig: Ipv4Addr,
+        orig_port: u16,
+        resp: Ipv4Addr,
+        resp_port: u16,
+        start: i64,
+    ) -> TruthRow {
         TruthRow { label, kind, proto, orig, orig_port, resp, resp_port, start: Timestamp(start) }
     }
 }
@@ -70,7 +79,11 @@ impl TruthRow {
 fn record(truth: &mut dyn Write, s: &mut SynthSummary, r: TruthRow) -> io::Result<()> {
     s.conversations += 1;
     s.attack_conversations += r.label as u64;
-    writeln!(truth, "{},{},{},{},{},{},{},{}", r.label, r.kind, r.proto, r.orig, r.orig_port, r.resp, r.resp_port, r.start)
+    writeln!(
+        truth,
+        "{},{},{},{},{},{},{},{}",
+        r.label, r.kind, r.proto, r.orig, r.orig_port, r.resp, r.resp_port, r.start
+    )
 }
 
 /// What the generator writes.
@@ -91,7 +104,14 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { seed: 7, duration_secs: 600.0, scale: 1.0, start_secs: 1_767_225_600, attacks: true, snaplen: 65_535 }
+        SynthConfig {
+            seed: 7,
+            duration_secs: 600.0,
+            scale: 1.0,
+            start_secs: 1_767_225_600,
+            attacks: true,
+            snaplen: 65_535,
+        }
     }
 }
 
@@ -156,7 +176,16 @@ struct Conv<'a> {
 
 impl<'a> Conv<'a> {
     #[allow(clippy::too_many_arguments)]
-    fn new(out: &'a mut Pending, client: Ipv4Addr, server: Ipv4Addr, cport: u16, sport: u16, rtt: i64, t: i64, rng: &mut Rng) -> Conv<'a> {
+    fn new(
+        out: &'a mut Pending,
+        client: Ipv4Addr,
+        server: Ipv4Addr,
+        cport: u16,
+        sport: u16,
+        rtt: i64,
+        t: i64,
+        rng: &mut Rng,
+    ) -> Conv<'a> {
         Conv {
             out,
             client,
@@ -179,9 +208,12 @@ impl<'a> Conv<'a> {
             (self.server, self.client, self.sport, self.cport, self.sttl, self.sseq, self.cseq)
         };
         let window = if from_client { 64240 } else { 65160 };
-        let mut b = PacketBuilder::ethernet2(if from_client { mac_of(src) } else { GATEWAY_MAC }, mac_of(dst))
-            .ipv4(src.octets(), dst.octets(), ttl)
-            .tcp(sp, dp, seq, window);
+        let mut b = PacketBuilder::ethernet2(
+            if from_client { mac_of(src) } else { GATEWAY_MAC },
+            mac_of(dst),
+        )
+        .ipv4(src.octets(), dst.octets(), ttl)
+        .tcp(sp, dp, seq, window);
         if flags & 0x02 != 0 {
             b = b.syn();
         }
@@ -208,7 +240,11 @@ impl<'a> Conv<'a> {
         let f = self.frame_tcp(from_client, flags, payload);
         self.out.push(self.t, f);
         let adv = payload.len() as u32 + (flags & 0x03 != 0) as u32;
-        if from_client { self.cseq = self.cseq.wrapping_add(adv) } else { self.sseq = self.sseq.wrapping_add(adv) }
+        if from_client {
+            self.cseq = self.cseq.wrapping_add(adv)
+        } else {
+            self.sseq = self.sseq.wrapping_add(adv)
+        }
     }
 
     fn handshake(&mut self) {
@@ -252,7 +288,9 @@ impl<'a> Conv<'a> {
         } else {
             (self.server, self.client, self.sport, self.cport, self.sttl)
         };
-        let b = PacketBuilder::ethernet2(mac_of(src), mac_of(dst)).ipv4(src.octets(), dst.octets(), ttl).udp(sp, dp);
+        let b = PacketBuilder::ethernet2(mac_of(src), mac_of(dst))
+            .ipv4(src.octets(), dst.octets(), ttl)
+            .udp(sp, dp);
         let mut v = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut v, payload).expect("writing to a Vec cannot fail");
         self.out.push(self.t, v);
@@ -276,7 +314,14 @@ fn dns_query(id: u16, name: &str, response: bool) -> Vec<u8> {
 }
 
 const TLS_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
-const SITES: [&str; 6] = ["example.com", "news.example.org", "cdn.example.net", "mail.example.com", "wiki.example.org", "shop.example.net"];
+const SITES: [&str; 6] = [
+    "example.com",
+    "news.example.org",
+    "cdn.example.net",
+    "mail.example.com",
+    "wiki.example.org",
+    "shop.example.net",
+];
 
 /// The generator's plan: who talks, and the attacks' parameters.
 struct World {
@@ -311,7 +356,11 @@ impl World {
 }
 
 /// Writes the capture to `pcap` and the truth rows to `truth`.
-pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> io::Result<SynthSummary> {
+pub fn generate(
+    cfg: &SynthConfig,
+    pcap: impl Write,
+    mut truth: impl Write,
+) -> io::Result<SynthSummary> {
     let mut rng = Rng::new(cfg.seed);
     let snaplen = cfg.snaplen.max(64) as usize;
     let world = World::new();
@@ -323,7 +372,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
     let end = t0 + (cfg.duration_secs * 1e9) as i64;
     let mut next_port: u16 = 40_000;
     let mut port = |rng: &mut Rng| {
-        next_port = if next_port >= 60_999 { 40_000 + rng.range(0, 100) as u16 } else { next_port + 1 + rng.range(0, 3) as u16 };
+        next_port = if next_port >= 60_999 {
+            40_000 + rng.range(0, 100) as u16
+        } else {
+            next_port + 1 + rng.range(0, 3) as u16
+        };
         next_port
     };
 
@@ -379,21 +432,34 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
             "web" => {
                 let server = world.web[rng.range(0, world.web.len() as u64) as usize];
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(0, "web", 6, client, cp, server, 80, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "web", 6, client, cp, server, 80, t),
+                )?;
                 let mut c = Conv::new(&mut out, client, server, cp, 80, wan_rtt, t, &mut rng);
                 c.handshake();
                 let site = SITES[rng.range(0, SITES.len() as u64) as usize];
-                let req = format!("GET /page/{} HTTP/1.1\r\nHost: {site}\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n", rng.range(0, 500));
+                let req = format!(
+                    "GET /page/{} HTTP/1.1\r\nHost: {site}\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n",
+                    rng.range(0, 500)
+                );
                 c.data(true, req.as_bytes(), req.len(), &mut rng);
                 let body = rng.lognormal(6_000.0, 1.2).clamp(200.0, 2_000_000.0) as usize;
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {body}\r\n\r\n");
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {body}\r\n\r\n"
+                );
                 c.data(false, head.as_bytes(), head.len() + body, &mut rng);
                 c.close();
             }
             "tls" => {
                 let server = world.web[rng.range(0, world.web.len() as u64) as usize];
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(0, "tls", 6, client, cp, server, 443, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "tls", 6, client, cp, server, 443, t),
+                )?;
                 let mut c = Conv::new(&mut out, client, server, cp, 443, wan_rtt, t, &mut rng);
                 c.handshake();
                 c.data(true, TLS_HELLO, 517, &mut rng);
@@ -407,7 +473,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
             }
             "dns" => {
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(0, "dns", 17, client, cp, world.dns, 53, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "dns", 17, client, cp, world.dns, 53, t),
+                )?;
                 let mut c = Conv::new(&mut out, client, world.dns, cp, 53, lan_rtt, t, &mut rng);
                 let id = rng.next_u64() as u16;
                 let site = SITES[rng.range(0, SITES.len() as u64) as usize];
@@ -415,7 +485,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 c.udp(false, &dns_query(id, site, true), lan_rtt);
             }
             "ntp" => {
-                record(&mut truth, &mut summary, TruthRow::new(0, "ntp", 17, client, 123, world.ntp, 123, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "ntp", 17, client, 123, world.ntp, 123, t),
+                )?;
                 let mut c = Conv::new(&mut out, client, world.ntp, 123, 123, wan_rtt, t, &mut rng);
                 let mut req = [0u8; 48];
                 req[0] = 0x23;
@@ -425,8 +499,13 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
             }
             "ssh" => {
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(0, "ssh", 6, world.admin, cp, world.ssh, 22, t))?;
-                let mut c = Conv::new(&mut out, world.admin, world.ssh, cp, 22, lan_rtt, t, &mut rng);
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "ssh", 6, world.admin, cp, world.ssh, 22, t),
+                )?;
+                let mut c =
+                    Conv::new(&mut out, world.admin, world.ssh, cp, 22, lan_rtt, t, &mut rng);
                 c.handshake();
                 c.data(false, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", 32, &mut rng);
                 c.data(true, b"SSH-2.0-OpenSSH_9.6\r\n", 21, &mut rng);
@@ -442,8 +521,13 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
             }
             "iot" => {
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(0, "iot-heartbeat", 6, world.iot, cp, world.cloud, 8883, t))?;
-                let mut c = Conv::new(&mut out, world.iot, world.cloud, cp, 8883, wan_rtt, t, &mut rng);
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(0, "iot-heartbeat", 6, world.iot, cp, world.cloud, 8883, t),
+                )?;
+                let mut c =
+                    Conv::new(&mut out, world.iot, world.cloud, cp, 8883, wan_rtt, t, &mut rng);
                 c.cttl = 255;
                 c.handshake();
                 c.data(true, &[0x10, 0x1c, 0, 4, b'M', b'Q', b'T', b'T'], 30, &mut rng);
@@ -459,7 +543,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 let mut tt = t;
                 for dp in 1..=120u16 {
                     tt += rng.range(500_000, 3_000_000) as i64;
-                    record(&mut truth, &mut summary, TruthRow::new(1, "portscan", 6, attacker, sp, target, dp, tt))?;
+                    record(
+                        &mut truth,
+                        &mut summary,
+                        TruthRow::new(1, "portscan", 6, attacker, sp, target, dp, tt),
+                    )?;
                     let mut c = Conv::new(&mut out, attacker, target, sp, dp, lan_rtt, t, &mut rng);
                     c.t = tt;
                     c.cttl = 37;
@@ -477,9 +565,14 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 let mut tt = t;
                 for _ in 0..400 {
                     tt += rng.range(100_000, 500_000) as i64;
-                    let src = Ipv4Addr::new(198, 51, rng.range(0, 256) as u8, rng.range(1, 255) as u8);
+                    let src =
+                        Ipv4Addr::new(198, 51, rng.range(0, 256) as u8, rng.range(1, 255) as u8);
                     let sp = rng.range(1024, 65535) as u16;
-                    record(&mut truth, &mut summary, TruthRow::new(1, "synflood", 6, src, sp, target, 80, tt))?;
+                    record(
+                        &mut truth,
+                        &mut summary,
+                        TruthRow::new(1, "synflood", 6, src, sp, target, 80, tt),
+                    )?;
                     let mut c = Conv::new(&mut out, src, target, sp, 80, lan_rtt, t, &mut rng);
                     c.t = tt;
                     c.cttl = rng.range(30, 250) as u8;
@@ -492,8 +585,13 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 for _ in 0..40 {
                     tt += rng.range(800_000_000, 2_000_000_000) as i64;
                     let cp = port(&mut rng);
-                    record(&mut truth, &mut summary, TruthRow::new(1, "ssh-bruteforce", 6, attacker, cp, world.ssh, 22, tt))?;
-                    let mut c = Conv::new(&mut out, attacker, world.ssh, cp, 22, wan_rtt, t, &mut rng);
+                    record(
+                        &mut truth,
+                        &mut summary,
+                        TruthRow::new(1, "ssh-bruteforce", 6, attacker, cp, world.ssh, 22, tt),
+                    )?;
+                    let mut c =
+                        Conv::new(&mut out, attacker, world.ssh, cp, 22, wan_rtt, t, &mut rng);
                     c.t = tt;
                     c.cttl = 45;
                     c.handshake();
@@ -512,7 +610,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 let infected = Ipv4Addr::new(10, 0, 0, 23);
                 let cnc = Ipv4Addr::new(185, 100, 87, 9);
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(1, "cnc-beacon", 6, infected, cp, cnc, 443, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(1, "cnc-beacon", 6, infected, cp, cnc, 443, t),
+                )?;
                 let mut c = Conv::new(&mut out, infected, cnc, cp, 443, wan_rtt, t, &mut rng);
                 c.handshake();
                 c.data(true, &[0x17, 0x03, 0x03, 0x00, 0x40], 69, &mut rng);
@@ -523,7 +625,11 @@ pub fn generate(cfg: &SynthConfig, pcap: impl Write, mut truth: impl Write) -> i
                 let insider = Ipv4Addr::new(10, 0, 0, 31);
                 let drop = Ipv4Addr::new(203, 0, 113, 50);
                 let cp = port(&mut rng);
-                record(&mut truth, &mut summary, TruthRow::new(1, "exfiltration", 6, insider, cp, drop, 8443, t))?;
+                record(
+                    &mut truth,
+                    &mut summary,
+                    TruthRow::new(1, "exfiltration", 6, insider, cp, drop, 8443, t),
+                )?;
                 let mut c = Conv::new(&mut out, insider, drop, cp, 8443, wan_rtt, t, &mut rng);
                 c.handshake();
                 c.data(true, &[0x17, 0x03, 0x03], 2_500_000, &mut rng);

@@ -30,7 +30,9 @@ impl<W: Write> PcapWriter<W> {
     pub fn write(&mut self, ts: Timestamp, data: &[u8], wire_len: u32) -> io::Result<()> {
         let secs = ts.0.div_euclid(1_000_000_000);
         let micros = ts.0.rem_euclid(1_000_000_000) / 1000;
-        let secs = u32::try_from(secs).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "timestamp outside pcap's range"))?;
+        let secs = u32::try_from(secs).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "timestamp outside pcap's range")
+        })?;
         self.out.write_all(&secs.to_le_bytes())?;
         self.out.write_all(&(micros as u32).to_le_bytes())?;
         self.out.write_all(&(data.len() as u32).to_le_bytes())?;

@@ -35,9 +35,12 @@ pub struct FlowsArgs {
 }
 
 pub fn run(args: FlowsArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let captures = if args.captures.is_empty() { vec![super::bundled_capture()?] } else { args.captures };
+    let captures =
+        if args.captures.is_empty() { vec![super::bundled_capture()?] } else { args.captures };
     let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     let mut extractor = features::extractor(args.schema, config.flow.community_id_seed);

@@ -63,24 +63,39 @@ pub enum LabelsAction {
 
 pub fn label(args: LabelArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.resolve();
-    let mut store = LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?;
+    let mut store = LabelStore::open(&dir)
+        .with_context(|| format!("opening the label store in {}", dir.display()))?;
     let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
-    let l = store.label(&args.flow, args.verdict, &by, &args.note, crate::capture::Timestamp::wall_now().as_secs_f64())?;
+    let l = store.label(
+        &args.flow,
+        args.verdict,
+        &by,
+        &args.note,
+        crate::capture::Timestamp::wall_now().as_secs_f64(),
+    )?;
     println!("labeled {} ({}) as {} by {}", l.uid, l.community_id, l.verdict, l.by);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn labels(args: LabelsArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.resolve();
-    let mut store = LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?;
+    let mut store = LabelStore::open(&dir)
+        .with_context(|| format!("opening the label store in {}", dir.display()))?;
     if store.recovered_bytes() > 0 {
-        eprintln!("note: cut {} bytes of a label write interrupted by a crash (it was never acknowledged)", store.recovered_bytes());
+        eprintln!(
+            "note: cut {} bytes of a label write interrupted by a crash (it was never acknowledged)",
+            store.recovered_bytes()
+        );
     }
     let mut out = std::io::stdout().lock();
     match args.action {
         LabelsAction::List => {
             for l in store.labels() {
-                writeln!(out, "{:.0}\t{}\t{}\t{}\t{}\t{}", l.at, l.by, l.verdict, l.uid, l.community_id, l.note)?;
+                writeln!(
+                    out,
+                    "{:.0}\t{}\t{}\t{}\t{}\t{}",
+                    l.at, l.by, l.verdict, l.uid, l.community_id, l.note
+                )?;
             }
         }
         LabelsAction::Export => {
@@ -92,7 +107,10 @@ pub fn labels(args: LabelsArgs) -> anyhow::Result<ExitCode> {
             let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
                 Box::new(BufReader::new(std::io::stdin()))
             } else {
-                Box::new(BufReader::new(std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?))
+                Box::new(BufReader::new(
+                    std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?,
+                ))
             };
             let mut n = 0;
             for (i, line) in reader.lines().enumerate() {
@@ -100,7 +118,8 @@ pub fn labels(args: LabelsArgs) -> anyhow::Result<ExitCode> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let l: Label = serde_json::from_str(&line).with_context(|| format!("{}:{}: not a label", file.display(), i + 1))?;
+                let l: Label = serde_json::from_str(&line)
+                    .with_context(|| format!("{}:{}: not a label", file.display(), i + 1))?;
                 store.add(l)?;
                 n += 1;
             }

@@ -53,7 +53,8 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
             Err(e) => bail!("loading model {}: {e:#}", model.display()),
         },
         None => {
-            let dir = super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
+            let dir =
+                super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
             match registry_model(&dir)? {
                 Some(m) => m,
                 None => bail!(
@@ -63,7 +64,19 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    eprintln!("capturing on {} (Ctrl-C to stop; open flows are flushed and scored)", args.interface);
-    super::replay::detect(&mut source, &args.detect, config, loaded, Speed::Max, Backpressure::Drop, false, false)?;
+    eprintln!(
+        "capturing on {} (Ctrl-C to stop; open flows are flushed and scored)",
+        args.interface
+    );
+    super::replay::detect(
+        &mut source,
+        &args.detect,
+        config,
+        loaded,
+        Speed::Max,
+        Backpressure::Drop,
+        false,
+        false,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

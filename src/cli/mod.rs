@@ -3,11 +3,11 @@
 
 mod flows;
 mod labels;
-mod models;
 #[cfg(feature = "live")]
 mod live;
-pub mod replay;
 pub mod model_cmds;
+mod models;
+pub mod replay;
 mod scenario;
 mod synth;
 
@@ -84,7 +84,9 @@ pub fn bundled_capture() -> anyhow::Result<PathBuf> {
     if src.exists() {
         return Ok(src);
     }
-    anyhow::bail!("no capture given, and the bundled {BUNDLED_CAPTURE} is not here: pass a capture file")
+    anyhow::bail!(
+        "no capture given, and the bundled {BUNDLED_CAPTURE} is not here: pass a capture file"
+    )
 }
 
 /// Parses the command line and runs it.

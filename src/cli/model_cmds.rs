@@ -10,8 +10,8 @@ use clap::Args;
 use crate::features::schema::PrepChoice;
 use crate::features::tables::{self, SchemaChoice, Table, TableOptions};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
-use crate::model::eval::{self, mean_std};
 use crate::model::device::{self, Backend};
+use crate::model::eval::{self, mean_std};
 use crate::model::score::{Scorer, Scores};
 use crate::model::train::{Ablation, TrainConfig};
 
@@ -56,7 +56,8 @@ impl TableRead {
             class: self.class_column.clone(),
             skip_bad_rows: self.skip_bad_rows,
         };
-        let t = tables::load(table, &opts).with_context(|| format!("reading table {}", table.display()))?;
+        let t = tables::load(table, &opts)
+            .with_context(|| format!("reading table {}", table.display()))?;
         if t.skipped_bad > 0 {
             eprintln!("{}: skipped {} malformed rows", table.display(), t.skipped_bad);
         }
@@ -97,14 +98,18 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     fn build(&self) -> anyhow::Result<TrainConfig> {
-        let mut table = toml::Table::try_from(TrainConfig::default()).expect("the default config serialises to TOML");
+        let mut table = toml::Table::try_from(TrainConfig::default())
+            .expect("the default config serialises to TOML");
         if let Some(p) = &self.config {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let file: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let file: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
             table.extend(file);
         }
         for kv in &self.set {
-            let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            let (k, v) =
+                kv.split_once('=').with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
             let value: toml::Value = format!("v = {v}")
                 .parse::<toml::Table>()
                 .ok()
@@ -162,8 +167,15 @@ pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<Exi
         cfg.seed = s;
     }
     let compute = device::select(a.backend);
-    let trained = eval::fit_table(&table, &cfg, a.val_fraction, a.labeled_ratio, &compute.device, !a.config.quiet)
-        .with_context(|| format!("training on {}", a.table.table.display()))?;
+    let trained = eval::fit_table(
+        &table,
+        &cfg,
+        a.val_fraction,
+        a.labeled_ratio,
+        &compute.device,
+        !a.config.quiet,
+    )
+    .with_context(|| format!("training on {}", a.table.table.display()))?;
     let p = &trained.prepared;
     let d = p.scaler.width();
     let (name, fingerprint) = table.layout();
@@ -250,14 +262,25 @@ pub fn score(mut a: ScoreArgs) -> anyhow::Result<ExitCode> {
     let s: Scores = scorer.explain(&x);
     let secs = started.elapsed().as_secs_f64();
     let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    write_scores(&mut out, &table, &s).or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
-    eprintln!("scored {} rows in {:.3} s ({:.0} rows/s)", table.n_rows(), secs, table.n_rows() as f64 / secs.max(1e-9));
+    write_scores(&mut out, &table, &s)
+        .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+    eprintln!(
+        "scored {} rows in {:.3} s ({:.0} rows/s)",
+        table.n_rows(),
+        secs,
+        table.n_rows() as f64 / secs.max(1e-9)
+    );
     if table.labels.contains(&0) && table.labels.contains(&1) {
         let m = eval::metrics(&s.score, &table.labels);
-        eprintln!("against the table's labels: AUC-ROC {:.4}, AUC-PR {:.4}, AP {:.4}", m.auc_roc, m.auc_pr, m.average_precision);
+        eprintln!(
+            "against the table's labels: AUC-ROC {:.4}, AUC-PR {:.4}, AP {:.4}",
+            m.auc_roc, m.auc_pr, m.average_precision
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -269,7 +292,16 @@ fn write_scores(out: &mut dyn Write, table: &Table, s: &Scores) -> std::io::Resu
     }
     writeln!(out)?;
     for i in 0..table.n_rows() {
-        write!(out, "{},{},{},{},{},{}", table.row_ids[i], table.labels[i], s.score[i], s.recon[i], s.prototype[i], s.similarity[i])?;
+        write!(
+            out,
+            "{},{},{},{},{},{}",
+            table.row_ids[i],
+            table.labels[i],
+            s.score[i],
+            s.recon[i],
+            s.prototype[i],
+            s.similarity[i]
+        )?;
         for v in &s.latent[i * s.latent_width..(i + 1) * s.latent_width] {
             write!(out, ",{v}")?;
         }
@@ -329,16 +361,23 @@ pub fn eval(a: EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitC
         return super::scenario::run(file, &a, config);
     }
     let Some(table_path) = &a.table else {
-        bail!("eval needs --table FILE (a table with a label column) or --scenario FILE (captures)");
+        bail!(
+            "eval needs --table FILE (a table with a label column) or --scenario FILE (captures)"
+        );
     };
     let table = a.read.load(table_path)?;
     let mut cfg = a.config.build()?;
     cfg.ablate.extend(a.ablate.iter().copied());
     let split = match (&a.split, &a.unseen_class) {
-        (Some(_), Some(_)) => bail!("--split and --unseen-class are exclusive: a split file already fixes the test rows"),
+        (Some(_), Some(_)) => bail!(
+            "--split and --unseen-class are exclusive: a split file already fixes the test rows"
+        ),
         (Some(p), None) => eval::read_split(p, &table.row_ids, &table.labels)?,
         (None, Some(c)) => {
-            let classes = table.classes.as_ref().context("--unseen-class needs a class column (--class-column)")?;
+            let classes = table
+                .classes
+                .as_ref()
+                .context("--unseen-class needs a class column (--class-column)")?;
             let unseen: Vec<bool> = classes.iter().map(|x| x == c).collect();
             if !unseen.contains(&true) {
                 bail!("class {c:?} does not occur in {}", table_path.display());
@@ -383,7 +422,8 @@ pub fn eval(a: EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitC
         );
         results.push(res);
     }
-    let col = |f: &dyn Fn(&eval::RunResult) -> f64| mean_std(&results.iter().map(f).collect::<Vec<_>>());
+    let col =
+        |f: &dyn Fn(&eval::RunResult) -> f64| mean_std(&results.iter().map(f).collect::<Vec<_>>());
     let pr = col(&|r| r.metrics.auc_pr);
     let roc = col(&|r| r.metrics.auc_roc);
     let ap = col(&|r| r.metrics.average_precision);
@@ -413,7 +453,11 @@ pub fn eval(a: EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitC
             "ap_mean": ap.0, "ap_std": ap.1,
             "fit_s_mean": fit.0, "score_s_mean": sc.0,
         });
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(j).with_context(|| format!("opening {}", j.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(j)
+            .with_context(|| format!("opening {}", j.display()))?;
         writeln!(f, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)

@@ -56,7 +56,8 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ModelsAction::Show { version } => {
-            let v = version.or(current).ok_or_else(|| anyhow::anyhow!("no model is registered yet"))?;
+            let v =
+                version.or(current).ok_or_else(|| anyhow::anyhow!("no model is registered yet"))?;
             let e = reg.get(v)?;
             println!("{}", serde_json::to_string_pretty(e)?);
             println!("file: {}", reg.model_path(v).display());
@@ -68,11 +69,21 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         ModelsAction::Retrain { scratch } => {
             let req = if scratch { RetrainRequest::Scratch } else { RetrainRequest::Warm };
             req.write(&dir)?;
-            println!("asked the sensor using {} to retrain ({}); its learning loop takes the request within a second", dir.display(), if scratch { "from scratch" } else { "warm start" });
+            println!(
+                "asked the sensor using {} to retrain ({}); its learning loop takes the request within a second",
+                dir.display(),
+                if scratch { "from scratch" } else { "warm start" }
+            );
         }
         ModelsAction::Promote { file, data, cut } => {
             crate::model::artifact::Artifact::load(&file)?;
-            let e = reg.promote(&file, data, Vec::new(), cut, crate::capture::Timestamp::wall_now().as_secs_f64())?;
+            let e = reg.promote(
+                &file,
+                data,
+                Vec::new(),
+                cut,
+                crate::capture::Timestamp::wall_now().as_secs_f64(),
+            )?;
             println!("registered {} as v{} (current)", file.display(), e.version);
         }
     }

@@ -10,22 +10,22 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::alert::{RuleSet, Threshold, ThresholdCalibrator};
+use crate::capture::Timestamp;
 use crate::capture::source::{FileSource, PacketSource};
 use crate::config::Config;
 use crate::features::{self, SchemaKind};
-use crate::model::artifact::Artifact;
-use crate::model::device::{self, Backend, Compute};
-use crate::model::eval;
-use crate::capture::Timestamp;
 use crate::feedback;
 use crate::feedback::log::RecordLog;
 use crate::feedback::{LabelStore, Registry};
+use crate::model::artifact::Artifact;
+use crate::model::device::{self, Backend, Compute};
+use crate::model::eval;
 use crate::model::mnpwad::Mnpwad;
 use crate::model::slot::ModelSlot;
 use crate::output::{Format, RecordWriter};
 use crate::pipeline::bootstrap::{self, Truth};
-use crate::pipeline::metrics::{self, Metrics};
 use crate::pipeline::learn::LearnSetup;
+use crate::pipeline::metrics::{self, Metrics};
 use crate::pipeline::sensor::{self, WebSetup};
 use crate::pipeline::stream::{self, Backpressure, Outputs, Scoring, Setup, Speed, StreamReport};
 use crate::pipeline::web_server;
@@ -173,21 +173,40 @@ impl LoadedModel {
 
     /// Its scorer on `compute`.
     pub fn scoring(&self, compute: &Compute) -> Scoring {
-        Scoring::on(compute, &self.artifact, &self.model, &self.bytes, self.registry_version, self.cut())
+        Scoring::on(
+            compute,
+            &self.artifact,
+            &self.model,
+            &self.bytes,
+            self.registry_version,
+            self.cut(),
+        )
     }
 }
 
 pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
     let art = Artifact::load(path)?;
     let Some(kind) = schema_of_layout(&art.layout.name) else {
-        bail!("{}: the model reads {:?} rows, not flow features of a schema this build extracts (unsw-nb15, iot23)", path.display(), art.layout.name);
+        bail!(
+            "{}: the model reads {:?} rows, not flow features of a schema this build extracts (unsw-nb15, iot23)",
+            path.display(),
+            art.layout.name
+        );
     };
     let schema = kind.schema();
     art.check_layout(path, &schema.name, &schema.fingerprint())?;
     let model = art.to_model(path, &burn::tensor::Device::flex())?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let suggested = art.cut.map(Threshold::Score);
-    Ok(LoadedModel { artifact: art, model, bytes, schema: kind, suggested, path: path.to_owned(), registry_version: None })
+    Ok(LoadedModel {
+        artifact: art,
+        model,
+        bytes,
+        schema: kind,
+        suggested,
+        path: path.to_owned(),
+        registry_version: None,
+    })
 }
 
 /// The registry's current model of a data directory, if there is one.
@@ -195,7 +214,8 @@ pub fn registry_model(data_dir: &Path) -> anyhow::Result<Option<LoadedModel>> {
     let reg = Registry::open(data_dir)?;
     let Some(e) = reg.current() else { return Ok(None) };
     let path = reg.model_path(e.version);
-    let mut m = load_model(&path).with_context(|| format!("loading the registry's current model v{}", e.version))?;
+    let mut m = load_model(&path)
+        .with_context(|| format!("loading the registry's current model v{}", e.version))?;
     m.registry_version = Some(e.version);
     m.suggested = e.cut.map(Threshold::Score).or(m.suggested);
     Ok(Some(m))
@@ -215,15 +235,29 @@ fn register(loaded: &mut LoadedModel, data_dir: &Path) -> anyhow::Result<()> {
         loaded.registry_version = Some(e.version);
         return Ok(());
     }
-    let e = reg.promote(&loaded.path, format!("model in service at start: {}", loaded.path.display()), Vec::new(), loaded.cut(), Timestamp::wall_now().as_secs_f64())?;
-    eprintln!("learn     registered {} as model v{} (the learning loop's starting point)", loaded.path.display(), e.version);
+    let e = reg.promote(
+        &loaded.path,
+        format!("model in service at start: {}", loaded.path.display()),
+        Vec::new(),
+        loaded.cut(),
+        Timestamp::wall_now().as_secs_f64(),
+    )?;
+    eprintln!(
+        "learn     registered {} as model v{} (the learning loop's starting point)",
+        loaded.path.display(),
+        e.version
+    );
     loaded.registry_version = Some(e.version);
     Ok(())
 }
 
 /// Opens the outputs in `dir`.
 /// The threshold in force: the command line's, the configuration's, the model's, else 2%.
-pub fn threshold_of(d: &DetectArgs, config: &Config, loaded: &LoadedModel) -> anyhow::Result<Threshold> {
+pub fn threshold_of(
+    d: &DetectArgs,
+    config: &Config,
+    loaded: &LoadedModel,
+) -> anyhow::Result<Threshold> {
     Ok(match d.threshold.as_deref().or(config.alert.threshold.as_deref()) {
         Some(t) => t.parse()?,
         None => loaded.suggested.unwrap_or(crate::alert::DEFAULT_RATE.parse()?),
@@ -237,10 +271,13 @@ pub fn open_outputs(
     threshold: Threshold,
     keep_scores: bool,
 ) -> anyhow::Result<Outputs> {
-    std::fs::create_dir_all(&d.output_dir).with_context(|| format!("creating {}", d.output_dir.display()))?;
+    std::fs::create_dir_all(&d.output_dir)
+        .with_context(|| format!("creating {}", d.output_dir.display()))?;
     let create = |name: &str| -> anyhow::Result<Box<dyn Write + Send>> {
         let p = d.output_dir.join(name);
-        Ok(Box::new(BufWriter::new(File::create(&p).with_context(|| format!("creating {}", p.display()))?)))
+        Ok(Box::new(BufWriter::new(
+            File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+        )))
     };
     let flows = match d.flows {
         None => None,
@@ -250,14 +287,26 @@ pub fn open_outputs(
                 Format::Jsonl => "flows.jsonl",
                 Format::Zeek => "flows.log",
             };
-            Some(RecordWriter::new(create(name)?, f, &stream::scored_columns(extractor), "mnpflow_flows").context("writing flows header")?)
+            Some(
+                RecordWriter::new(
+                    create(name)?,
+                    f,
+                    &stream::scored_columns(extractor),
+                    "mnpflow_flows",
+                )
+                .context("writing flows header")?,
+            )
         }
     };
     let rules = RuleSet::load_dir(&rules_dir(d, config))?;
     let dir = data_dir(&d.data_dir);
-    let log = RecordLog::open_for_append(&dir.join("flows.log")).with_context(|| format!("opening the flow record in {}", dir.display()))?;
+    let log = RecordLog::open_for_append(&dir.join("flows.log"))
+        .with_context(|| format!("opening the flow record in {}", dir.display()))?;
     // Indicator rules label flows (also those of a rules folder reloaded while running).
-    let weak_labels = Some(LabelStore::open(&dir).with_context(|| format!("opening the label store in {}", dir.display()))?);
+    let weak_labels = Some(
+        LabelStore::open(&dir)
+            .with_context(|| format!("opening the label store in {}", dir.display()))?,
+    );
     Ok(Outputs {
         alerts: create("alerts.jsonl")?,
         flows,
@@ -278,35 +327,63 @@ fn rules_dir(d: &DetectArgs, config: &Config) -> PathBuf {
 /// The page's tokens: `--feedback-token`, else `[feedback] token`, else
 /// `$MNPFLOW_FEEDBACK_TOKEN` (each a comma-separated list); none: one is generated.
 fn feedback_tokens(d: &DetectArgs, config: &Config) -> Vec<String> {
-    let flags: Vec<String> = d.feedback_token.iter().flat_map(|t| feedback::access::split_tokens(t)).collect();
+    let flags: Vec<String> =
+        d.feedback_token.iter().flat_map(|t| feedback::access::split_tokens(t)).collect();
     if !flags.is_empty() {
         return flags;
     }
-    let configured = config.feedback.token.as_deref().map(feedback::access::split_tokens).unwrap_or_default();
+    let configured =
+        config.feedback.token.as_deref().map(feedback::access::split_tokens).unwrap_or_default();
     if !configured.is_empty() {
         return configured;
     }
-    std::env::var("MNPFLOW_FEEDBACK_TOKEN").map(|v| feedback::access::split_tokens(&v)).unwrap_or_default()
+    std::env::var("MNPFLOW_FEEDBACK_TOKEN")
+        .map(|v| feedback::access::split_tokens(&v))
+        .unwrap_or_default()
 }
 
 /// Binds the analysts' page, prints how to open it once, and keeps its URL in the data
 /// directory while the sensor runs.
-fn open_page(addr: std::net::SocketAddr, d: &DetectArgs, config: &Config, dir: &Path, stay: bool) -> anyhow::Result<WebSetup> {
-    let page = web_server::PageAccess { tokens: feedback_tokens(d, config), no_token: d.feedback_no_token, hosts: config.feedback.hosts.clone() };
+fn open_page(
+    addr: std::net::SocketAddr,
+    d: &DetectArgs,
+    config: &Config,
+    dir: &Path,
+    stay: bool,
+) -> anyhow::Result<WebSetup> {
+    let page = web_server::PageAccess {
+        tokens: feedback_tokens(d, config),
+        no_token: d.feedback_no_token,
+        hosts: config.feedback.hosts.clone(),
+    };
     let (server, access) = web_server::bind(addr, &page)?;
     let url = access.page_url();
     let url_file = web_server::UrlFile::write(dir, &url)?;
     let kept = url_file.path().display();
     if !access.needs_token() {
-        eprintln!("feedback  open {url} (no token, --feedback-no-token: any program or user of this machine can label)");
+        eprintln!(
+            "feedback  open {url} (no token, --feedback-no-token: any program or user of this machine can label)"
+        );
     } else if access.generated() {
-        eprintln!("feedback  open {url} (token generated for this run; the URL is in {kept} while the sensor runs)");
+        eprintln!(
+            "feedback  open {url} (token generated for this run; the URL is in {kept} while the sensor runs)"
+        );
     } else {
         // A token the user gave is not printed (logs outlive terminals); its file is private.
         let base = url.split('?').next().unwrap_or(&url);
-        let named: Vec<&str> = access.analysts().into_iter().filter(|n| *n != feedback::access::DEFAULT_ANALYST).collect();
-        let whose = if named.is_empty() { "with the token you gave".to_string() } else { format!("with a token of {}", named.join(", ")) };
-        eprintln!("feedback  open {base}?token=... {whose} (the first token's URL is in {kept} while the sensor runs)");
+        let named: Vec<&str> = access
+            .analysts()
+            .into_iter()
+            .filter(|n| *n != feedback::access::DEFAULT_ANALYST)
+            .collect();
+        let whose = if named.is_empty() {
+            "with the token you gave".to_string()
+        } else {
+            format!("with a token of {}", named.join(", "))
+        };
+        eprintln!(
+            "feedback  open {base}?token=... {whose} (the first token's URL is in {kept} while the sensor runs)"
+        );
     }
     Ok(WebSetup { server, access, data_dir: dir.to_owned(), url_file: Some(url_file), stay })
 }
@@ -350,7 +427,9 @@ pub fn detect(
         stream_cfg.backpressure = Some(b);
     }
     let metrics_listener = match d.metrics {
-        Some(addr) => Some(metrics::bind(addr).with_context(|| format!("serving metrics on {addr}"))?),
+        Some(addr) => {
+            Some(metrics::bind(addr).with_context(|| format!("serving metrics on {addr}"))?)
+        }
         None => None,
     };
     let stats_interval = match d.stats_interval {
@@ -360,7 +439,14 @@ pub fn detect(
     };
     crate::pipeline::catch_interrupt();
     let m = Metrics::new();
-    let setup = Setup { stream: &stream_cfg, flow: &config.flow, speed, default_backpressure, stats_interval, metrics_listener };
+    let setup = Setup {
+        stream: &stream_cfg,
+        flow: &config.flow,
+        speed,
+        default_backpressure,
+        stats_interval,
+        metrics_listener,
+    };
     let compute = device::select(d.backend);
     let slot = ModelSlot::new(loaded.scoring(&compute));
     let first_version = slot.load().model.version.clone();
@@ -373,7 +459,17 @@ pub fn detect(
         registry_version: loaded.registry_version,
         compute,
     };
-    let report = sensor::run(source, setup, extractor, &slot, outputs, Some(learn), web, &crate::pipeline::INTERRUPTED, &m)?;
+    let report = sensor::run(
+        source,
+        setup,
+        extractor,
+        &slot,
+        outputs,
+        Some(learn),
+        web,
+        &crate::pipeline::INTERRUPTED,
+        &m,
+    )?;
     eprint!("{}", m.summary());
     let f = &report.flow;
     eprintln!(
@@ -408,7 +504,11 @@ pub fn detect(
         "output    {} (model {}{}, threshold {}, last cut {:.4})",
         d.output_dir.join("alerts.jsonl").display(),
         first_version,
-        if last_version != first_version { format!(", then {last_version}") } else { String::new() },
+        if last_version != first_version {
+            format!(", then {last_version}")
+        } else {
+            String::new()
+        },
         threshold,
         report.last_cut
     );
@@ -419,7 +519,10 @@ pub fn detect(
         eprintln!("warning   {w}");
     }
     if report.interrupted {
-        eprintln!("interrupted: stopped reading after {} packets; every open flow was flushed and scored", m.packets_read.load(std::sync::atomic::Ordering::Relaxed));
+        eprintln!(
+            "interrupted: stopped reading after {} packets; every open flow was flushed and scored",
+            m.packets_read.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     if let Some(e) = &report.write_error {
         bail!("{e}");
@@ -452,15 +555,33 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let loaded = match (&args.detect.model, registered) {
         (Some(p), _) => load_model(p).with_context(|| format!("loading model {}", p.display()))?,
         (None, Some(m)) => {
-            eprintln!("no --model: using the registry's current model v{} ({})", m.registry_version.unwrap_or(0), m.path.display());
+            eprintln!(
+                "no --model: using the registry's current model v{} ({})",
+                m.registry_version.unwrap_or(0),
+                m.path.display()
+            );
             m
         }
         (None, None) => {
-            eprintln!("no --model: training one on the capture's own flows{}", if truth.is_some() { " and its truth file" } else { "" });
-            let b = bootstrap::train_on_captures(&captures, &config.flow, args.schema, truth.as_ref(), &config.bootstrap, config.alert.fpr_budget, false)?;
+            eprintln!(
+                "no --model: training one on the capture's own flows{}",
+                if truth.is_some() { " and its truth file" } else { "" }
+            );
+            let b = bootstrap::train_on_captures(
+                &captures,
+                &config.flow,
+                args.schema,
+                truth.as_ref(),
+                &config.bootstrap,
+                config.alert.fpr_budget,
+                false,
+            )?;
             let dir = data_dir(&args.detect.data_dir).join("models");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let stem = captures[0].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "capture".into());
+            let stem = captures[0]
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "capture".into());
             let path = dir.join(format!("{stem}.mnp"));
             b.artifact.save(&path)?;
             eprintln!(
@@ -483,14 +604,24 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
             load_model(&path)?
         }
     };
-    let report = detect(&mut source, &args.detect, config, loaded, speed, Backpressure::Block, truth.is_some(), true)?;
+    let report = detect(
+        &mut source,
+        &args.detect,
+        config,
+        loaded,
+        speed,
+        Backpressure::Block,
+        truth.is_some(),
+        true,
+    )?;
     if let Some(t) = &truth {
         let labels: Vec<u8> = report.scored.iter().map(|s| t.is_attack(&s.rec) as u8).collect();
         let scores: Vec<f32> = report.scored.iter().map(|s| s.score).collect();
         if labels.contains(&0) && labels.contains(&1) {
             let mm = eval::metrics(&scores, &labels);
             let alerted = report.scored.iter().filter(|s| s.alerted).count();
-            let hits = report.scored.iter().zip(&labels).filter(|(s, l)| s.alerted && **l == 1).count();
+            let hits =
+                report.scored.iter().zip(&labels).filter(|(s, l)| s.alerted && **l == 1).count();
             let attacks = labels.iter().filter(|&&l| l == 1).count();
             eprintln!(
                 "truth     {} flows, {} attacks: AUC-PR {:.4}, AUC-ROC {:.4}; alerts {} of which {} attacks (precision {:.3}, recall {:.3})",

@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::model_cmds::EvalArgs;
 use crate::model::device;
-use crate::scenario::run::{self, Judged, Method, mean_std_text};
 use crate::scenario::Scenario;
+use crate::scenario::run::{self, Judged, Method, mean_std_text};
 
 /// Options of `eval --scenario`.
 #[derive(Debug, Args)]
@@ -32,7 +32,11 @@ pub struct ScenarioOpts {
 /// Runs the scenario's methods over `--runs` seeds and prints the comparison.
 pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
     let sc = Scenario::load(file, &config.flow)?;
-    let methods = if a.scenario_opts.methods.is_empty() { vec![Method::Default, Method::Train, Method::Paper, Method::Cold] } else { a.scenario_opts.methods.clone() };
+    let methods = if a.scenario_opts.methods.is_empty() {
+        vec![Method::Default, Method::Train, Method::Paper, Method::Cold]
+    } else {
+        a.scenario_opts.methods.clone()
+    };
     let budget = a.scenario_opts.fpr_budget.unwrap_or(config.alert.fpr_budget);
     if !(0.0..1.0).contains(&budget) {
         anyhow::bail!("false-positive budget {budget}: expected a share in [0, 1), e.g. 0.01");
@@ -50,7 +54,8 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
             c.path.display()
         );
     }
-    let mut results: Vec<(Method, Vec<Judged>)> = methods.iter().map(|&m| (m, Vec::new())).collect();
+    let mut results: Vec<(Method, Vec<Judged>)> =
+        methods.iter().map(|&m| (m, Vec::new())).collect();
     let mut kinds = Vec::new();
     for r in 0..a.runs.max(1) {
         let seed = a.seed + r as u64;
@@ -69,10 +74,12 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
         if let Some(dir) = &a.scenario_opts.export {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let prefix = dir.join(format!("{}.seed{seed}", sc.spec.name));
-            run::export(&split, &sc.names, &prefix).with_context(|| format!("writing {}.*.csv", prefix.display()))?;
+            run::export(&split, &sc.names, &prefix)
+                .with_context(|| format!("writing {}.*.csv", prefix.display()))?;
         }
         for (m, judged) in results.iter_mut() {
-            let s = run::score(*m, &split, kind, &config.flow, seed, budget, &compute.device).with_context(|| format!("{} on seed {seed}", m.name()))?;
+            let s = run::score(*m, &split, kind, &config.flow, seed, budget, &compute.device)
+                .with_context(|| format!("{} on seed {seed}", m.name()))?;
             let j = run::judge(&split, &s.scores, s.cut);
             eprintln!(
                 "  {:<38} AUC-PR {:.3}  AUC-ROC {:.3}  TPR@1%FPR {:.3}  at its cut {:.4}: precision {:.3} recall {:.3} FPR {:.4}",
@@ -90,7 +97,11 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
     }
     print_table(&sc, &results, &kinds, a.runs.max(1), budget);
     if let Some(path) = &a.json {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         for (m, judged) in &results {
             let line = serde_json::json!({ "scenario": sc.spec.name, "method": m.name(), "seed": a.seed, "runs": judged });
             writeln!(f, "{line}")?;
@@ -101,10 +112,25 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
 
 /// The comparison as a Markdown table (means and standard deviations over seeds), then recall
 /// per attack kind at each method's own threshold.
-fn print_table(sc: &Scenario, results: &[(Method, Vec<Judged>)], kinds: &[(String, bool)], runs: usize, budget: f64) {
-    let col = |judged: &[Judged], f: &dyn Fn(&Judged) -> f64| mean_std_text(&judged.iter().map(f).collect::<Vec<_>>());
-    println!("\nscenario {} ({} seeds; threshold: {}% false-positive budget)\n", sc.spec.name, runs, budget * 100.0);
-    println!("| method | AUC-PR | AUC-ROC | TPR at 1% FPR | precision at threshold | recall at threshold | FPR at threshold | false alerts per 1k benign |");
+fn print_table(
+    sc: &Scenario,
+    results: &[(Method, Vec<Judged>)],
+    kinds: &[(String, bool)],
+    runs: usize,
+    budget: f64,
+) {
+    let col = |judged: &[Judged], f: &dyn Fn(&Judged) -> f64| {
+        mean_std_text(&judged.iter().map(f).collect::<Vec<_>>())
+    };
+    println!(
+        "\nscenario {} ({} seeds; threshold: {}% false-positive budget)\n",
+        sc.spec.name,
+        runs,
+        budget * 100.0
+    );
+    println!(
+        "| method | AUC-PR | AUC-ROC | TPR at 1% FPR | precision at threshold | recall at threshold | FPR at threshold | false alerts per 1k benign |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (m, j) in results {
         println!(
@@ -120,13 +146,20 @@ fn print_table(sc: &Scenario, results: &[(Method, Vec<Judged>)], kinds: &[(Strin
         );
     }
     println!("\nrecall at threshold by attack kind (unseen: test only)\n");
-    let head: Vec<String> = kinds.iter().map(|(k, u)| if *u { format!("{k} (unseen)") } else { k.clone() }).collect();
+    let head: Vec<String> =
+        kinds.iter().map(|(k, u)| if *u { format!("{k} (unseen)") } else { k.clone() }).collect();
     println!("| method | {} |", head.join(" | "));
     println!("|---|{}", "---|".repeat(kinds.len()));
     for (m, j) in results {
         let cells: Vec<String> = kinds
             .iter()
-            .map(|(k, _)| format!("{:.2}", j.iter().map(|x| x.recall_by_kind.get(k).map_or(0.0, |r| r.0)).sum::<f64>() / j.len().max(1) as f64))
+            .map(|(k, _)| {
+                format!(
+                    "{:.2}",
+                    j.iter().map(|x| x.recall_by_kind.get(k).map_or(0.0, |r| r.0)).sum::<f64>()
+                        / j.len().max(1) as f64
+                )
+            })
             .collect();
         println!("| {} | {} |", m.name(), cells.join(" | "));
     }

@@ -38,13 +38,29 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.duration > 0.0 && args.duration.is_finite(), "--duration must be a positive number of seconds");
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration.is_finite(),
+        "--duration must be a positive number of seconds"
+    );
     anyhow::ensure!(args.scale > 0.0 && args.scale.is_finite(), "--scale must be positive");
     let truth = args.truth.clone().unwrap_or_else(|| args.output.with_extension("truth.csv"));
-    let cfg = SynthConfig { seed: args.seed, duration_secs: args.duration, scale: args.scale, attacks: !args.no_attacks, snaplen: args.snaplen, ..SynthConfig::default() };
-    let pcap = BufWriter::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?);
-    let truth_file = BufWriter::new(File::create(&truth).with_context(|| format!("creating {}", truth.display()))?);
-    let s = generate(&cfg, pcap, truth_file).with_context(|| format!("writing {}", args.output.display()))?;
+    let cfg = SynthConfig {
+        seed: args.seed,
+        duration_secs: args.duration,
+        scale: args.scale,
+        attacks: !args.no_attacks,
+        snaplen: args.snaplen,
+        ..SynthConfig::default()
+    };
+    let pcap = BufWriter::new(
+        File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?,
+    );
+    let truth_file = BufWriter::new(
+        File::create(&truth).with_context(|| format!("creating {}", truth.display()))?,
+    );
+    let s = generate(&cfg, pcap, truth_file)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "wrote {} ({} packets) and {} ({} conversations, {} attacks)",
         args.output.display(),

@@ -24,11 +24,22 @@ fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
 
 /// Decodes an IP packet starting at `ip`. `wire_extra` is how many bytes of the frame the
 /// capture did not keep; used only when the IP header gives no length (TSO, jumbograms).
-pub fn decode_ip(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32) -> Result<PacketMeta<'_>, DecodeError> {
+pub fn decode_ip(
+    ts: Timestamp,
+    vlan: u32,
+    ip: &[u8],
+    wire_extra: u32,
+) -> Result<PacketMeta<'_>, DecodeError> {
     decode_layer(ts, vlan, ip, wire_extra, false)
 }
 
-fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: bool) -> Result<PacketMeta<'_>, DecodeError> {
+fn decode_layer(
+    ts: Timestamp,
+    vlan: u32,
+    ip: &[u8],
+    wire_extra: u32,
+    tunneled: bool,
+) -> Result<PacketMeta<'_>, DecodeError> {
     // The IP layer alone (not `LaxSlicedPacket`, whose large value showed in profiles as
     // copies); the transport is sliced below by protocol.
     let (sliced, _) = LaxIpSlice::from_slice(ip).map_err(|e| match e {
@@ -47,21 +58,36 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
                 (true, 0) => Fragment::First { id: h.identification() as u32 },
                 _ => Fragment::Later { id: h.identification() as u32 },
             };
-            (IpAddr::from(h.source()), IpAddr::from(h.destination()), h.ttl(), ip_len, frag, v4.payload())
+            (
+                IpAddr::from(h.source()),
+                IpAddr::from(h.destination()),
+                h.ttl(),
+                ip_len,
+                frag,
+                v4.payload(),
+            )
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
             let plen = h.payload_length() as u32;
             let ip_len = if plen == 0 { captured_or_wire } else { 40 + plen };
             let frag = if v6.is_payload_fragmented() { ipv6_fragment(ip) } else { Fragment::Whole };
-            (IpAddr::from(h.source()), IpAddr::from(h.destination()), h.hop_limit(), ip_len, frag, v6.payload())
+            (
+                IpAddr::from(h.source()),
+                IpAddr::from(h.destination()),
+                h.hop_limit(),
+                ip_len,
+                frag,
+                v6.payload(),
+            )
         }
     };
     let proto = payload.ip_number.0;
     let ip_payload_len = ip_len.saturating_sub(offset_in(ip, payload.payload) as u32);
 
     // Tunnels: decapsulate once (see the module doc).
-    if !tunneled && matches!(frag, Fragment::Whole) && matches!(proto, IPPROTO_IPV6 | IPPROTO_IPIP) {
+    if !tunneled && matches!(frag, Fragment::Whole) && matches!(proto, IPPROTO_IPV6 | IPPROTO_IPIP)
+    {
         let inner_extra = ip_payload_len.saturating_sub(payload.payload.len() as u32);
         if let Ok(mut inner) = decode_layer(ts, vlan, payload.payload, inner_extra, true) {
             inner.tunneled = true;
@@ -107,7 +133,9 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
             // A first fragment may cut the TCP header: take what it has.
             Err(_) if first => first_fragment_transport(&mut meta),
             Err(err::tcp::HeaderSliceError::Len(_)) => return Err(DecodeError::TruncatedTransport),
-            Err(err::tcp::HeaderSliceError::Content(_)) => return Err(DecodeError::MalformedTransport),
+            Err(err::tcp::HeaderSliceError::Content(_)) => {
+                return Err(DecodeError::MalformedTransport);
+            }
         },
         (_, IPPROTO_UDP) => match UdpSlice::from_slice_lax(bytes) {
             Ok(u) => {
@@ -122,9 +150,13 @@ fn decode_layer(ts: Timestamp, vlan: u32, ip: &[u8], wire_extra: u32, tunneled: 
         (_, IPPROTO_ICMP | IPPROTO_ICMPV6) => {
             // (type, code, payload, header length), the same for both versions.
             let icmp = if proto == IPPROTO_ICMP {
-                Icmpv4Slice::from_slice(bytes).map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len())).ok()
+                Icmpv4Slice::from_slice(bytes)
+                    .map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len()))
+                    .ok()
             } else {
-                Icmpv6Slice::from_slice(bytes).map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len())).ok()
+                Icmpv6Slice::from_slice(bytes)
+                    .map(|i| (i.type_u8(), i.code_u8(), i.payload(), i.header_len()))
+                    .ok()
             };
             match icmp {
                 Some((icmp_type, code, payload, hdr)) => {
@@ -285,11 +317,20 @@ mod tests {
     #[test]
     fn udp_v6_and_icmp_type_code() {
         let mut out = Vec::new();
-        PacketBuilder::ipv6([1; 16], [2; 16], 33).udp(53, 5353).write(&mut out, &[1, 2, 3]).unwrap();
+        PacketBuilder::ipv6([1; 16], [2; 16], 33)
+            .udp(53, 5353)
+            .write(&mut out, &[1, 2, 3])
+            .unwrap();
         let m = decode_ip(Timestamp(0), 0, &out, 0).unwrap();
-        assert_eq!((m.proto, m.sport, m.dport, m.ip_len, m.payload_len, m.ttl), (17, 53, 5353, 51, 3, 33));
+        assert_eq!(
+            (m.proto, m.sport, m.dport, m.ip_len, m.payload_len, m.ttl),
+            (17, 53, 5353, 51, 3, 33)
+        );
         let mut out = Vec::new();
-        PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9).icmpv4_echo_request(7, 1).write(&mut out, &[0; 4]).unwrap();
+        PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut out, &[0; 4])
+            .unwrap();
         let m = decode_ip(Timestamp(0), 0, &out, 0).unwrap();
         assert_eq!((m.proto, m.sport, m.dport, m.payload_len), (1, 8, 0, 4));
     }
@@ -298,7 +339,10 @@ mod tests {
     fn ipv4_fragments_first_carries_ports_later_does_not() {
         let whole = {
             let mut out = Vec::new();
-            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5000, 53).write(&mut out, &[9u8; 100]).unwrap();
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(5000, 53)
+                .write(&mut out, &[9u8; 100])
+                .unwrap();
             out
         };
         // First fragment: MF set, offset 0, keep 20 IP + 8 UDP + 16 payload bytes.
@@ -307,7 +351,10 @@ mod tests {
         first[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         first[6] = 0x20;
         let m = decode_ip(Timestamp(0), 0, &first, 0).unwrap();
-        assert_eq!((m.frag, m.sport, m.dport, m.payload_len), (Fragment::First { id: 0x1234 }, 5000, 53, 16));
+        assert_eq!(
+            (m.frag, m.sport, m.dport, m.payload_len),
+            (Fragment::First { id: 0x1234 }, 5000, 53, 16)
+        );
         // A later fragment: offset 3 (24 bytes), no transport header.
         let mut later = whole[..20].to_vec();
         later.extend_from_slice(&[9u8; 84]);
@@ -315,7 +362,10 @@ mod tests {
         later[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         later[6..8].copy_from_slice(&3u16.to_be_bytes());
         let m = decode_ip(Timestamp(0), 0, &later, 0).unwrap();
-        assert_eq!((m.frag, m.sport, m.dport, m.payload_len), (Fragment::Later { id: 0x1234 }, 0, 0, 84));
+        assert_eq!(
+            (m.frag, m.sport, m.dport, m.payload_len),
+            (Fragment::Later { id: 0x1234 }, 0, 0, 84)
+        );
     }
 
     /// Regression (fuzzing, capture_file target): extension headers whose lengths run past
@@ -345,7 +395,10 @@ mod tests {
     #[test]
     fn six_in_four_is_decapsulated() {
         let mut inner = Vec::new();
-        PacketBuilder::ipv6([1; 16], [2; 16], 60).tcp(4000, 443, 1, 100).write(&mut inner, &[0; 10]).unwrap();
+        PacketBuilder::ipv6([1; 16], [2; 16], 60)
+            .tcp(4000, 443, 1, 100)
+            .write(&mut inner, &[0; 10])
+            .unwrap();
         let mut outer = Vec::new();
         PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
             .write(&mut outer, etherparse::IpNumber(41), &inner)

@@ -106,15 +106,25 @@ mod tests {
 
     #[test]
     fn arp_and_others_are_not_ip() {
-        assert_eq!(strip(LinkType::Ethernet, &eth(&[], ETHERTYPE_ARP)), Err(DecodeError::NotIp(NotIp::Arp)));
-        assert_eq!(strip(LinkType::Ethernet, &eth(&[], 0x88cc)), Err(DecodeError::NotIp(NotIp::Other)));
+        assert_eq!(
+            strip(LinkType::Ethernet, &eth(&[], ETHERTYPE_ARP)),
+            Err(DecodeError::NotIp(NotIp::Arp))
+        );
+        assert_eq!(
+            strip(LinkType::Ethernet, &eth(&[], 0x88cc)),
+            Err(DecodeError::NotIp(NotIp::Other))
+        );
     }
 
     #[test]
     fn every_truncation_is_refused_without_panic() {
         let f = eth(&[(ETHERTYPE_QINQ, 7), (ETHERTYPE_VLAN, 9)], ETHERTYPE_IPV4);
         for cut in 0..22 {
-            assert_eq!(strip(LinkType::Ethernet, &f[..cut]), Err(DecodeError::TruncatedLink), "cut {cut}");
+            assert_eq!(
+                strip(LinkType::Ethernet, &f[..cut]),
+                Err(DecodeError::TruncatedLink),
+                "cut {cut}"
+            );
         }
         for link in [LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Null, LinkType::Loop] {
             for cut in 0..4 {
@@ -135,6 +145,9 @@ mod tests {
         assert_eq!(strip(LinkType::LinuxSll2, &sll2).unwrap().ip, &[0x45]);
         assert_eq!(strip(LinkType::Null, &[2, 0, 0, 0, 0x45]).unwrap().ip, &[0x45]);
         assert_eq!(strip(LinkType::Loop, &[0, 0, 0, 30, 0x60]).unwrap().ip, &[0x60]);
-        assert_eq!(strip(LinkType::Null, &[7, 0, 0, 0, 0x45]), Err(DecodeError::NotIp(NotIp::Other)));
+        assert_eq!(
+            strip(LinkType::Null, &[7, 0, 0, 0, 0x45]),
+            Err(DecodeError::NotIp(NotIp::Other))
+        );
     }
 }

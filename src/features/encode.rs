@@ -36,7 +36,13 @@ impl RowEncoder {
     }
 
     /// Encodes the feature cells of one row (as laid out by `columns`) into `out`.
-    pub fn encode(&self, columns: &[Column], cells: &[Cell], out: &mut [f32], stats: &mut EncodeStats) {
+    pub fn encode(
+        &self,
+        columns: &[Column],
+        cells: &[Cell],
+        out: &mut [f32],
+        stats: &mut EncodeStats,
+    ) {
         assert_eq!(out.len(), self.width, "encoded row buffer has the schema's width");
         out.fill(0.0);
         for (col, cell) in columns.iter().zip(cells) {
@@ -45,10 +51,12 @@ impl RowEncoder {
             match &self.schema.features[fi].kind {
                 FeatureType::Numeric => out[at] = cell.as_f64().unwrap_or(0.0) as f32,
                 FeatureType::Categorical(_) if *cell == Cell::Unset => {}
-                FeatureType::Categorical(cats) => match cell.as_text().and_then(|t| cats.iter().position(|c| c == t)) {
-                    Some(k) => out[at + k] = 1.0,
-                    None => stats.unknown_categories += 1,
-                },
+                FeatureType::Categorical(cats) => {
+                    match cell.as_text().and_then(|t| cats.iter().position(|c| c == t)) {
+                        Some(k) => out[at + k] = 1.0,
+                        None => stats.unknown_categories += 1,
+                    }
+                }
             }
         }
     }

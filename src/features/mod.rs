@@ -90,11 +90,16 @@ pub struct UnknownFeature {
 
 /// The extractor for a vocabulary, with its bundled schema.
 pub fn extractor(kind: SchemaKind, community_id_seed: u16) -> Box<dyn RecordExtractor> {
-    extractor_for(kind, kind.schema(), community_id_seed).expect("bundled schemas only name known features")
+    extractor_for(kind, kind.schema(), community_id_seed)
+        .expect("bundled schemas only name known features")
 }
 
 /// The extractor for a vocabulary with a given (possibly edited) schema.
-pub fn extractor_for(kind: SchemaKind, schema: Schema, community_id_seed: u16) -> Result<Box<dyn RecordExtractor>, UnknownFeature> {
+pub fn extractor_for(
+    kind: SchemaKind,
+    schema: Schema,
+    community_id_seed: u16,
+) -> Result<Box<dyn RecordExtractor>, UnknownFeature> {
     Ok(match kind {
         SchemaKind::Unsw => Box::new(unsw::UnswExtractor::new(schema, community_id_seed)?),
         SchemaKind::Zeek => Box::new(zeek::ZeekExtractor::new(schema, community_id_seed)?),
@@ -164,10 +169,17 @@ mod tests {
         };
         let mut seen = std::collections::HashSet::new();
         for i in 0..10_000u16 {
-            let m = crate::decode::PacketMeta { ts: Timestamp(i64::from(i % 100)), sport: i / 100, ..meta };
+            let m = crate::decode::PacketMeta {
+                ts: Timestamp(i64::from(i % 100)),
+                sport: i / 100,
+                ..meta
+            };
             let mut rec = FlowRecord::new(u64::from(i), &m, false);
             let u = uid(&rec);
-            assert!(u.len() == 18 && u.starts_with('C') && u.chars().all(|c| c.is_ascii_alphanumeric()), "{u}");
+            assert!(
+                u.len() == 18 && u.starts_with('C') && u.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{u}"
+            );
             assert!(seen.insert(u.clone()));
             // The flow id (which worker numbered it) does not change the name; the epoch does.
             rec.id += 7;

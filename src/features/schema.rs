@@ -21,7 +21,9 @@ const BUNDLED: [(&str, &str); 2] = [
 ];
 
 /// Which published vocabulary a record or table follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaKind {
     /// UNSW-NB15 (Argus semantics plus the data set's ct_* windows).
@@ -104,7 +106,9 @@ impl Prep {
 }
 
 /// Which preparation a model gets: the schema's, or the paper's plain min-max on every column.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PrepChoice {
     /// Each feature as its schema's `prep` says (log for heavy-tailed counts, random values
@@ -212,7 +216,10 @@ impl Schema {
         let raw: RawSchema = toml::from_str(text)
             .map_err(|source| SchemaError::Toml { path: path.to_owned(), source })?;
         if raw.features.is_empty() {
-            return Err(SchemaError::Invalid { path: path.to_owned(), problem: "no [[feature]] entries".into() });
+            return Err(SchemaError::Invalid {
+                path: path.to_owned(),
+                problem: "no [[feature]] entries".into(),
+            });
         }
         let mut features = Vec::with_capacity(raw.features.len());
         let mut seen = std::collections::HashSet::new();
@@ -230,11 +237,16 @@ impl Schema {
                 return Err(bad("defined twice".into()));
             }
             if !matches!(f.source.as_str(), "argus" | "zeek" | "unsw") {
-                return Err(bad(format!("unknown source {:?} (expected argus, zeek or unsw)", f.source)));
+                return Err(bad(format!(
+                    "unknown source {:?} (expected argus, zeek or unsw)",
+                    f.source
+                )));
             }
             let kind = match (f.kind.as_str(), &f.categories) {
                 ("numeric", None) => FeatureType::Numeric,
-                ("numeric", Some(_)) => return Err(bad("a numeric feature takes no categories".into())),
+                ("numeric", Some(_)) => {
+                    return Err(bad("a numeric feature takes no categories".into()));
+                }
                 ("categorical", Some(c)) if !c.is_empty() => {
                     let mut uniq = std::collections::HashSet::new();
                     if let Some(dup) = c.iter().find(|v| !uniq.insert(*v)) {
@@ -242,13 +254,28 @@ impl Schema {
                     }
                     FeatureType::Categorical(c.clone())
                 }
-                ("categorical", _) => return Err(bad("a categorical feature needs a non-empty categories list".into())),
-                (other, _) => return Err(bad(format!("unknown type {other:?} (expected numeric or categorical)"))),
+                ("categorical", _) => {
+                    return Err(bad(
+                        "a categorical feature needs a non-empty categories list".into()
+                    ));
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "unknown type {other:?} (expected numeric or categorical)"
+                    )));
+                }
             };
             if f.prep != Prep::Linear && kind != FeatureType::Numeric {
                 return Err(bad(format!("prep {:?} applies to numeric features only", f.prep)));
             }
-            features.push(Feature { name: f.name, kind, unit: f.unit, source: f.source, doc: f.doc, prep: f.prep });
+            features.push(Feature {
+                name: f.name,
+                kind,
+                unit: f.unit,
+                source: f.source,
+                doc: f.doc,
+                prep: f.prep,
+            });
         }
         Ok(Schema {
             name: raw.name,
@@ -278,7 +305,9 @@ impl Schema {
         for f in &self.features {
             match &f.kind {
                 FeatureType::Numeric => out.push(f.name.clone()),
-                FeatureType::Categorical(cats) => out.extend(cats.iter().map(|c| format!("{}={}", f.name, c))),
+                FeatureType::Categorical(cats) => {
+                    out.extend(cats.iter().map(|c| format!("{}={}", f.name, c)))
+                }
             }
         }
         out
@@ -346,8 +375,14 @@ mod tests {
         let preps = unsw.encoded_preps(PrepChoice::Schema);
         assert_eq!(preps.len(), names.len());
         let of = |n: &str| preps[names.iter().position(|x| x == n).unwrap()];
-        assert_eq!((of("sbytes"), of("dur"), of("stcpb"), of("dtcpb")), (Prep::Log, Prep::Log, Prep::Exclude, Prep::Exclude));
-        assert_eq!((of("sttl"), of("proto=tcp"), of("ct_srv_src")), (Prep::Linear, Prep::Linear, Prep::Linear));
+        assert_eq!(
+            (of("sbytes"), of("dur"), of("stcpb"), of("dtcpb")),
+            (Prep::Log, Prep::Log, Prep::Exclude, Prep::Exclude)
+        );
+        assert_eq!(
+            (of("sttl"), of("proto=tcp"), of("ct_srv_src")),
+            (Prep::Linear, Prep::Linear, Prep::Linear)
+        );
         assert!(unsw.encoded_preps(PrepChoice::Paper).iter().all(|&p| p == Prep::Linear));
         assert_eq!(Prep::Log.apply(0.0), 0.0);
         assert!((Prep::Log.apply(-(std::f32::consts::E - 1.0)) + 1.0).abs() < 1e-6);
@@ -378,7 +413,10 @@ mod tests {
         let e = Schema::from_toml(p, "name='x'\nversion=1\nlabel_column='l'\n[[feature]]\nname='a'\ntype='nmeric'\nsource='zeek'\ndoc=''\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("features/bad.toml") && e.contains("\"a\"") && e.contains("nmeric"), "{e}");
+        assert!(
+            e.contains("features/bad.toml") && e.contains("\"a\"") && e.contains("nmeric"),
+            "{e}"
+        );
         let e = Schema::from_toml(p, "name = 'x'\nversion = [\n").unwrap_err().to_string();
         assert!(e.contains("features/bad.toml") && e.contains("line"), "{e}");
         let e = Schema::from_toml(p, "name='x'\nversion=1\nlabel_column='l'\n[[feature]]\nname='a'\ntype='categorical'\nsource='zeek'\ndoc=''\n")

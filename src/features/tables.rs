@@ -148,7 +148,8 @@ pub fn names_fingerprint(names: &[String]) -> String {
 /// Reads a CSV table or a Zeek conn.log, by content: a file whose first line starts with
 /// `#separator` is Zeek.
 pub fn load(path: &Path, opts: &TableOptions) -> Result<Table, TableError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TableError::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| TableError::Io { path: path.to_owned(), source })?;
     if text.starts_with("#separator") {
         let (header, rows) = zeek_rows(path, &text)?;
         build(path, opts, header, rows)
@@ -165,10 +166,16 @@ struct RawRow {
 }
 
 fn csv_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), TableError> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
+    let mut rdr =
+        csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
     let header: Vec<String> = rdr
         .headers()
-        .map_err(|e| TableError::Malformed { path: path.to_owned(), line: 1, column: 1, problem: e.to_string() })?
+        .map_err(|e| TableError::Malformed {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            problem: e.to_string(),
+        })?
         .iter()
         .map(|s| s.trim().to_string())
         .collect();
@@ -215,7 +222,10 @@ fn zeek_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), Tabl
         }
         rows.push(RawRow { line: i as u64 + 1, fields: zeek_split(line) });
     }
-    let header = header.ok_or_else(|| TableError::Layout { path: path.to_owned(), problem: "no #fields header line".into() })?;
+    let header = header.ok_or_else(|| TableError::Layout {
+        path: path.to_owned(),
+        problem: "no #fields header line".into(),
+    })?;
     Ok((header, rows))
 }
 
@@ -242,17 +252,26 @@ fn parse_number(s: &str) -> Option<f32> {
     s.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v as f32)
 }
 
-fn build(path: &Path, opts: &TableOptions, header: Vec<String>, rows: Vec<RawRow>) -> Result<Table, TableError> {
+fn build(
+    path: &Path,
+    opts: &TableOptions,
+    header: Vec<String>,
+    rows: Vec<RawRow>,
+) -> Result<Table, TableError> {
     let col = |name: &str| header.iter().position(|h| h == name);
     let layout_err = |problem: String| TableError::Layout { path: path.to_owned(), problem };
 
     let schema: Option<(SchemaKind, Schema)> = match opts.schema {
         SchemaChoice::None => None,
         SchemaChoice::Unsw | SchemaChoice::Zeek => {
-            let kind = if opts.schema == SchemaChoice::Unsw { SchemaKind::Unsw } else { SchemaKind::Zeek };
+            let kind =
+                if opts.schema == SchemaChoice::Unsw { SchemaKind::Unsw } else { SchemaKind::Zeek };
             let s = kind.schema();
             if let Some(missing) = s.features.iter().find(|f| col(&f.name).is_none()) {
-                return Err(layout_err(format!("schema {} needs column {:?}, which the header lacks", s.name, missing.name)));
+                return Err(layout_err(format!(
+                    "schema {} needs column {:?}, which the header lacks",
+                    s.name, missing.name
+                )));
             }
             Some((kind, s))
         }
@@ -268,9 +287,12 @@ fn build(path: &Path, opts: &TableOptions, header: Vec<String>, rows: Vec<RawRow
         (None, None) if col("label").is_some() => "label".into(),
         (None, None) => header.last().cloned().ok_or_else(|| layout_err("empty header".into()))?,
     };
-    let label_col = col(&label_name).ok_or_else(|| layout_err(format!("no label column {label_name:?} in the header")))?;
+    let label_col = col(&label_name)
+        .ok_or_else(|| layout_err(format!("no label column {label_name:?} in the header")))?;
     let class_col = match (&opts.class, &schema) {
-        (Some(c), _) => Some(col(c).ok_or_else(|| layout_err(format!("no class column {c:?} in the header")))?),
+        (Some(c), _) => {
+            Some(col(c).ok_or_else(|| layout_err(format!("no class column {c:?} in the header")))?)
+        }
         (None, Some((_, s))) => s.class_column.as_deref().and_then(col),
         (None, None) => None,
     };
@@ -325,14 +347,19 @@ fn build(path: &Path, opts: &TableOptions, header: Vec<String>, rows: Vec<RawRow
     for (row_id, r) in rows.iter().enumerate() {
         let result = (|| -> Result<Option<u8>, (usize, String)> {
             if r.fields.len() != header.len() {
-                return Err((r.fields.len().min(header.len()) + 1, format!("{} fields, the header has {}", r.fields.len(), header.len())));
+                return Err((
+                    r.fields.len().min(header.len()) + 1,
+                    format!("{} fields, the header has {}", r.fields.len(), header.len()),
+                ));
             }
             buf.iter_mut().for_each(|v| *v = 0.0);
             for s in &sources {
                 match s {
                     Source::Numeric(c, offset) => {
                         let f = &r.fields[*c];
-                        let v = parse_number(f).ok_or_else(|| (*c + 1, format!("column {:?}: not a number: {f:?}", header[*c])))?;
+                        let v = parse_number(f).ok_or_else(|| {
+                            (*c + 1, format!("column {:?}: not a number: {f:?}", header[*c]))
+                        })?;
                         buf[*offset] = v;
                     }
                     Source::OneHot(c, map, offset) => {
@@ -344,7 +371,9 @@ fn build(path: &Path, opts: &TableOptions, header: Vec<String>, rows: Vec<RawRow
                 }
             }
             let lf = &r.fields[label_col];
-            parse_label(lf).ok_or_else(|| (label_col + 1, format!("label column {label_name:?}: not a label: {lf:?}")))
+            parse_label(lf).ok_or_else(|| {
+                (label_col + 1, format!("label column {label_name:?}: not a label: {lf:?}"))
+            })
         })();
         match result {
             Ok(Some(label)) => {
@@ -358,7 +387,12 @@ fn build(path: &Path, opts: &TableOptions, header: Vec<String>, rows: Vec<RawRow
             Ok(None) => t.skipped_unlabeled += 1,
             Err(_) if opts.skip_bad_rows => t.skipped_bad += 1,
             Err((column, problem)) => {
-                return Err(TableError::Malformed { path: path.to_owned(), line: r.line, column, problem });
+                return Err(TableError::Malformed {
+                    path: path.to_owned(),
+                    line: r.line,
+                    column,
+                    problem,
+                });
             }
         }
     }
@@ -393,7 +427,13 @@ impl Scaler {
     /// Fits on `values` (row-major, width `d`): constant columns judged on `constant_rows`,
     /// min and max on `fit_rows`; `preps` gives each input column's preparation (empty: every
     /// column linear, as for a table without a schema).
-    pub fn fit(values: &[f32], d: usize, constant_rows: &[usize], fit_rows: &[usize], preps: &[Prep]) -> Scaler {
+    pub fn fit(
+        values: &[f32],
+        d: usize,
+        constant_rows: &[usize],
+        fit_rows: &[usize],
+        preps: &[Prep],
+    ) -> Scaler {
         assert!(preps.is_empty() || preps.len() == d, "one preparation per input column");
         let prep = |j: usize| preps.get(j).copied().unwrap_or_default();
         let keep: Vec<usize> = (0..d)
@@ -428,14 +468,25 @@ impl Scaler {
 
     /// A scaler that passes `d` columns through unchanged (tests, synthetic models).
     pub fn identity(d: usize) -> Scaler {
-        Scaler { keep: (0..d).collect(), min: vec![0.0; d], inv_range: vec![1.0; d], log: Vec::new() }
+        Scaler {
+            keep: (0..d).collect(),
+            min: vec![0.0; d],
+            inv_range: vec![1.0; d],
+            log: Vec::new(),
+        }
     }
 
     /// Appends one input row (width `d` of the layout), prepared and scaled, to `out`.
     #[inline]
     pub fn transform_row(&self, row: &[f32], out: &mut Vec<f32>) {
         if self.log.is_empty() {
-            out.extend(self.keep.iter().zip(&self.min).zip(&self.inv_range).map(|((&j, &lo), &inv)| (row[j] - lo) * inv));
+            out.extend(
+                self.keep
+                    .iter()
+                    .zip(&self.min)
+                    .zip(&self.inv_range)
+                    .map(|((&j, &lo), &inv)| (row[j] - lo) * inv),
+            );
         } else {
             for k in 0..self.keep.len() {
                 let v = row[self.keep[k]];
@@ -523,13 +574,15 @@ impl RangeCheck {
     /// The report: share of rows outside, then the `top` columns most often outside with
     /// their shares, named by `names` (the layout's encoded columns) through `scaler.keep`.
     pub fn summary(&self, scaler: &Scaler, names: &[String], top: usize) -> String {
-        let mut cols: Vec<(usize, u64)> = self.outside.iter().copied().enumerate().filter(|c| c.1 > 0).collect();
+        let mut cols: Vec<(usize, u64)> =
+            self.outside.iter().copied().enumerate().filter(|c| c.1 > 0).collect();
         cols.sort_by(|a, b| b.1.cmp(&a.1));
         let list: Vec<String> = cols
             .iter()
             .take(top)
             .map(|&(k, c)| {
-                let name = scaler.keep.get(k).and_then(|&j| names.get(j)).map_or("?", String::as_str);
+                let name =
+                    scaler.keep.get(k).and_then(|&j| names.get(j)).map_or("?", String::as_str);
                 format!("{name} {:.0}%", 100.0 * c as f64 / self.rows as f64)
             })
             .collect();
@@ -537,7 +590,11 @@ impl RangeCheck {
             "{:.1}% of {} rows outside the model's training ranges{}{}",
             100.0 * self.share_outside(),
             self.rows,
-            if list.is_empty() { String::new() } else { format!(" (most often: {})", list.join(", ")) },
+            if list.is_empty() {
+                String::new()
+            } else {
+                format!(" (most often: {})", list.join(", "))
+            },
             if self.far_off() {
                 "; the model does not fit this traffic: train one on this network's own flows (replay without --model, or train on its records)"
             } else {
@@ -572,8 +629,12 @@ mod tests {
     fn malformed_number_names_file_line_column() {
         let f = write("a,b,label\n1,2,0\n3,x4,1\n", ".csv");
         let e = load(f.path(), &TableOptions::default()).unwrap_err().to_string();
-        assert!(e.contains(&f.path().display().to_string()) && e.contains(":3:2:") && e.contains("x4"), "{e}");
-        let t = load(f.path(), &TableOptions { skip_bad_rows: true, ..Default::default() }).unwrap();
+        assert!(
+            e.contains(&f.path().display().to_string()) && e.contains(":3:2:") && e.contains("x4"),
+            "{e}"
+        );
+        let t =
+            load(f.path(), &TableOptions { skip_bad_rows: true, ..Default::default() }).unwrap();
         assert_eq!((t.n_rows(), t.skipped_bad, t.row_ids.clone()), (1, 1, vec![0]));
     }
 
@@ -609,8 +670,14 @@ mod tests {
         assert_eq!(t.names, s.encoded_names());
         let row = t.row(0);
         let at = |n: &str| row[t.names.iter().position(|x| x == n).unwrap()];
-        assert_eq!((at("proto=udp"), at("proto=tcp"), at("service=dns"), at("dur")), (1.0, 0.0, 1.0, 1.5));
-        assert_eq!(t.names.iter().filter(|n| n.starts_with("state=")).map(|n| at(n)).sum::<f32>(), 0.0);
+        assert_eq!(
+            (at("proto=udp"), at("proto=tcp"), at("service=dns"), at("dur")),
+            (1.0, 0.0, 1.0, 1.5)
+        );
+        assert_eq!(
+            t.names.iter().filter(|n| n.starts_with("state=")).map(|n| at(n)).sum::<f32>(),
+            0.0
+        );
         assert_eq!(t.classes.as_ref().unwrap()[0], "DoS");
         assert_eq!(t.layout().1, s.fingerprint());
     }
@@ -632,12 +699,19 @@ mod tests {
     #[test]
     fn shared_zeek_logs_read() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/tables");
-        for (file, n, anomalies) in [("iot23-honeypot-4-1.conn.log.labeled", 452, 0), ("ctu-sme-11.conn.log.labeled", 763, 719)] {
+        for (file, n, anomalies) in [
+            ("iot23-honeypot-4-1.conn.log.labeled", 452, 0),
+            ("ctu-sme-11.conn.log.labeled", 763, 719),
+        ] {
             let p = Path::new(dir).join(file);
             assert!(p.exists(), "shared data missing: {}", p.display());
             let t = load(&p, &TableOptions::default()).unwrap();
             assert_eq!(t.schema, Some(SchemaKind::Zeek), "{file}");
-            assert_eq!((t.n_rows(), t.labels.iter().filter(|&&l| l == 1).count()), (n, anomalies), "{file}");
+            assert_eq!(
+                (t.n_rows(), t.labels.iter().filter(|&&l| l == 1).count()),
+                (n, anomalies),
+                "{file}"
+            );
         }
     }
 
@@ -668,7 +742,9 @@ mod tests {
         for _ in 0..60 {
             rc.observe(&s.transform(&[99., 99.], 2, &[0]), 2);
         }
-        assert!(rc.far_off() && rc.summary(&s, &["a".into(), "b".into()], 5).contains("does not fit"));
+        assert!(
+            rc.far_off() && rc.summary(&s, &["a".into(), "b".into()], 5).contains("does not fit")
+        );
     }
 
     #[test]
@@ -684,7 +760,8 @@ mod tests {
         let want = [0., 0., 0.5, 0.5, 1., 1.];
         assert!(out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
         // A model file without `log` (written before preparation existed) reads as linear.
-        let old: Scaler = serde_json::from_str(r#"{"keep":[0],"min":[1.0],"inv_range":[0.5]}"#).unwrap();
+        let old: Scaler =
+            serde_json::from_str(r#"{"keep":[0],"min":[1.0],"inv_range":[0.5]}"#).unwrap();
         assert_eq!(old.transform(&[5.0], 1, &[0]), [2.0]);
     }
 }

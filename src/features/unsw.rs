@@ -9,9 +9,9 @@
 
 use super::window::{CtWindow, WindowEntry};
 use super::{Cell, Column, RecordExtractor, Schema, UnknownFeature};
+use crate::flow::FlowRecord;
 use crate::flow::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
 use crate::flow::tcp_state::EndpointState;
-use crate::flow::FlowRecord;
 
 /// Argus's protocol keyword for an IP protocol number (its `proto` field).
 pub fn argus_proto(proto: u8) -> &'static str {
@@ -64,7 +64,8 @@ pub fn argus_state(rec: &FlowRecord) -> &'static str {
                 "FIN"
             } else if o == Closed || r == Closed {
                 "CLO"
-            } else if o == Established || r == Established || (both && o == Partial && r == Partial) {
+            } else if o == Established || r == Established || (both && o == Partial && r == Partial)
+            {
                 "CON"
             } else if r == SynAckSent || o == SynAckSent {
                 "ACC"
@@ -80,7 +81,11 @@ pub fn argus_state(rec: &FlowRecord) -> &'static str {
             let v6 = rec.proto == IPPROTO_ICMPV6;
             match (v6, rec.orig_port, rec.resp_port) {
                 (false, 8, _) | (true, 128, _) => {
-                    if both { "ECR" } else { "ECO" }
+                    if both {
+                        "ECR"
+                    } else {
+                        "ECO"
+                    }
                 }
                 (false, 0, _) | (true, 129, _) => "ECR",
                 (false, 3, 0) | (true, 1, 0) => "URN",
@@ -89,12 +94,20 @@ pub fn argus_state(rec: &FlowRecord) -> &'static str {
                 (false, 3, _) | (true, 1, _) => "URO",
                 (false, 11, _) | (true, 3, _) => "TXD",
                 _ => {
-                    if both { "CON" } else { "INT" }
+                    if both {
+                        "CON"
+                    } else {
+                        "INT"
+                    }
                 }
             }
         }
         _ => {
-            if both { "CON" } else { "INT" }
+            if both {
+                "CON"
+            } else {
+                "INT"
+            }
         }
     }
 }
@@ -236,8 +249,10 @@ pub struct UnswExtractor {
 impl UnswExtractor {
     pub fn new(schema: Schema, community_id_seed: u16) -> Result<UnswExtractor, UnknownFeature> {
         let mut fields = Vec::with_capacity(schema.features.len());
-        let mut columns: Vec<Column> =
-            IDENTITY.iter().map(|(n, t)| Column { name: n.to_string(), zeek_type: t, feature: None }).collect();
+        let mut columns: Vec<Column> = IDENTITY
+            .iter()
+            .map(|(n, t)| Column { name: n.to_string(), zeek_type: t, feature: None })
+            .collect();
         for (i, f) in schema.features.iter().enumerate() {
             let Some((_, field)) = FIELDS.iter().find(|(n, _)| *n == f.name) else {
                 return Err(UnknownFeature {
@@ -253,7 +268,13 @@ impl UnswExtractor {
             };
             columns.push(Column { name: f.name.clone(), zeek_type, feature: Some(i) });
         }
-        Ok(UnswExtractor { schema, fields, columns, window: CtWindow::default(), seed: community_id_seed })
+        Ok(UnswExtractor {
+            schema,
+            fields,
+            columns,
+            window: CtWindow::default(),
+            seed: community_id_seed,
+        })
     }
 }
 
@@ -281,14 +302,21 @@ impl RecordExtractor for UnswExtractor {
         });
         let tcp = r.proto == IPPROTO_TCP;
         let (swin, dwin) = if tcp { r.scaled_windows() } else { (0, 0) };
-        let secs = |a: Option<crate::capture::Timestamp>, b: Option<crate::capture::Timestamp>| match (a, b) {
-            (Some(a), Some(b)) => b.since(a).max(0) as f64 / 1e9,
-            _ => 0.0,
-        };
+        let secs =
+            |a: Option<crate::capture::Timestamp>, b: Option<crate::capture::Timestamp>| match (
+                a, b,
+            ) {
+                (Some(a), Some(b)) => b.since(a).max(0) as f64 / 1e9,
+                _ => 0.0,
+            };
         let synack = secs(r.syn_ts, r.synack_ts);
         let ackdat = secs(r.synack_ts, r.ack_ts);
-        let mean = |bytes: u64, pkts: u64| if pkts == 0 { 0.0 } else { (bytes as f64 / pkts as f64).round() };
-        let load = |bytes: u64, pkts: u64| if pkts == 0 { 0.0 } else { per_sec((bytes - bytes / pkts) as f64 * 8.0, dur) };
+        let mean = |bytes: u64, pkts: u64| {
+            if pkts == 0 { 0.0 } else { (bytes as f64 / pkts as f64).round() }
+        };
+        let load = |bytes: u64, pkts: u64| {
+            if pkts == 0 { 0.0 } else { per_sec((bytes - bytes / pkts) as f64 * 8.0, dur) }
+        };
         out.extend([
             Cell::Time(r.first_ts),
             Cell::Time(r.last_ts),
@@ -380,7 +408,9 @@ mod tests {
     #[test]
     fn argus_proto_names_are_in_the_schema() {
         let s = crate::features::SchemaKind::Unsw.schema();
-        let crate::features::FeatureType::Categorical(cats) = &s.features[s.index_of("proto").unwrap()].kind else {
+        let crate::features::FeatureType::Categorical(cats) =
+            &s.features[s.index_of("proto").unwrap()].kind
+        else {
             panic!("proto is categorical")
         };
         for p in [1u8, 2, 6, 17, 41, 47, 58, 89, 132, 250] {

@@ -116,7 +116,13 @@ mod tests {
     use super::*;
 
     fn e(src: u8, dst: u8, sport: u16, dport: u16, service: Service) -> WindowEntry {
-        WindowEntry { src: IpAddr::from([10, 0, 0, src]), dst: IpAddr::from([10, 0, 1, dst]), sport, dport, service }
+        WindowEntry {
+            src: IpAddr::from([10, 0, 0, src]),
+            dst: IpAddr::from([10, 0, 1, dst]),
+            sport,
+            dport,
+            service,
+        }
     }
 
     /// The incremental counts equal a plain scan of the last 100 records.
@@ -127,11 +133,18 @@ mod tests {
         let mut all: Vec<WindowEntry> = Vec::new();
         let services = [Service::Http, Service::Dns, Service::None];
         for _ in 0..2000 {
-            let x = e(rng.range(1, 6) as u8, rng.range(1, 6) as u8, rng.range(1, 4) as u16, rng.range(1, 4) as u16, services[rng.range(0, 3) as usize]);
+            let x = e(
+                rng.range(1, 6) as u8,
+                rng.range(1, 6) as u8,
+                rng.range(1, 4) as u16,
+                rng.range(1, 4) as u16,
+                services[rng.range(0, 3) as usize],
+            );
             all.push(x);
             let got = w.push(x);
             let win = &all[all.len().saturating_sub(WINDOW)..];
-            let count = |f: &dyn Fn(&WindowEntry) -> bool| win.iter().filter(|o| f(o)).count() as u32;
+            let count =
+                |f: &dyn Fn(&WindowEntry) -> bool| win.iter().filter(|o| f(o)).count() as u32;
             let want = CtCounts {
                 srv_src: count(&|o| o.service == x.service && o.src == x.src),
                 srv_dst: count(&|o| o.service == x.service && o.dst == x.dst),
@@ -156,7 +169,15 @@ mod tests {
         let c = w.push(e(1, 1, 1000, 80, Service::Http));
         assert_eq!(
             c,
-            CtCounts { srv_src: 3, srv_dst: 2, dst_ltm: 4, src_ltm: 4, src_dport_ltm: 3, dst_sport_ltm: 3, dst_src_ltm: 3 }
+            CtCounts {
+                srv_src: 3,
+                srv_dst: 2,
+                dst_ltm: 4,
+                src_ltm: 4,
+                src_dport_ltm: 3,
+                dst_sport_ltm: 3,
+                dst_src_ltm: 3
+            }
         );
     }
 

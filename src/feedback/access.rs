@@ -41,11 +41,17 @@ pub const SECURITY_HEADERS: [(&str, &str); 5] = [
 /// Why the page's access rules cannot be set up. The messages never repeat a secret.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AccessError {
-    #[error("--feedback-no-token is for loopback only: {0} is reachable from other machines; give the page a token (--feedback-token, [feedback] token or $MNPFLOW_FEEDBACK_TOKEN), or let the sensor generate one")]
+    #[error(
+        "--feedback-no-token is for loopback only: {0} is reachable from other machines; give the page a token (--feedback-token, [feedback] token or $MNPFLOW_FEEDBACK_TOKEN), or let the sensor generate one"
+    )]
     NoTokenOffLoopback(SocketAddr),
-    #[error("feedback token #{index} ({what}): expected SECRET or NAME:SECRET, a secret of 8 to 256 printable characters without spaces, quotes, commas, semicolons or backslashes, a name of letters, digits and . _ - @")]
+    #[error(
+        "feedback token #{index} ({what}): expected SECRET or NAME:SECRET, a secret of 8 to 256 printable characters without spaces, quotes, commas, semicolons or backslashes, a name of letters, digits and . _ - @"
+    )]
     BadToken { index: usize, what: String },
-    #[error("feedback tokens #{0} and #{1} have the same secret: each analyst needs their own, or labels cannot say who gave them")]
+    #[error(
+        "feedback tokens #{0} and #{1} have the same secret: each analyst needs their own, or labels cannot say who gave them"
+    )]
     SharedSecret(usize, usize),
     #[error("[feedback] hosts: {0:?} is not a host name (letters, digits, dots and dashes)")]
     BadHost(String),
@@ -74,11 +80,14 @@ pub struct Access {
 }
 
 fn secret_ok(s: &str) -> bool {
-    (8..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
+    (8..=256).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
 fn name_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
 /// Splits a list of tokens as `[feedback] token` and `$MNPFLOW_FEEDBACK_TOKEN` hold them:
@@ -91,7 +100,12 @@ impl Access {
     /// Rules for a page bound to `bound`. `tokens` as the user gave them (`SECRET` or
     /// `NAME:SECRET`); none and not `no_token`: one is generated (see [`Access::generated`]).
     /// `no_token` drops every token and is refused off loopback.
-    pub fn new(bound: SocketAddr, tokens: &[String], no_token: bool, hosts: &[String]) -> Result<Access, AccessError> {
+    pub fn new(
+        bound: SocketAddr,
+        tokens: &[String],
+        no_token: bool,
+        hosts: &[String],
+    ) -> Result<Access, AccessError> {
         let mut parsed: Vec<Token> = Vec::new();
         for (i, t) in tokens.iter().enumerate() {
             let (name, secret) = match t.split_once(':') {
@@ -99,7 +113,11 @@ impl Access {
                 _ => (DEFAULT_ANALYST.to_string(), t.clone()),
             };
             if !secret_ok(&secret) {
-                let what = if name == DEFAULT_ANALYST { format!("a secret of {} characters", secret.chars().count()) } else { format!("analyst {name:?}, a secret of {} characters", secret.chars().count()) };
+                let what = if name == DEFAULT_ANALYST {
+                    format!("a secret of {} characters", secret.chars().count())
+                } else {
+                    format!("analyst {name:?}, a secret of {} characters", secret.chars().count())
+                };
                 return Err(AccessError::BadToken { index: i + 1, what });
             }
             if let Some(j) = parsed.iter().position(|p| p.secret == secret) {
@@ -120,7 +138,9 @@ impl Access {
         let mut names = Vec::new();
         for h in hosts {
             let h = h.trim().to_ascii_lowercase();
-            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
+            if h.is_empty()
+                || !h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            {
                 return Err(AccessError::BadHost(h));
             }
             names.push(h);
@@ -161,7 +181,9 @@ impl Access {
             IpAddr::V4(v4) => v4.to_string(),
         };
         match self.tokens.first() {
-            Some(t) => format!("http://{host}:{}/?token={}", self.bound.port(), percent_encode(&t.secret)),
+            Some(t) => {
+                format!("http://{host}:{}/?token={}", self.bound.port(), percent_encode(&t.secret))
+            }
             None => format!("http://{host}:{}/", self.bound.port()),
         }
     }
@@ -180,12 +202,19 @@ impl Access {
 
     /// Who sent the request: the analyst of its bearer token, cookie or `?token=`; `None` when
     /// it carries no valid token. In no-token mode everyone is [`DEFAULT_ANALYST`].
-    pub fn who(&self, authorization: Option<&str>, cookie: Option<&str>, query_token: Option<&str>) -> Option<&str> {
+    pub fn who(
+        &self,
+        authorization: Option<&str>,
+        cookie: Option<&str>,
+        query_token: Option<&str>,
+    ) -> Option<&str> {
         if !self.needs_token() {
             return Some(DEFAULT_ANALYST);
         }
         let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-        let from_cookie = cookie.and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix(&self.cookie)?.strip_prefix('=')));
+        let from_cookie = cookie.and_then(|c| {
+            c.split(';').find_map(|kv| kv.trim().strip_prefix(&self.cookie)?.strip_prefix('='))
+        });
         [bearer, from_cookie, query_token].into_iter().flatten().find_map(|g| self.analyst(g))
     }
 
@@ -213,7 +242,8 @@ impl Access {
         if let Ok(ip) = name.parse::<IpAddr>() {
             return bound.is_unspecified() || ip == bound;
         }
-        (name == "localhost" && (bound.is_loopback() || bound.is_unspecified())) || self.hosts.contains(&name)
+        (name == "localhost" && (bound.is_loopback() || bound.is_unspecified()))
+            || self.hosts.contains(&name)
     }
 
     /// Whether a state-changing request comes from the page itself: its `Origin`, or without
@@ -222,7 +252,12 @@ impl Access {
     /// not. Requests with neither come from no web page (curl, scripts) and pass: browsers send
     /// `Origin` with every POST, and were one not to, the JSON-only rule still holds, since no
     /// other origin can send `application/json` without a preflight that finds no CORS header.
-    pub fn origin_ok(&self, host: Option<&str>, origin: Option<&str>, referer: Option<&str>) -> bool {
+    pub fn origin_ok(
+        &self,
+        host: Option<&str>,
+        origin: Option<&str>,
+        referer: Option<&str>,
+    ) -> bool {
         let own = match host {
             Some(h) => format!("http://{}", h.trim().to_ascii_lowercase()),
             None => return false,
@@ -248,7 +283,13 @@ fn cookie_name(bound: SocketAddr) -> String {
 /// meaning in a URL).
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -294,16 +335,43 @@ mod tests {
         assert!(!c.needs_token() && !c.generated(), "--feedback-no-token drops every token");
         assert_eq!(c.who(None, None, None), Some("web"));
         assert_eq!(c.page_url(), "http://127.0.0.1:8090/");
-        assert_eq!(Access::new(at("0.0.0.0:8090"), &[], true, &[]).unwrap_err(), AccessError::NoTokenOffLoopback(at("0.0.0.0:8090")));
-        assert_eq!(Access::new(at("[::1]:8090"), &[], true, &[]).unwrap().page_url(), "http://[::1]:8090/");
-        assert_eq!(Access::new(at("0.0.0.0:0"), &[], false, &[]).unwrap().bound_to(at("0.0.0.0:4242")).page_url().split('?').next(), Some("http://127.0.0.1:4242/"));
-        for bad in ["short", "has space in it", "semi;colon;x", "alice:", "x".repeat(300).as_str(), "quote\"quote\""] {
+        assert_eq!(
+            Access::new(at("0.0.0.0:8090"), &[], true, &[]).unwrap_err(),
+            AccessError::NoTokenOffLoopback(at("0.0.0.0:8090"))
+        );
+        assert_eq!(
+            Access::new(at("[::1]:8090"), &[], true, &[]).unwrap().page_url(),
+            "http://[::1]:8090/"
+        );
+        assert_eq!(
+            Access::new(at("0.0.0.0:0"), &[], false, &[])
+                .unwrap()
+                .bound_to(at("0.0.0.0:4242"))
+                .page_url()
+                .split('?')
+                .next(),
+            Some("http://127.0.0.1:4242/")
+        );
+        for bad in [
+            "short",
+            "has space in it",
+            "semi;colon;x",
+            "alice:",
+            "x".repeat(300).as_str(),
+            "quote\"quote\"",
+        ] {
             let e = Access::new(at("127.0.0.1:1"), &[bad.to_string()], false, &[]).unwrap_err();
             assert!(matches!(e, AccessError::BadToken { index: 1, .. }), "{bad}: {e}");
-            assert!(bad.len() < 6 || !e.to_string().contains(bad), "the message repeats the secret: {e}");
+            assert!(
+                bad.len() < 6 || !e.to_string().contains(bad),
+                "the message repeats the secret: {e}"
+            );
         }
         let twice = ["alice:same-secret".to_string(), "bob:same-secret".to_string()];
-        assert_eq!(Access::new(at("127.0.0.1:1"), &twice, false, &[]).unwrap_err(), AccessError::SharedSecret(1, 2));
+        assert_eq!(
+            Access::new(at("127.0.0.1:1"), &twice, false, &[]).unwrap_err(),
+            AccessError::SharedSecret(1, 2)
+        );
     }
 
     #[test]
@@ -315,33 +383,68 @@ mod tests {
         assert_eq!(a.analysts(), ["alice", "bob", "web"]);
         assert_eq!(a.who(Some("Bearer a1ice-secret"), None, None), Some("alice"));
         assert_eq!(a.who(None, Some("other=1; mnpflow_token_8090=b0b-secret!"), None), Some("bob"));
-        assert_eq!(a.who(None, Some("mnpflow_token_9999=b0b-secret!"), None), None, "another port's cookie");
-        assert_eq!(a.who(None, Some("mnpflow_token_80900=b0b-secret!"), None), None, "a longer name");
+        assert_eq!(
+            a.who(None, Some("mnpflow_token_9999=b0b-secret!"), None),
+            None,
+            "another port's cookie"
+        );
+        assert_eq!(
+            a.who(None, Some("mnpflow_token_80900=b0b-secret!"), None),
+            None,
+            "a longer name"
+        );
         assert_eq!(a.who(None, None, Some("plain+secret%")), Some("web"));
         assert_eq!(a.who(Some("Bearer nope-nope"), None, None), None);
         assert_eq!(a.who(Some("Bearer "), Some(""), Some("")), None);
         assert_eq!(a.who(None, None, None), None);
-        assert!(a.cookie_for("x").contains("HttpOnly") && a.cookie_for("x").contains("SameSite=Strict"));
-        let b = Access::new(at("127.0.0.1:8090"), &["plain+secret%&#".to_string()], false, &[]).unwrap();
-        assert_eq!(b.page_url(), "http://127.0.0.1:8090/?token=plain%2Bsecret%25%26%23", "the URL carries the secret intact");
+        assert!(
+            a.cookie_for("x").contains("HttpOnly") && a.cookie_for("x").contains("SameSite=Strict")
+        );
+        let b = Access::new(at("127.0.0.1:8090"), &["plain+secret%&#".to_string()], false, &[])
+            .unwrap();
+        assert_eq!(
+            b.page_url(),
+            "http://127.0.0.1:8090/?token=plain%2Bsecret%25%26%23",
+            "the URL carries the secret intact"
+        );
     }
 
     #[test]
     fn host_must_be_ours() {
         let lo = Access::new(at("127.0.0.1:8090"), &[], false, &["Sensor.Lab".into()]).unwrap();
-        for ok in ["127.0.0.1:8090", "127.0.0.1", "localhost:8090", "LOCALHOST", "sensor.lab:8090"] {
+        for ok in ["127.0.0.1:8090", "127.0.0.1", "localhost:8090", "LOCALHOST", "sensor.lab:8090"]
+        {
             assert!(lo.host_ok(Some(ok)), "{ok}");
         }
-        for bad in ["evil.example:8090", "evil.example", "10.0.0.1:8090", "[::1]:8090", "127.0.0.1:80x", "", "[::1"] {
+        for bad in [
+            "evil.example:8090",
+            "evil.example",
+            "10.0.0.1:8090",
+            "[::1]:8090",
+            "127.0.0.1:80x",
+            "",
+            "[::1",
+        ] {
             assert!(!lo.host_ok(Some(bad)), "{bad}");
         }
         assert!(!lo.host_ok(None));
         let any = Access::new(at("[::]:8090"), &[], false, &[]).unwrap();
-        assert!(any.host_ok(Some("[fe80::1]:8090")) && any.host_ok(Some("192.0.2.7:8090")) && any.host_ok(Some("localhost:8090")));
+        assert!(
+            any.host_ok(Some("[fe80::1]:8090"))
+                && any.host_ok(Some("192.0.2.7:8090"))
+                && any.host_ok(Some("localhost:8090"))
+        );
         assert!(!any.host_ok(Some("rebound.example:8090")));
         let public = Access::new(at("192.0.2.7:8090"), &[], false, &[]).unwrap();
-        assert!(public.host_ok(Some("192.0.2.7:8090")) && !public.host_ok(Some("localhost:8090")) && !public.host_ok(Some("127.0.0.1:8090")));
-        assert_eq!(Access::new(at("127.0.0.1:1"), &[], false, &["evil example".into()]).unwrap_err(), AccessError::BadHost("evil example".into()));
+        assert!(
+            public.host_ok(Some("192.0.2.7:8090"))
+                && !public.host_ok(Some("localhost:8090"))
+                && !public.host_ok(Some("127.0.0.1:8090"))
+        );
+        assert_eq!(
+            Access::new(at("127.0.0.1:1"), &[], false, &["evil example".into()]).unwrap_err(),
+            AccessError::BadHost("evil example".into())
+        );
     }
 
     #[test]
@@ -351,7 +454,10 @@ mod tests {
         assert!(a.origin_ok(h, Some("http://127.0.0.1:8090"), None));
         assert!(!a.origin_ok(h, Some("http://evil.example"), None));
         assert!(!a.origin_ok(h, Some("null"), None));
-        assert!(!a.origin_ok(h, Some("http://127.0.0.1:9999"), None), "another port is another origin");
+        assert!(
+            !a.origin_ok(h, Some("http://127.0.0.1:9999"), None),
+            "another port is another origin"
+        );
         assert!(a.origin_ok(h, None, Some("http://127.0.0.1:8090/")));
         assert!(!a.origin_ok(h, None, Some("http://127.0.0.1:8090.evil.example/")));
         assert!(a.origin_ok(h, None, None), "curl and the CLI send neither");

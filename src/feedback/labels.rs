@@ -72,7 +72,9 @@ pub struct Label {
 pub enum LabelError {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("no scored flow has uid or community ID {id:?} in {store} (the sensor keeps the flows it alerted on and a window of recent scored flows)")]
+    #[error(
+        "no scored flow has uid or community ID {id:?} in {store} (the sensor keeps the flows it alerted on and a window of recent scored flows)"
+    )]
     UnknownFlow { id: String, store: PathBuf },
 }
 
@@ -106,7 +108,14 @@ impl LabelStore {
 
     /// Labels the flow with this uid or community ID (the most recent such flow in the data
     /// directory's record).
-    pub fn label(&mut self, id: &str, verdict: Verdict, by: &str, note: &str, now_secs: f64) -> Result<Label, LabelError> {
+    pub fn label(
+        &mut self,
+        id: &str,
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        now_secs: f64,
+    ) -> Result<Label, LabelError> {
         let store = self.dir.join("flows.log");
         // The record rotates: the previous log holds older flows.
         let older = super::log::rotated(&store);
@@ -122,7 +131,14 @@ impl LabelStore {
     }
 
     /// Labels a flow the caller holds (the sensor's recent alerts); acknowledged once durable.
-    pub fn label_flow(&mut self, flow: &ScoredFlow, verdict: Verdict, by: &str, note: &str, now_secs: f64) -> Result<Label, LogError> {
+    pub fn label_flow(
+        &mut self,
+        flow: &ScoredFlow,
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        now_secs: f64,
+    ) -> Result<Label, LogError> {
         let label = Label {
             uid: flow.uid.clone(),
             community_id: flow.community_id.clone(),

@@ -55,7 +55,8 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         let (records, good_end) = scan(path, &mut file)?;
         let len = file.metadata().map_err(io_err)?.len();
         let recovered_bytes = len - good_end;
@@ -76,7 +77,8 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         let mut good_end = len;
         let mut pos = len;
@@ -127,7 +129,12 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
         let io_err = |source| LogError::Io { path: self.path.clone(), source };
         self.file.sync_all().map_err(io_err)?;
         std::fs::rename(&self.path, rotated(&self.path)).map_err(io_err)?;
-        self.file = OpenOptions::new().read(true).append(true).create(true).open(&self.path).map_err(io_err)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(io_err)?;
         Ok(())
     }
 
@@ -140,7 +147,8 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
     pub fn append_all(&mut self, records: &[T]) -> Result<(), LogError> {
         let mut buf = String::new();
         for r in records {
-            let json = serde_json::to_string(r).map_err(|source| LogError::Encode { path: self.path.clone(), source })?;
+            let json = serde_json::to_string(r)
+                .map_err(|source| LogError::Encode { path: self.path.clone(), source })?;
             buf.push_str(&encode_line(&json));
         }
         let io_err = |source| LogError::Io { path: self.path.clone(), source };

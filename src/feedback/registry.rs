@@ -62,7 +62,9 @@ impl Registry {
         for e in events {
             match e {
                 Event::Register(m) => entries.push(m),
-                Event::Promote { version, .. } | Event::Rollback { version, .. } => current = Some(version),
+                Event::Promote { version, .. } | Event::Rollback { version, .. } => {
+                    current = Some(version)
+                }
             }
         }
         Ok(Registry { dir, log, entries, current })
@@ -85,12 +87,24 @@ impl Registry {
         RegistryError::UnknownVersion {
             dir: self.dir.clone(),
             version,
-            known: self.entries.iter().map(|e| e.version.to_string()).collect::<Vec<_>>().join(", "),
+            known: self
+                .entries
+                .iter()
+                .map(|e| e.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
     /// Registers a model file as the next version (copied in) and makes it current.
-    pub fn promote(&mut self, model_file: &Path, data: String, validation: Vec<(String, f64)>, cut: Option<f32>, now: f64) -> Result<ModelEntry, RegistryError> {
+    pub fn promote(
+        &mut self,
+        model_file: &Path,
+        data: String,
+        validation: Vec<(String, f64)>,
+        cut: Option<f32>,
+        now: f64,
+    ) -> Result<ModelEntry, RegistryError> {
         let version = self.entries.iter().map(|e| e.version).max().unwrap_or(0) + 1;
         let dest = self.model_path(version);
         let tmp = dest.with_extension("mnp.tmp");
@@ -98,8 +112,10 @@ impl Registry {
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|_| std::fs::rename(&tmp, &dest))
             .map_err(|source| RegistryError::Copy { path: model_file.to_owned(), source })?;
-        let entry = ModelEntry { version, parent: self.current, created: now, data, validation, cut };
-        self.log.append_all(&[Event::Register(entry.clone()), Event::Promote { version, at: now }])?;
+        let entry =
+            ModelEntry { version, parent: self.current, created: now, data, validation, cut };
+        self.log
+            .append_all(&[Event::Register(entry.clone()), Event::Promote { version, at: now }])?;
         self.entries.push(entry.clone());
         self.current = Some(version);
         Ok(entry)
@@ -131,7 +147,9 @@ mod tests {
         std::fs::write(&model, b"model one").unwrap();
         let mut r = Registry::open(dir.path()).unwrap();
         assert!(r.current().is_none());
-        let v1 = r.promote(&model, "1000 rows".into(), vec![("auc_pr".into(), 0.5)], Some(0.7), 1.0).unwrap();
+        let v1 = r
+            .promote(&model, "1000 rows".into(), vec![("auc_pr".into(), 0.5)], Some(0.7), 1.0)
+            .unwrap();
         std::fs::write(&model, b"model two").unwrap();
         let v2 = r.promote(&model, "2000 rows".into(), vec![], None, 2.0).unwrap();
         assert_eq!((v1.version, v2.version, v2.parent), (1, 2, Some(1)));

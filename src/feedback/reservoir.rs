@@ -29,7 +29,13 @@ pub struct Reservoir {
 
 impl Reservoir {
     /// `capacity` rows in all, over `horizon` time units cut into `buckets` slices.
-    pub fn new(width: usize, capacity: usize, horizon: i64, buckets: usize, seed: u64) -> Reservoir {
+    pub fn new(
+        width: usize,
+        capacity: usize,
+        horizon: i64,
+        buckets: usize,
+        seed: u64,
+    ) -> Reservoir {
         let buckets = buckets.max(1);
         Reservoir {
             width,
@@ -54,7 +60,11 @@ impl Reservoir {
                 old.rows.clear();
                 self.buckets.push(old);
             } else {
-                self.buckets.push(Bucket { start, seen: 0, rows: Vec::with_capacity(self.per_bucket * self.width) });
+                self.buckets.push(Bucket {
+                    start,
+                    seen: 0,
+                    rows: Vec::with_capacity(self.per_bucket * self.width),
+                });
             }
         }
         let (per_bucket, width) = (self.per_bucket, self.width);

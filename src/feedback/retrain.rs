@@ -179,7 +179,9 @@ pub struct Retrained {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrainError {
-    #[error("no attack label for this model's schema outside the validation share: nothing to train on")]
+    #[error(
+        "no attack label for this model's schema outside the validation share: nothing to train on"
+    )]
     NoAttacks,
     #[error("{got} recent flows, at least {needed} needed")]
     TooFewRows { needed: usize, got: usize },
@@ -191,7 +193,10 @@ pub enum RetrainError {
 fn usable_labels<'a>(labels: &'a [Label], fingerprint: &str, width: usize) -> Vec<&'a Label> {
     let mut latest: std::collections::BTreeMap<&str, &Label> = std::collections::BTreeMap::new();
     for l in labels {
-        if l.schema == fingerprint && l.features.len() == width && l.features.iter().all(|v| v.is_finite()) {
+        if l.schema == fingerprint
+            && l.features.len() == width
+            && l.features.iter().all(|v| v.is_finite())
+        {
             latest.insert(&l.uid, l);
         }
     }
@@ -238,7 +243,13 @@ fn cut_at_rate(scores: &[f32], rate: f64) -> f32 {
 
 /// Trains a candidate from `recent` (encoded rows, schema width, unscaled) and `labels`, and
 /// applies the promotion rule. Deterministic for given inputs and config.
-pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &LearnConfig, device: &Device) -> Result<Retrained, RetrainError> {
+pub fn retrain(
+    current: &Current<'_>,
+    recent: &[f32],
+    labels: &[Label],
+    cfg: &LearnConfig,
+    device: &Device,
+) -> Result<Retrained, RetrainError> {
     let art = current.artifact;
     let d = art.layout.columns.len();
     let n_recent = recent.len() / d.max(1);
@@ -246,7 +257,8 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         return Err(RetrainError::TooFewRows { needed: cfg.min_rows.max(2), got: n_recent });
     }
     let usable = usable_labels(labels, &art.layout.fingerprint, d);
-    let (attacks, benign): (Vec<&Label>, Vec<&Label>) = usable.into_iter().partition(|l| l.verdict == Verdict::Attack);
+    let (attacks, benign): (Vec<&Label>, Vec<&Label>) =
+        usable.into_iter().partition(|l| l.verdict == Verdict::Attack);
     let (train_attacks, held_attacks) = hold_back(attacks, cfg.holdout);
     let (train_benign, held_benign) = hold_back(benign, cfg.holdout);
     if train_attacks.is_empty() {
@@ -274,7 +286,9 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         all.extend_from_slice(&anomalies_raw);
         let rows: Vec<usize> = (0..n_u + n_a).collect();
         // The preparation the model in service chose, column by column.
-        let preps = SchemaKind::of_layout(&art.layout.name).map(|k| k.schema().encoded_preps(art.train.prep)).unwrap_or_default();
+        let preps = SchemaKind::of_layout(&art.layout.name)
+            .map(|k| k.schema().encoded_preps(art.train.prep))
+            .unwrap_or_default();
         Scaler::fit(&all, d, &rows, &rows, &preps)
     };
     let unlabeled = scaler.transform(&unlabeled_raw, d, &(0..n_u).collect::<Vec<_>>());
@@ -286,7 +300,13 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         seed: cfg.seed,
         ..art.train.clone()
     };
-    let data = TrainData { d: scaler.width(), unlabeled: &unlabeled, anomalies: &anomalies, trusted_normal: train_benign.len(), val: None };
+    let data = TrainData {
+        d: scaler.width(),
+        unlabeled: &unlabeled,
+        anomalies: &anomalies,
+        trusted_normal: train_benign.len(),
+        val: None,
+    };
     let trained = if cfg.warm_start {
         train_warm(&data, &tc, current.model, device)?
     } else {
@@ -361,8 +381,17 @@ pub fn retrain(current: &Current<'_>, recent: &[f32], labels: &[Label], cfg: &Le
         labeled_anomalies: n_a,
         validation_rows: val_y.len(),
     };
-    let artifact = Artifact::new(&trained.model, art.layout.clone(), scaler, tc, trained.report, summary);
-    Ok(Retrained { artifact, model: trained.model, cut, decision, unlabeled: n_u, benign: train_benign.len(), attacks: n_a })
+    let artifact =
+        Artifact::new(&trained.model, art.layout.clone(), scaler, tc, trained.report, summary);
+    Ok(Retrained {
+        artifact,
+        model: trained.model,
+        cut,
+        decision,
+        unlabeled: n_u,
+        benign: train_benign.len(),
+        attacks: n_a,
+    })
 }
 
 #[cfg(test)]
@@ -380,7 +409,11 @@ mod tests {
             for _ in 0..D {
                 let c = match kind {
                     0 => {
-                        if i % 2 == 0 { 0.2 } else { 0.6 }
+                        if i % 2 == 0 {
+                            0.2
+                        } else {
+                            0.6
+                        }
                     }
                     1 => 0.95,
                     // Between the two normal modes: easy to reconstruct, so a model that never
@@ -394,21 +427,52 @@ mod tests {
     }
 
     fn label(uid: String, verdict: Verdict, features: &[f32]) -> Label {
-        Label { uid, community_id: String::new(), verdict, by: "test".into(), at: 0.0, note: String::new(), schema: "fp".into(), features: features.to_vec() }
+        Label {
+            uid,
+            community_id: String::new(),
+            verdict,
+            by: "test".into(),
+            at: 0.0,
+            note: String::new(),
+            schema: "fp".into(),
+            features: features.to_vec(),
+        }
     }
 
     fn small() -> LearnConfig {
-        LearnConfig { max_epochs: 8, batches_per_epoch: 16, min_rows: 50, validation_rows: 200, ..LearnConfig::default() }
+        LearnConfig {
+            max_epochs: 8,
+            batches_per_epoch: 16,
+            min_rows: 50,
+            validation_rows: 200,
+            ..LearnConfig::default()
+        }
     }
 
     /// A model that knows attack kind 1 only.
     fn current_model(rng: &mut ChaCha8Rng) -> (Artifact, Mnpwad) {
         let u = rows(rng, 400, 0);
         let a = rows(rng, 10, 1);
-        let tc = TrainConfig { max_epochs: 10, pretrain_epochs: 10, batches_per_epoch: 16, n_prototypes: Some(2), ..TrainConfig::default() };
-        let t = train(&TrainData { d: D, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: None }, &tc, &Device::flex(), false).unwrap();
+        let tc = TrainConfig {
+            max_epochs: 10,
+            pretrain_epochs: 10,
+            batches_per_epoch: 16,
+            n_prototypes: Some(2),
+            ..TrainConfig::default()
+        };
+        let t = train(
+            &TrainData { d: D, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: None },
+            &tc,
+            &Device::flex(),
+            false,
+        )
+        .unwrap();
         let scaler = Scaler::identity(D);
-        let layout = Layout { name: "t".into(), fingerprint: "fp".into(), columns: (0..D).map(|j| format!("c{j}")).collect() };
+        let layout = Layout {
+            name: "t".into(),
+            fingerprint: "fp".into(),
+            columns: (0..D).map(|j| format!("c{j}")).collect(),
+        };
         (Artifact::new(&t.model, layout, scaler, tc, t.report, DataSummary::default()), t.model)
     }
 
@@ -418,7 +482,11 @@ mod tests {
         let (art, model) = current_model(&mut rng);
         let recent = rows(&mut rng, 600, 0);
         let new_attack = rows(&mut rng, 12, 2);
-        let labels: Vec<Label> = new_attack.chunks(D).enumerate().map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r)).collect();
+        let labels: Vec<Label> = new_attack
+            .chunks(D)
+            .enumerate()
+            .map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r))
+            .collect();
         let cur = Current { artifact: &art, model: &model, cut: 0.5 };
         let r = retrain(&cur, &recent, &labels, &small(), &Device::flex()).unwrap();
         let (c, k) = (r.decision.current.unwrap(), r.decision.candidate.unwrap());
@@ -440,29 +508,53 @@ mod tests {
         let recent = rows(&mut rng, 300, 0);
         let cur = Current { artifact: &art, model: &model, cut: 0.5 };
         let one = rows(&mut rng, 1, 2);
-        let r = retrain(&cur, &recent, &[label("C1".into(), Verdict::Attack, &one)], &small(), &Device::flex()).unwrap();
+        let r = retrain(
+            &cur,
+            &recent,
+            &[label("C1".into(), Verdict::Attack, &one)],
+            &small(),
+            &Device::flex(),
+        )
+        .unwrap();
         assert!(!r.decision.promote);
         assert!(r.decision.rule.contains("0 held-back attack labels"), "{}", r.decision.rule);
         // Labels of another schema, or only benign ones: nothing to train on.
         let mut other = label("C2".into(), Verdict::Attack, &one);
         other.schema = "other".into();
-        assert!(matches!(retrain(&cur, &recent, &[other], &small(), &Device::flex()), Err(RetrainError::NoAttacks)));
+        assert!(matches!(
+            retrain(&cur, &recent, &[other], &small(), &Device::flex()),
+            Err(RetrainError::NoAttacks)
+        ));
         let benign = label("C3".into(), Verdict::Benign, &one);
-        assert!(matches!(retrain(&cur, &recent, &[benign], &small(), &Device::flex()), Err(RetrainError::NoAttacks)));
-        assert!(matches!(retrain(&cur, &recent[..10 * D], &[], &small(), &Device::flex()), Err(RetrainError::TooFewRows { .. })));
+        assert!(matches!(
+            retrain(&cur, &recent, &[benign], &small(), &Device::flex()),
+            Err(RetrainError::NoAttacks)
+        ));
+        assert!(matches!(
+            retrain(&cur, &recent[..10 * D], &[], &small(), &Device::flex()),
+            Err(RetrainError::TooFewRows { .. })
+        ));
     }
 
     #[test]
     fn the_latest_verdict_wins_and_holdout_is_stable() {
         let f = [0.1f32; D];
-        let mut ls = vec![label("A".into(), Verdict::Attack, &f), label("B".into(), Verdict::Attack, &f), label("A".into(), Verdict::Benign, &f)];
+        let mut ls = vec![
+            label("A".into(), Verdict::Attack, &f),
+            label("B".into(), Verdict::Attack, &f),
+            label("A".into(), Verdict::Benign, &f),
+        ];
         let u = usable_labels(&ls, "fp", D);
-        assert_eq!(u.iter().map(|l| (l.uid.as_str(), l.verdict)).collect::<Vec<_>>(), vec![("A", Verdict::Benign), ("B", Verdict::Attack)]);
+        assert_eq!(
+            u.iter().map(|l| (l.uid.as_str(), l.verdict)).collect::<Vec<_>>(),
+            vec![("A", Verdict::Benign), ("B", Verdict::Attack)]
+        );
         for i in 0..20 {
             ls.push(label(format!("X{i}"), Verdict::Attack, &f));
         }
         let (t1, h1) = hold_back(usable_labels(&ls, "fp", D), 0.3);
-        let (n_train, h1): (usize, Vec<String>) = (t1.len(), h1.iter().map(|l| l.uid.clone()).collect());
+        let (n_train, h1): (usize, Vec<String>) =
+            (t1.len(), h1.iter().map(|l| l.uid.clone()).collect());
         ls.push(label("Y".into(), Verdict::Attack, &f));
         let (_, h2) = hold_back(usable_labels(&ls, "fp", D), 0.3);
         assert_eq!(h1.len(), 7);

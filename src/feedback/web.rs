@@ -71,7 +71,14 @@ impl RecentFlows {
         let width = rows.len() / recs.len().max(1);
         if width != self.width {
             // First batch (or a schema change): start over at this width.
-            *self = RecentFlows { recs: Vec::new(), rows: Vec::new(), scores: Vec::new(), width, next: 0, capacity: self.capacity };
+            *self = RecentFlows {
+                recs: Vec::new(),
+                rows: Vec::new(),
+                scores: Vec::new(),
+                width,
+                next: 0,
+                capacity: self.capacity,
+            };
         }
         for (i, r) in recs.iter().enumerate() {
             let row = &rows[i * width..(i + 1) * width];
@@ -91,10 +98,15 @@ impl RecentFlows {
 
     fn find(&self, id: &str, community_seed: u16, schema: &str) -> Option<ScoredFlow> {
         let by_cid = id.starts_with("1:");
-        let k = (0..self.recs.len()).rev().map(|j| (j + self.next) % self.recs.len()).find(|&k| {
-            let r = &self.recs[k];
-            if by_cid { r.community_id(community_seed) == id } else { crate::features::uid(r) == id }
-        })?;
+        let k =
+            (0..self.recs.len()).rev().map(|j| (j + self.next) % self.recs.len()).find(|&k| {
+                let r = &self.recs[k];
+                if by_cid {
+                    r.community_id(community_seed) == id
+                } else {
+                    crate::features::uid(r) == id
+                }
+            })?;
         let r = &self.recs[k];
         Some(ScoredFlow {
             uid: crate::features::uid(r),
@@ -129,7 +141,14 @@ impl AlertFeed {
         AlertFeed {
             inner: Mutex::new((VecDeque::new(), 0)),
             capacity: capacity.max(1),
-            recent: Mutex::new(RecentFlows { recs: Vec::new(), rows: Vec::new(), scores: Vec::new(), width: 0, next: 0, capacity: recent.max(1) }),
+            recent: Mutex::new(RecentFlows {
+                recs: Vec::new(),
+                rows: Vec::new(),
+                scores: Vec::new(),
+                width: 0,
+                next: 0,
+                capacity: recent.max(1),
+            }),
             community_seed,
             schema: schema.to_owned(),
         }
@@ -138,7 +157,10 @@ impl AlertFeed {
     /// Keeps a scored batch's flows in the window of recent flows (one lock per batch).
     pub fn push_recent(&self, recs: &[FlowRecord], rows: &[f32], scores: &[f32]) {
         if !recs.is_empty() {
-            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(recs, rows, scores);
+            self.recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(recs, rows, scores);
         }
     }
 
@@ -165,9 +187,16 @@ impl AlertFeed {
             .rev()
             .filter(|a| {
                 f.is_empty()
-                    || [&a.flow.uid, &a.flow.community_id, &a.flow.orig_h, &a.flow.resp_h, &a.time, &a.model]
-                        .iter()
-                        .any(|s| s.to_ascii_lowercase().contains(&f))
+                    || [
+                        &a.flow.uid,
+                        &a.flow.community_id,
+                        &a.flow.orig_h,
+                        &a.flow.resp_h,
+                        &a.time,
+                        &a.model,
+                    ]
+                    .iter()
+                    .any(|s| s.to_ascii_lowercase().contains(&f))
                     || a.flow.orig_p.to_string() == f
                     || a.flow.resp_p.to_string() == f
                     || a.indicator.as_deref().is_some_and(|r| r.to_ascii_lowercase().contains(&f))
@@ -180,8 +209,20 @@ impl AlertFeed {
     /// The most recent alerted flow with this uid or community ID, else the most recent
     /// such flow of the window of other flows.
     pub fn find(&self, id: &str) -> Option<ScoredFlow> {
-        let alerted = self.lock().0.iter().rev().find(|a| a.flow.uid == id || a.flow.community_id == id).map(|a| a.flow.clone());
-        alerted.or_else(|| self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).find(id, self.community_seed, &self.schema))
+        let alerted = self
+            .lock()
+            .0
+            .iter()
+            .rev()
+            .find(|a| a.flow.uid == id || a.flow.community_id == id)
+            .map(|a| a.flow.clone());
+        alerted.or_else(|| {
+            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).find(
+                id,
+                self.community_seed,
+                &self.schema,
+            )
+        })
     }
 
     fn mark(&self, uid: &str, verdict: Verdict) {
@@ -256,7 +297,8 @@ fn url_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -293,29 +335,60 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let access = &state.access;
     if !access.host_ok(req.host) {
-        return Reply::error(403, format!("Host {:?} is not this sensor's address (add the name to [feedback] hosts if it is)", req.host.unwrap_or("")));
+        return Reply::error(
+            403,
+            format!(
+                "Host {:?} is not this sensor's address (add the name to [feedback] hosts if it is)",
+                req.host.unwrap_or("")
+            ),
+        );
     }
     let query_token = query_param(query, "token").map(url_decode);
     let Some(who) = access.who(req.authorization, req.cookie, query_token.as_deref()) else {
         return Reply::error(
             401,
-            format!("this sensor's feedback page needs its token: open the URL the sensor printed at start-up, or send Authorization: Bearer TOKEN (the URL is in {TOKEN_FILE} in the data directory while the sensor runs)"),
+            format!(
+                "this sensor's feedback page needs its token: open the URL the sensor printed at start-up, or send Authorization: Bearer TOKEN (the URL is in {TOKEN_FILE} in the data directory while the sensor runs)"
+            ),
         );
     };
     if method != "GET" && method != "HEAD" {
         if !access.origin_ok(req.host, req.origin, req.referer) {
-            return Reply::error(403, format!("a request from {:?} may not change this sensor's state", req.origin.or(req.referer).unwrap_or("")));
+            return Reply::error(
+                403,
+                format!(
+                    "a request from {:?} may not change this sensor's state",
+                    req.origin.or(req.referer).unwrap_or("")
+                ),
+            );
         }
-        let json_body = req.content_type.and_then(|c| c.split(';').next()).is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        let json_body = req
+            .content_type
+            .and_then(|c| c.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
         if !json_body {
-            return Reply::error(415, format!("expected Content-Type: application/json, not {:?}", req.content_type.unwrap_or("")));
+            return Reply::error(
+                415,
+                format!(
+                    "expected Content-Type: application/json, not {:?}",
+                    req.content_type.unwrap_or("")
+                ),
+            );
         }
     }
     match (method, path) {
         // The first visit carries ?token=: keep it in the cookie and take it out of the address.
-        ("GET", "/") | ("GET", "/index.html") if access.needs_token() && query_token.as_deref().is_some_and(|t| access.who(None, None, Some(t)).is_some()) => {
+        ("GET", "/") | ("GET", "/index.html")
+            if access.needs_token()
+                && query_token
+                    .as_deref()
+                    .is_some_and(|t| access.who(None, None, Some(t)).is_some()) =>
+        {
             let secret = query_token.unwrap_or_default();
-            let mut r = Reply::asset("text/html; charset=utf-8", "<!doctype html><title>mnpflow</title><a href=\"/\">mnpflow alerts</a>");
+            let mut r = Reply::asset(
+                "text/html; charset=utf-8",
+                "<!doctype html><title>mnpflow</title><a href=\"/\">mnpflow alerts</a>",
+            );
             r.status = 303;
             r.headers.push(("Set-Cookie", access.cookie_for(&secret)));
             r.headers.push(("Location", "/".into()));
@@ -325,7 +398,10 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
         ("GET", "/page.js") => Reply::asset("text/javascript; charset=utf-8", PAGE_JS),
         ("GET", "/page.css") => Reply::asset("text/css; charset=utf-8", PAGE_CSS),
         ("GET", "/api/alerts") => {
-            let limit = query_param(query, "limit").and_then(|v| v.parse().ok()).unwrap_or(200usize).min(10_000);
+            let limit = query_param(query, "limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200usize)
+                .min(10_000);
             let q = query_param(query, "q").map(url_decode).unwrap_or_default();
             let alerts: Vec<serde_json::Value> = state
                 .feed
@@ -343,14 +419,24 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
         }
         ("POST", "/api/labels") => post_label(state, req.body, who, now_secs),
         ("GET", "/api/labels") => match LabelStore::read(&state.data_dir) {
-            Ok(all) => Reply::json(200, json!({ "labels": all.iter().map(label_json).collect::<Vec<_>>() })),
+            Ok(all) => Reply::json(
+                200,
+                json!({ "labels": all.iter().map(label_json).collect::<Vec<_>>() }),
+            ),
             Err(e) => Reply::error(500, e.to_string()),
         },
         ("GET", "/api/models") => match Registry::open(&state.data_dir) {
-            Ok(r) => Reply::json(200, json!({ "current": r.current().map(|e| e.version), "models": r.entries() })),
+            Ok(r) => Reply::json(
+                200,
+                json!({ "current": r.current().map(|e| e.version), "models": r.entries() }),
+            ),
             Err(e) => Reply::error(500, e.to_string()),
         },
-        (_, "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/labels" | "/api/models") => Reply::error(405, format!("{method} is not allowed on {path}")),
+        (
+            _,
+            "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/labels"
+            | "/api/models",
+        ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no such page: {path}")),
     }
 }
@@ -363,7 +449,14 @@ fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Re
     }
     let req: LabelRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return Reply::error(400, format!("expected {{\"id\": \"C...\" or \"1:...\", \"verdict\": \"attack\" or \"benign\", \"note\": \"...\"}}: {e}")),
+        Err(e) => {
+            return Reply::error(
+                400,
+                format!(
+                    "expected {{\"id\": \"C...\" or \"1:...\", \"verdict\": \"attack\" or \"benign\", \"note\": \"...\"}}: {e}"
+                ),
+            );
+        }
     };
     let id = req.id.trim();
     if id.is_empty() {
@@ -376,7 +469,9 @@ fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Re
     let mut store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The page's alerts first (they carry the feature vector), then the data directory's record.
     let result = match state.feed.find(id) {
-        Some(flow) => store.label_flow(&flow, req.verdict, &by, &req.note, now_secs).map_err(LabelError::from),
+        Some(flow) => {
+            store.label_flow(&flow, req.verdict, &by, &req.note, now_secs).map_err(LabelError::from)
+        }
         None => store.label(id, req.verdict, &by, &req.note, now_secs),
     };
     match result {
@@ -439,15 +534,40 @@ mod tests {
             Some(t) => Access::new(bound, &[t.to_string()], false, &[]).unwrap(),
             None => Access::new(bound, &[], true, &[]).unwrap(),
         };
-        WebState { feed, labels: Mutex::new(LabelStore::open(dir).unwrap()), data_dir: dir.to_owned(), access }
+        WebState {
+            feed,
+            labels: Mutex::new(LabelStore::open(dir).unwrap()),
+            data_dir: dir.to_owned(),
+            access,
+        }
     }
 
     /// A request as the page itself sends it: our Host, JSON bodies.
-    fn req<'a>(method: &'a str, url: &'a str, auth: Option<&'a str>, body: &'a [u8]) -> Request<'a> {
-        Request { method, url, host: Some(HOST), authorization: auth, content_type: Some("application/json"), body, ..Request::default() }
+    fn req<'a>(
+        method: &'a str,
+        url: &'a str,
+        auth: Option<&'a str>,
+        body: &'a [u8],
+    ) -> Request<'a> {
+        Request {
+            method,
+            url,
+            host: Some(HOST),
+            authorization: auth,
+            content_type: Some("application/json"),
+            body,
+            ..Request::default()
+        }
     }
 
-    fn call(st: &WebState<'_>, method: &str, url: &str, auth: Option<&str>, body: &[u8], now: f64) -> Reply {
+    fn call(
+        st: &WebState<'_>,
+        method: &str,
+        url: &str,
+        auth: Option<&str>,
+        body: &[u8],
+        now: f64,
+    ) -> Reply {
         handle(st, &req(method, url, auth, body), now)
     }
 
@@ -462,15 +582,26 @@ mod tests {
         let r = call(&st, "GET", "/api/alerts?limit=5", None, b"", 0.0);
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        let uids: Vec<&str> = v["alerts"].as_array().unwrap().iter().map(|a| a["uid"].as_str().unwrap()).collect();
+        let uids: Vec<&str> =
+            v["alerts"].as_array().unwrap().iter().map(|a| a["uid"].as_str().unwrap()).collect();
         assert_eq!(uids, ["C3", "C2"], "newest first, capacity 2");
         assert!(v["alerts"][0].get("features").is_none());
-        let r = call(&st, "POST", "/api/labels", None, br#"{"id": "1:C2=", "verdict": "attack", "note": "scan"}"#, 5.0);
+        let r = call(
+            &st,
+            "POST",
+            "/api/labels",
+            None,
+            br#"{"id": "1:C2=", "verdict": "attack", "note": "scan"}"#,
+            5.0,
+        );
         assert_eq!(r.status, 201, "{}", r.body);
         let stored = LabelStore::open(dir.path()).unwrap();
         assert_eq!(stored.labels().len(), 1);
         let l = &stored.labels()[0];
-        assert_eq!((l.uid.as_str(), l.verdict, l.by.as_str(), l.note.as_str(), l.features.len()), ("C2", Verdict::Attack, "web", "scan", 3));
+        assert_eq!(
+            (l.uid.as_str(), l.verdict, l.by.as_str(), l.note.as_str(), l.features.len()),
+            ("C2", Verdict::Attack, "web", "scan", 3)
+        );
         assert_eq!(feed.recent(5, "c2")[0].label, Some(Verdict::Attack));
         assert_eq!(call(&st, "GET", "/api/labels", None, b"", 0.0).status, 200);
     }
@@ -481,7 +612,9 @@ mod tests {
         let feed = AlertFeed::new(10, 10, 0, "fp");
         feed.push(alert("C1"));
         let st = state(&feed, dir.path(), Some("s3cret-token"));
-        let post = |auth: Option<&str>, url: &str, body: &[u8]| call(&st, "POST", url, auth, body, 0.0).status;
+        let post = |auth: Option<&str>, url: &str, body: &[u8]| {
+            call(&st, "POST", url, auth, body, 0.0).status
+        };
         let good = br#"{"id": "C1", "verdict": "benign"}"#;
         assert_eq!(post(None, "/api/labels", good), 401);
         assert_eq!(post(Some("Bearer wrong!"), "/api/labels", good), 401);
@@ -490,7 +623,10 @@ mod tests {
         assert_eq!(post(auth, "/api/labels", b"{not json"), 400);
         assert_eq!(post(auth, "/api/labels", br#"{"id": "C1", "verdict": "maybe"}"#), 400);
         assert_eq!(post(auth, "/api/labels", br#"{"id": "", "verdict": "attack"}"#), 400);
-        assert_eq!(post(auth, "/api/labels", br#"{"id": "C1", "verdict": "attack", "extra": 1}"#), 400);
+        assert_eq!(
+            post(auth, "/api/labels", br#"{"id": "C1", "verdict": "attack", "extra": 1}"#),
+            400
+        );
         assert_eq!(post(auth, "/api/labels", br#"{"id": "C404", "verdict": "attack"}"#), 404);
         assert_eq!(post(auth, "/api/labels", &vec![b' '; MAX_BODY + 1]), 413);
         assert_eq!(post(auth, "/api/alerts", b""), 405);
@@ -507,7 +643,10 @@ mod tests {
         let feed = AlertFeed::new(10, 2, 0, "fp");
         let mut recs: Vec<FlowRecord> = Vec::new();
         let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
-        crate::pipeline::offline::run_files(&[demo], &crate::flow::FlowConfig::default(), |r| recs.push(*r)).unwrap();
+        crate::pipeline::offline::run_files(&[demo], &crate::flow::FlowConfig::default(), |r| {
+            recs.push(*r)
+        })
+        .unwrap();
         recs.truncate(3);
         let rows: Vec<f32> = (0..6).map(|v| v as f32).collect();
         feed.push_recent(&recs, &rows, &[0.1, 0.2, 0.3]);
@@ -535,13 +674,38 @@ mod tests {
         let st = state(&feed, dir.path(), Some("alice:a1ice-secret"));
         let body = br#"{"id": "C1", "verdict": "benign"}"#;
         let cookie = "mnpflow_token_8090=a1ice-secret";
-        let page = Request { cookie: Some(cookie), origin: Some("http://127.0.0.1:8090"), ..req("POST", "/api/labels", None, body) };
-        let csrf = Request { content_type: Some("text/plain"), origin: Some("http://evil.example"), ..page };
+        let page = Request {
+            cookie: Some(cookie),
+            origin: Some("http://127.0.0.1:8090"),
+            ..req("POST", "/api/labels", None, body)
+        };
+        let csrf = Request {
+            content_type: Some("text/plain"),
+            origin: Some("http://evil.example"),
+            ..page
+        };
         assert_eq!(handle(&st, &csrf, 0.0).status, 403);
-        assert_eq!(handle(&st, &Request { origin: None, referer: Some("http://evil.example/x"), ..csrf }, 0.0).status, 403);
-        assert_eq!(handle(&st, &Request { origin: Some("http://127.0.0.1:8090"), ..csrf }, 0.0).status, 415, "text/plain from our own origin");
-        assert_eq!(handle(&st, &Request { cookie: None, ..page }, 0.0).status, 401, "no cookie: what a cross-site request gets");
-        let rebound = Request { host: Some("evil.example:8090"), ..req("GET", "/api/alerts", None, b"") };
+        assert_eq!(
+            handle(
+                &st,
+                &Request { origin: None, referer: Some("http://evil.example/x"), ..csrf },
+                0.0
+            )
+            .status,
+            403
+        );
+        assert_eq!(
+            handle(&st, &Request { origin: Some("http://127.0.0.1:8090"), ..csrf }, 0.0).status,
+            415,
+            "text/plain from our own origin"
+        );
+        assert_eq!(
+            handle(&st, &Request { cookie: None, ..page }, 0.0).status,
+            401,
+            "no cookie: what a cross-site request gets"
+        );
+        let rebound =
+            Request { host: Some("evil.example:8090"), ..req("GET", "/api/alerts", None, b"") };
         let r = handle(&st, &Request { cookie: Some(cookie), ..rebound }, 0.0);
         assert_eq!(r.status, 403);
         assert!(!r.body.contains("C1"));
@@ -555,7 +719,9 @@ mod tests {
         // Every reply forbids framing and sniffing and allows no other origin.
         let headers: Vec<(&str, &str)> = r.all_headers().collect();
         assert!(headers.contains(&("X-Content-Type-Options", "nosniff")));
-        assert!(headers.iter().any(|(k, v)| *k == "Content-Security-Policy" && v.contains("frame-ancestors 'none'") && !v.contains("unsafe-inline")));
+        assert!(headers.iter().any(|(k, v)| *k == "Content-Security-Policy"
+            && v.contains("frame-ancestors 'none'")
+            && !v.contains("unsafe-inline")));
         assert!(!headers.iter().any(|(k, _)| k.starts_with("Access-Control")));
     }
 
@@ -568,16 +734,34 @@ mod tests {
         let st = state(&feed, dir.path(), Some("s3cret-token"));
         let r = call(&st, "GET", "/?token=s3cret-token", None, b"", 0.0);
         assert_eq!(r.status, 303);
-        let cookie = r.headers.iter().find(|(k, _)| *k == "Set-Cookie").map(|(_, v)| v.clone()).unwrap();
-        assert!(cookie.starts_with("mnpflow_token_8090=s3cret-token;") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        let cookie =
+            r.headers.iter().find(|(k, _)| *k == "Set-Cookie").map(|(_, v)| v.clone()).unwrap();
+        assert!(
+            cookie.starts_with("mnpflow_token_8090=s3cret-token;")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
         assert!(r.headers.contains(&("Location", "/".to_string())));
         let jar = cookie.split(';').next().unwrap();
         for path in ["/", "/page.js", "/page.css", "/api/alerts"] {
-            assert_eq!(handle(&st, &Request { cookie: Some(jar), ..req("GET", path, None, b"") }, 0.0).status, 200, "{path}");
-            assert_eq!(call(&st, "GET", path, None, b"", 0.0).status, 401, "{path} without the cookie");
+            assert_eq!(
+                handle(&st, &Request { cookie: Some(jar), ..req("GET", path, None, b"") }, 0.0)
+                    .status,
+                200,
+                "{path}"
+            );
+            assert_eq!(
+                call(&st, "GET", path, None, b"", 0.0).status,
+                401,
+                "{path} without the cookie"
+            );
         }
         assert_eq!(call(&st, "GET", "/?token=wrong-token", None, b"", 0.0).status, 401);
-        assert!(!PAGE.contains("<script>") && !PAGE.contains("<style>"), "no inline code: the CSP forbids it");
+        assert!(
+            !PAGE.contains("<script>") && !PAGE.contains("<style>"),
+            "no inline code: the CSP forbids it"
+        );
     }
 
     #[test]

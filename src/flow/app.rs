@@ -74,8 +74,17 @@ impl fmt::Display for Service {
     }
 }
 
-const HTTP_METHODS: [&[u8]; 9] =
-    [b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"TRACE ", b"PATCH "];
+const HTTP_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PATCH ",
+];
 
 fn is_http_request(p: &[u8]) -> bool {
     HTTP_METHODS.iter().any(|m| p.starts_with(m))
@@ -93,7 +102,10 @@ fn content_length(p: &[u8]) -> Option<u64> {
     let mut i = 0;
     while i + NAME.len() <= head.len() {
         if head[i..i + NAME.len()].eq_ignore_ascii_case(NAME) && (i == 0 || head[i - 1] == b'\n') {
-            let digits = head[i + NAME.len()..].iter().skip_while(|b| **b == b' ').take_while(|b| b.is_ascii_digit());
+            let digits = head[i + NAME.len()..]
+                .iter()
+                .skip_while(|b| **b == b' ')
+                .take_while(|b| b.is_ascii_digit());
             let mut v: u64 = 0;
             let mut any = false;
             for d in digits {
@@ -161,7 +173,8 @@ impl AppState {
                 }
             }
             Service::Ftp if from_orig => {
-                let word: &[u8] = payload.split(|b| *b == b' ' || *b == b'\r').next().unwrap_or(&[]);
+                let word: &[u8] =
+                    payload.split(|b| *b == b' ' || *b == b'\r').next().unwrap_or(&[]);
                 if (3..=4).contains(&word.len()) && word.iter().all(u8::is_ascii_alphabetic) {
                     self.ftp_commands += 1;
                     self.ftp_user |= word.eq_ignore_ascii_case(b"USER");
@@ -174,7 +187,11 @@ impl AppState {
 
     /// The service to report: sniffed, else by the responder's well-known port.
     pub fn service(&self, proto: u8, resp_port: u16) -> Service {
-        if self.sniffed != Service::None { self.sniffed } else { Service::by_port(proto, resp_port) }
+        if self.sniffed != Service::None {
+            self.sniffed
+        } else {
+            Service::by_port(proto, resp_port)
+        }
     }
 }
 
@@ -233,7 +250,12 @@ mod tests {
     fn http_depth_methods_and_body() {
         let mut a = AppState::default();
         a.observe(6, true, 80, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        a.observe(6, false, 80, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n<html>");
+        a.observe(
+            6,
+            false,
+            80,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n<html>",
+        );
         a.observe(6, true, 80, b"POST /f HTTP/1.1\r\n\r\n");
         a.observe(6, false, 80, b"HTTP/1.1 204 No Content\r\n\r\n");
         assert_eq!(a.sniffed, Service::Http);
@@ -269,6 +291,9 @@ mod tests {
     fn content_length_edge_cases() {
         assert_eq!(content_length(b"HTTP/1.1 200 OK\r\ncontent-length:   42\r\n\r\n"), Some(42));
         assert_eq!(content_length(b"HTTP/1.1 200 OK\r\nX-Content-Length: 5\r\n\r\n"), None);
-        assert_eq!(content_length(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n"), Some(u64::MAX));
+        assert_eq!(
+            content_length(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n"),
+            Some(u64::MAX)
+        );
     }
 }

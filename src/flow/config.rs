@@ -18,7 +18,8 @@ pub mod secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(|_| D::Error::custom(format!("{v} is not a valid number of seconds")))
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| D::Error::custom(format!("{v} is not a valid number of seconds")))
     }
 }
 

@@ -47,7 +47,14 @@ pub struct History {
 
 impl Default for History {
     fn default() -> Self {
-        History { letters: [0; CAP], len: 0, truncated: false, seen: 0, last_seq: [[u32::MAX; 3]; 2], scaled: [[0; 3]; 2] }
+        History {
+            letters: [0; CAP],
+            len: 0,
+            truncated: false,
+            seen: 0,
+            last_seq: [[u32::MAX; 3]; 2],
+            scaled: [[0; 3]; 2],
+        }
     }
 }
 
@@ -98,7 +105,18 @@ impl History {
         };
         let count = &mut self.scaled[!from_orig as usize][ev as usize];
         *count = count.saturating_add(1);
-        if matches!(*count, 1 | 10 | 100 | 1_000 | 10_000 | 100_000 | 1_000_000 | 10_000_000 | 100_000_000 | 1_000_000_000) {
+        if matches!(
+            *count,
+            1 | 10
+                | 100
+                | 1_000
+                | 10_000
+                | 100_000
+                | 1_000_000
+                | 10_000_000
+                | 100_000_000
+                | 1_000_000_000
+        ) {
             self.push(Self::letter(from_orig, upper));
         }
     }

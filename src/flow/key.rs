@@ -23,7 +23,14 @@ pub struct FlowKey {
 impl FlowKey {
     /// The key of a packet from `src:sport` to `dst:dport`, and whether `src` is the `lo` side.
     /// For ICMP, `sport`/`dport` are the packet's type and code.
-    pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8, vlan: u32) -> (FlowKey, bool) {
+    pub fn new(
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        proto: u8,
+        vlan: u32,
+    ) -> (FlowKey, bool) {
         let (sport, dport) = match proto {
             IPPROTO_ICMP | IPPROTO_ICMPV6 => {
                 let (s, d, _) = icmp_port_equivalents(proto, sport as u8, dport as u8);
@@ -32,9 +39,15 @@ impl FlowKey {
             _ => (sport, dport),
         };
         if (src, sport) <= (dst, dport) {
-            (FlowKey { lo_addr: src, hi_addr: dst, lo_port: sport, hi_port: dport, proto, vlan }, true)
+            (
+                FlowKey { lo_addr: src, hi_addr: dst, lo_port: sport, hi_port: dport, proto, vlan },
+                true,
+            )
         } else {
-            (FlowKey { lo_addr: dst, hi_addr: src, lo_port: dport, hi_port: sport, proto, vlan }, false)
+            (
+                FlowKey { lo_addr: dst, hi_addr: src, lo_port: dport, hi_port: sport, proto, vlan },
+                false,
+            )
         }
     }
 }
@@ -54,7 +67,10 @@ impl std::hash::Hash for FlowKey {
         h.write_u128(addr_u128(&self.lo_addr));
         h.write_u128(addr_u128(&self.hi_addr));
         h.write_u64(
-            (self.lo_port as u64) << 48 | (self.hi_port as u64) << 32 | (self.proto as u64) << 24 | (self.vlan as u64 & 0xff_ffff),
+            (self.lo_port as u64) << 48
+                | (self.hi_port as u64) << 32
+                | (self.proto as u64) << 24
+                | (self.vlan as u64 & 0xff_ffff),
         );
     }
 }
@@ -117,7 +133,14 @@ fn addr_bytes(a: &IpAddr, out: &mut [u8; 16]) -> usize {
 /// `1:` + base64(SHA1(seed . addr . addr . proto . 0 . port . port)), endpoints ordered so the
 /// smaller (address, port) comes first, except for one-way ICMP messages. Ports are omitted
 /// for protocols other than TCP, UDP, SCTP and ICMP. For ICMP pass the type and code as ports.
-pub fn community_id(seed: u16, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> String {
+pub fn community_id(
+    seed: u16,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    proto: u8,
+) -> String {
     let (mut sport, mut dport, mut one_way) = (sport, dport, false);
     if matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6) {
         (sport, dport, one_way) = icmp_port_equivalents(proto, sport as u8, dport as u8);
@@ -160,19 +183,71 @@ mod tests {
         let cases = [
             (0, "10.0.0.1", 1234, "127.0.0.1", 80, IPPROTO_TCP, "1:F/BCgQTUT/FXrTnSBgdsKwJ26iE="),
             (0, "127.0.0.1", 80, "10.0.0.1", 1234, IPPROTO_TCP, "1:F/BCgQTUT/FXrTnSBgdsKwJ26iE="),
-            (0, "192.168.0.89", 8, "192.168.0.1", 0, IPPROTO_ICMP, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="),
-            (0, "192.168.0.1", 0, "192.168.0.89", 0, IPPROTO_ICMP, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="),
-            (0, "192.168.0.89", 3, "192.168.0.1", 3, IPPROTO_ICMP, "1:dPRpNwuTNOTQEtM23HPAdlCnrwc="),
-            (0, "192.168.0.1", 3, "192.168.0.89", 3, IPPROTO_ICMP, "1:ZouhgnVac3AK62b9tKlLG4N+dVQ="),
+            (
+                0,
+                "192.168.0.89",
+                8,
+                "192.168.0.1",
+                0,
+                IPPROTO_ICMP,
+                "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=",
+            ),
+            (
+                0,
+                "192.168.0.1",
+                0,
+                "192.168.0.89",
+                0,
+                IPPROTO_ICMP,
+                "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=",
+            ),
+            (
+                0,
+                "192.168.0.89",
+                3,
+                "192.168.0.1",
+                3,
+                IPPROTO_ICMP,
+                "1:dPRpNwuTNOTQEtM23HPAdlCnrwc=",
+            ),
+            (
+                0,
+                "192.168.0.1",
+                3,
+                "192.168.0.89",
+                3,
+                IPPROTO_ICMP,
+                "1:ZouhgnVac3AK62b9tKlLG4N+dVQ=",
+            ),
             (0, "fe80::1", 53, "fe80::2", 5353, IPPROTO_UDP, "1:K1gRBG7QLdxJnzb4Vr7fkh3ITeI="),
-            (0, "fe80::200:86ff:fe05:80da", 135, "fe80::260:97ff:fe07:69ea", 0, IPPROTO_ICMPV6, "1:dGHyGvjMfljg6Bppwm3bg0LO8TY="),
+            (
+                0,
+                "fe80::200:86ff:fe05:80da",
+                135,
+                "fe80::260:97ff:fe07:69ea",
+                0,
+                IPPROTO_ICMPV6,
+                "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=",
+            ),
             (0, "10.1.1.1", 0, "10.1.1.2", 0, 47, "1:6bVMFPWneS3bg49/6T1HieDmRMQ="),
             (0, "10.0.0.1", 80, "10.0.0.1", 1234, IPPROTO_TCP, "1:WaobEo3Uyp/JjlL9QX3lvrl1Oag="),
-            (0, "2001:db8::2", 5353, "2001:db8::1", 53, IPPROTO_UDP, "1:tajKKCYPX5Fr60+44RSdKtpFb4s="),
+            (
+                0,
+                "2001:db8::2",
+                5353,
+                "2001:db8::1",
+                53,
+                IPPROTO_UDP,
+                "1:tajKKCYPX5Fr60+44RSdKtpFb4s=",
+            ),
             (1, "10.0.0.1", 1234, "127.0.0.1", 80, IPPROTO_TCP, "1:KXW93/jAcpeBncylgsTkLvvHFIU="),
         ];
         for (seed, s, sp, d, dp, proto, want) in cases {
-            assert_eq!(community_id(seed, ip(s), sp, ip(d), dp, proto), want, "{s}:{sp} -> {d}:{dp} proto {proto}");
+            assert_eq!(
+                community_id(seed, ip(s), sp, ip(d), dp, proto),
+                want,
+                "{s}:{sp} -> {d}:{dp} proto {proto}"
+            );
         }
     }
 

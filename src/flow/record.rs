@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use super::app::{AppState, Service};
 use super::history::{History, Scaled};
-use super::order::StreamTime;
 use super::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use super::order::StreamTime;
 use super::tcp_state::{ConnState, TcpEndpoints, tcp_conn_state, udp_conn_state};
 use crate::capture::Timestamp;
 use crate::decode::{Fragment, PacketMeta, TcpFlags};
@@ -35,8 +35,14 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 6] =
-        [EndReason::Idle, EndReason::Active, EndReason::TcpClose, EndReason::Evicted, EndReason::EndOfInput, EndReason::ClockReset];
+    pub const ALL: [EndReason; 6] = [
+        EndReason::Idle,
+        EndReason::Active,
+        EndReason::TcpClose,
+        EndReason::Evicted,
+        EndReason::EndOfInput,
+        EndReason::ClockReset,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -216,7 +222,9 @@ impl Direction {
     /// skipped, FIN and RST segments (which often advertise 0) are skipped, and a zero window
     /// marks the direction "window shut" without replacing the last open window.
     pub fn note_window(&mut self, flags: TcpFlags, window: u16) {
-        if flags.0 & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST) == TcpFlags::SYN {
+        if flags.0 & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST)
+            == TcpFlags::SYN
+        {
             return;
         }
         if window != 0 && !flags.fin() && !flags.rst() {
@@ -321,8 +329,12 @@ impl FlowRecord {
                 // The last SYN before the SYN-ACK: a retransmitted SYN is the one answered
                 // (Argus measures synack from it too).
                 (true, true, false) if self.synack_ts.is_none() => self.syn_ts = Some(m.ts),
-                (false, true, true) if self.synack_ts.is_none() && self.syn_ts.is_some() => self.synack_ts = Some(m.ts),
-                (true, false, true) if self.ack_ts.is_none() && self.synack_ts.is_some() => self.ack_ts = Some(m.ts),
+                (false, true, true) if self.synack_ts.is_none() && self.syn_ts.is_some() => {
+                    self.synack_ts = Some(m.ts)
+                }
+                (true, false, true) if self.ack_ts.is_none() && self.synack_ts.is_some() => {
+                    self.ack_ts = Some(m.ts)
+                }
                 _ => {}
             }
         } else if !later_fragment {
@@ -335,7 +347,14 @@ impl FlowRecord {
 
     /// Adds later fragments that arrived before the first one (their times are unknown to
     /// the inter-packet statistics; their packets and bytes count).
-    pub fn add_fragments(&mut self, from_orig: bool, pkts: u64, wire_bytes: u64, ip_bytes: u64, payload_bytes: u64) {
+    pub fn add_fragments(
+        &mut self,
+        from_orig: bool,
+        pkts: u64,
+        wire_bytes: u64,
+        ip_bytes: u64,
+        payload_bytes: u64,
+    ) {
         let dir = if from_orig { &mut self.orig } else { &mut self.resp };
         dir.pkts += pkts;
         dir.wire_bytes += wire_bytes;
@@ -347,7 +366,9 @@ impl FlowRecord {
     pub fn tcp_finished(&self) -> bool {
         use super::tcp_state::EndpointState::{Closed, Reset};
         self.proto == IPPROTO_TCP
-            && (matches!((self.tcp.orig, self.tcp.resp), (Closed, Closed)) || self.tcp.orig == Reset || self.tcp.resp == Reset)
+            && (matches!((self.tcp.orig, self.tcp.resp), (Closed, Closed))
+                || self.tcp.orig == Reset
+                || self.tcp.resp == Reset)
     }
 
     pub fn duration_secs(&self) -> f64 {
@@ -366,7 +387,12 @@ impl FlowRecord {
     /// Zeek's conn_state at export.
     pub fn conn_state(&self) -> ConnState {
         match self.proto {
-            IPPROTO_TCP => tcp_conn_state(self.tcp, self.orig_bytes(), self.resp_bytes(), self.history.as_str()),
+            IPPROTO_TCP => tcp_conn_state(
+                self.tcp,
+                self.orig_bytes(),
+                self.resp_bytes(),
+                self.history.as_str(),
+            ),
             IPPROTO_UDP => udp_conn_state(self.orig.pkts > 0, self.resp.pkts > 0),
             _ => ConnState::Oth,
         }
@@ -397,7 +423,14 @@ impl FlowRecord {
     }
 
     pub fn community_id(&self, seed: u16) -> String {
-        super::key::community_id(seed, self.orig_addr, self.orig_port, self.resp_addr, self.resp_port, self.proto)
+        super::key::community_id(
+            seed,
+            self.orig_addr,
+            self.orig_port,
+            self.resp_addr,
+            self.resp_port,
+            self.proto,
+        )
     }
 }
 

@@ -254,8 +254,16 @@ impl FlowTable {
             let s = &self.slots[i as usize];
             (s.prev, s.next, s.class as usize)
         };
-        if prev == NIL { self.lists[class].head = next } else { self.slots[prev as usize].next = next }
-        if next == NIL { self.lists[class].tail = prev } else { self.slots[next as usize].prev = prev }
+        if prev == NIL {
+            self.lists[class].head = next
+        } else {
+            self.slots[prev as usize].next = next
+        }
+        if next == NIL {
+            self.lists[class].tail = prev
+        } else {
+            self.slots[next as usize].prev = prev
+        }
     }
 
     fn push_tail(&mut self, i: u32, class: Class) {
@@ -269,7 +277,11 @@ impl FlowTable {
             s.prev = tail;
             s.next = NIL;
         }
-        if tail == NIL { self.lists[class as usize].head = i } else { self.slots[tail as usize].next = i }
+        if tail == NIL {
+            self.lists[class as usize].head = i
+        } else {
+            self.slots[tail as usize].next = i
+        }
         self.lists[class as usize].tail = i;
     }
 
@@ -303,7 +315,8 @@ impl FlowTable {
                     next = next.min(activity.add_nanos(timeout));
                     break;
                 }
-                let reason = if class == Class::Closing { EndReason::TcpClose } else { EndReason::Idle };
+                let reason =
+                    if class == Class::Closing { EndReason::TcpClose } else { EndReason::Idle };
                 self.export(head, reason, sink);
             }
         }
@@ -334,8 +347,11 @@ impl FlowTable {
     /// Exports every open flow, least recently active first. Held fragments whose first
     /// fragment never came are counted as orphans.
     pub fn flush(&mut self, reason: EndReason, sink: &mut impl FnMut(&FlowRecord)) {
-        let mut live: Vec<(Timestamp, u64, u32)> =
-            self.index.values().map(|&i| (self.slots[i as usize].activity, self.slots[i as usize].rec.id, i)).collect();
+        let mut live: Vec<(Timestamp, u64, u32)> = self
+            .index
+            .values()
+            .map(|&i| (self.slots[i as usize].activity, self.slots[i as usize].rec.id, i))
+            .collect();
         live.sort_unstable();
         for (_, _, i) in live {
             self.export(i, reason, sink);
@@ -378,7 +394,8 @@ impl FlowTable {
         }
         match (m.frag, self.frags.get(&key).copied()) {
             (Fragment::First { .. }, previous) => {
-                self.frags.insert(key, FragState::Ports { sport: m.sport, dport: m.dport, seen: m.ts });
+                self.frags
+                    .insert(key, FragState::Ports { sport: m.sport, dport: m.dport, seen: m.ts });
                 let held = match previous {
                     Some(FragState::Held(h)) if fresh(h.first_seen) => Some(h),
                     Some(FragState::Held(h)) => {
@@ -389,13 +406,19 @@ impl FlowTable {
                 };
                 FragRoute::Flow(m.sport, m.dport, held)
             }
-            (_, Some(FragState::Ports { sport, dport, seen })) if fresh(seen) => FragRoute::Flow(sport, dport, None),
+            (_, Some(FragState::Ports { sport, dport, seen })) if fresh(seen) => {
+                FragRoute::Flow(sport, dport, None)
+            }
             (_, state) => {
                 let mut h = match state {
                     Some(FragState::Held(h)) => h,
-                    Some(FragState::Ports { .. }) | None => {
-                        HeldFragments { pkts: 0, wire_bytes: 0, ip_bytes: 0, payload_bytes: 0, first_seen: m.ts }
-                    }
+                    Some(FragState::Ports { .. }) | None => HeldFragments {
+                        pkts: 0,
+                        wire_bytes: 0,
+                        ip_bytes: 0,
+                        payload_bytes: 0,
+                        first_seen: m.ts,
+                    },
                 };
                 h.pkts += 1;
                 h.wire_bytes += m.wire_len as u64;
@@ -430,14 +453,27 @@ impl FlowTable {
         };
         let (i, from_orig) = self.route(m, sport, dport, now, sink);
         if let Some(h) = held {
-            self.slots[i as usize].rec.add_fragments(from_orig, h.pkts, h.wire_bytes, h.ip_bytes, h.payload_bytes);
+            self.slots[i as usize].rec.add_fragments(
+                from_orig,
+                h.pkts,
+                h.wire_bytes,
+                h.ip_bytes,
+                h.payload_bytes,
+            );
             self.stats.fragments_joined_late += h.pkts;
         }
     }
 
     /// Adds a packet to its flow, creating the flow if needed; returns the slot and whether
     /// the packet came from the originator.
-    fn route(&mut self, m: &PacketMeta<'_>, sport: u16, dport: u16, now: Timestamp, sink: &mut impl FnMut(&FlowRecord)) -> (u32, bool) {
+    fn route(
+        &mut self,
+        m: &PacketMeta<'_>,
+        sport: u16,
+        dport: u16,
+        now: Timestamp,
+        sink: &mut impl FnMut(&FlowRecord),
+    ) -> (u32, bool) {
         let (key, src_is_lo) = FlowKey::new(m.src, sport, m.dst, dport, m.proto, m.vlan);
         if let Some(&i) = self.index.get(&key) {
             let slot = &self.slots[i as usize];
@@ -445,7 +481,10 @@ impl FlowTable {
             let rec = &slot.rec;
             let aged = self.active_ns > 0 && m.ts.since(rec.first_ts) >= self.active_ns;
             // A fresh SYN from the originator on a finished connection opens a new one.
-            let reopened = slot.class == Class::Closing && from_orig && m.tcp.flags.syn() && !m.tcp.flags.ack();
+            let reopened = slot.class == Class::Closing
+                && from_orig
+                && m.tcp.flags.syn()
+                && !m.tcp.flags.ack();
             if !aged && !reopened {
                 let slot = &mut self.slots[i as usize];
                 slot.rec.update(m, from_orig);
@@ -485,7 +524,16 @@ impl FlowTable {
         meta.dport = dport;
         let rec = FlowRecord::new(self.next_id, &meta, flip);
         self.next_id += self.id_stride;
-        let slot = Slot { rec, key, orig_is_lo: src_is_lo != flip, class: Class::Other, activity: now, prev: NIL, next: NIL, live: true };
+        let slot = Slot {
+            rec,
+            key,
+            orig_is_lo: src_is_lo != flip,
+            class: Class::Other,
+            activity: now,
+            prev: NIL,
+            next: NIL,
+            live: true,
+        };
         // Build the record in its slot: it is large, and copies of it showed in profiles.
         let i = match self.free.pop() {
             Some(i) => {
@@ -527,7 +575,16 @@ mod tests {
     use crate::decode::{TcpFlags, TcpMeta};
     use std::time::Duration;
 
-    fn pkt(ts_ms: i64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8, flags: u8, len: u32) -> PacketMeta<'static> {
+    fn pkt(
+        ts_ms: i64,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        proto: u8,
+        flags: u8,
+        len: u32,
+    ) -> PacketMeta<'static> {
         PacketMeta {
             ts: Timestamp(ts_ms * 1_000_000),
             vlan: 0,
@@ -562,10 +619,14 @@ mod tests {
     #[test]
     fn both_directions_meet_and_first_packet_decides_originator() {
         let mut t = FlowTable::new(FlowConfig::default());
-        let out = run(&mut t, &[pkt(0, B, 80, A, 5000, 17, 0, 10), pkt(1, A, 5000, B, 80, 17, 0, 20)]);
+        let out =
+            run(&mut t, &[pkt(0, B, 80, A, 5000, 17, 0, 10), pkt(1, A, 5000, B, 80, 17, 0, 20)]);
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.orig_addr, f.orig_port, f.orig.pkts, f.resp.pkts), (IpAddr::from(B), 80, 1, 1));
+        assert_eq!(
+            (f.orig_addr, f.orig_port, f.orig.pkts, f.resp.pkts),
+            (IpAddr::from(B), 80, 1, 1)
+        );
         assert_eq!((f.orig.payload_bytes, f.resp.payload_bytes), (10, 20));
         assert_eq!(f.end_reason, EndReason::EndOfInput);
     }
@@ -583,16 +644,25 @@ mod tests {
             ],
         );
         let reasons: Vec<_> = out.iter().map(|f| (f.orig_port, f.end_reason)).collect();
-        assert_eq!(reasons, vec![(1, EndReason::Idle), (2, EndReason::EndOfInput), (3, EndReason::EndOfInput)]);
+        assert_eq!(
+            reasons,
+            vec![(1, EndReason::Idle), (2, EndReason::EndOfInput), (3, EndReason::EndOfInput)]
+        );
     }
 
     #[test]
     fn active_timeout_splits_long_flows() {
-        let mut t = FlowTable::new(FlowConfig { active_timeout: Duration::from_secs(10), ..FlowConfig::default() });
+        let mut t = FlowTable::new(FlowConfig {
+            active_timeout: Duration::from_secs(10),
+            ..FlowConfig::default()
+        });
         let pkts: Vec<_> = (0..25).map(|s| pkt(s * 1000, A, 1, B, 2, 17, 0, 1)).collect();
         let out = run(&mut t, &pkts);
         let counts: Vec<_> = out.iter().map(|f| (f.orig.pkts, f.end_reason)).collect();
-        assert_eq!(counts, vec![(10, EndReason::Active), (10, EndReason::Active), (5, EndReason::EndOfInput)]);
+        assert_eq!(
+            counts,
+            vec![(10, EndReason::Active), (10, EndReason::Active), (5, EndReason::EndOfInput)]
+        );
     }
 
     #[test]
@@ -619,7 +689,14 @@ mod tests {
     #[test]
     fn eviction_is_counted_and_oldest_goes_first() {
         let mut t = FlowTable::new(FlowConfig { max_flows: 2, ..FlowConfig::default() });
-        let out = run(&mut t, &[pkt(0, A, 1, B, 1, 17, 0, 1), pkt(1, A, 2, B, 2, 17, 0, 1), pkt(2, A, 3, B, 3, 17, 0, 1)]);
+        let out = run(
+            &mut t,
+            &[
+                pkt(0, A, 1, B, 1, 17, 0, 1),
+                pkt(1, A, 2, B, 2, 17, 0, 1),
+                pkt(2, A, 3, B, 3, 17, 0, 1),
+            ],
+        );
         assert_eq!((out[0].orig_port, out[0].end_reason), (1, EndReason::Evicted));
         assert_eq!(t.stats().exported[EndReason::Evicted as usize], 1);
         assert_eq!(out.len(), 3);
@@ -628,7 +705,14 @@ mod tests {
     #[test]
     fn time_going_backwards_holds_the_clock_and_corrupts_nothing() {
         let mut t = FlowTable::new(FlowConfig::default());
-        let out = run(&mut t, &[pkt(10_000, A, 1, B, 2, 17, 0, 1), pkt(9_000, B, 2, A, 1, 17, 0, 1), pkt(10_500, A, 1, B, 2, 17, 0, 1)]);
+        let out = run(
+            &mut t,
+            &[
+                pkt(10_000, A, 1, B, 2, 17, 0, 1),
+                pkt(9_000, B, 2, A, 1, 17, 0, 1),
+                pkt(10_500, A, 1, B, 2, 17, 0, 1),
+            ],
+        );
         assert_eq!(out.len(), 1);
         let f = &out[0];
         assert_eq!((f.orig.pkts, f.resp.pkts), (2, 1));
@@ -642,14 +726,23 @@ mod tests {
         let mut t = FlowTable::new(FlowConfig::default());
         let year_ms = 365 * 86_400_000;
         let out = run(&mut t, &[pkt(year_ms, A, 1, B, 2, 17, 0, 1), pkt(0, A, 1, B, 2, 17, 0, 1)]);
-        assert_eq!(out.iter().map(|f| f.end_reason).collect::<Vec<_>>(), vec![EndReason::ClockReset, EndReason::EndOfInput]);
+        assert_eq!(
+            out.iter().map(|f| f.end_reason).collect::<Vec<_>>(),
+            vec![EndReason::ClockReset, EndReason::EndOfInput]
+        );
         assert_eq!(t.stats().clock_resets, 1);
     }
 
     #[test]
     fn syn_ack_first_flips_the_direction() {
         let mut t = FlowTable::new(FlowConfig::default());
-        let out = run(&mut t, &[pkt(0, B, 80, A, 1, 6, TcpFlags::SYN | TcpFlags::ACK, 0), pkt(1, A, 1, B, 80, 6, TcpFlags::ACK, 0)]);
+        let out = run(
+            &mut t,
+            &[
+                pkt(0, B, 80, A, 1, 6, TcpFlags::SYN | TcpFlags::ACK, 0),
+                pkt(1, A, 1, B, 80, 6, TcpFlags::ACK, 0),
+            ],
+        );
         assert_eq!((out[0].orig_addr, out[0].resp_port), (IpAddr::from(A), 80));
         assert_eq!(out[0].history.as_str(), "^hA");
     }
@@ -685,7 +778,9 @@ mod tests {
     #[test]
     fn every_flow_is_exported_exactly_once() {
         let mut t = FlowTable::new(FlowConfig { max_flows: 50, ..FlowConfig::default() });
-        let pkts: Vec<_> = (0..2000).map(|i| pkt(i * 37 % 100_000, A, (i % 300) as u16, B, 80, 17, 0, 1)).collect();
+        let pkts: Vec<_> = (0..2000)
+            .map(|i| pkt(i * 37 % 100_000, A, (i % 300) as u16, B, 80, 17, 0, 1))
+            .collect();
         let out = run(&mut t, &pkts);
         let total: u64 = out.iter().map(|f| f.orig.pkts).sum();
         assert_eq!(total, 2000);

@@ -158,7 +158,12 @@ impl fmt::Display for ConnState {
 
 /// Zeek's `conn_state` for a TCP connection, from the endpoint states, the payload sizes and
 /// the history string (for RSTOS0), as `main.zeek` derives it.
-pub fn tcp_conn_state(ep: TcpEndpoints, orig_size: u64, resp_size: u64, history: &str) -> ConnState {
+pub fn tcp_conn_state(
+    ep: TcpEndpoints,
+    orig_size: u64,
+    resp_size: u64,
+    history: &str,
+) -> ConnState {
     use EndpointState::*;
     let (os, rs) = (ep.orig, ep.resp);
     let o_inactive = matches!(os, Inactive | Partial);
@@ -242,12 +247,39 @@ mod tests {
         let cases: &[(&[(bool, u8, u32)], &str, ConnState)] = &[
             (&[(true, S, 0)], "S", ConnState::S0),
             (&[(true, S, 0), (false, S | A, 0), (true, A, 0)], "ShA", ConnState::S1),
-            (&[(true, S, 0), (false, S | A, 0), (true, A, 0), (true, A, 10), (true, F | A, 0), (false, F | A, 0)], "ShADFf", ConnState::Sf),
+            (
+                &[
+                    (true, S, 0),
+                    (false, S | A, 0),
+                    (true, A, 0),
+                    (true, A, 10),
+                    (true, F | A, 0),
+                    (false, F | A, 0),
+                ],
+                "ShADFf",
+                ConnState::Sf,
+            ),
             (&[(true, S, 0), (false, R | A, 0)], "Sr", ConnState::Rej),
-            (&[(true, S, 0), (false, S | A, 0), (true, A, 0), (true, F | A, 0)], "ShAF", ConnState::S2),
-            (&[(true, S, 0), (false, S | A, 0), (true, A, 0), (false, F | A, 0)], "ShAf", ConnState::S3),
-            (&[(true, S, 0), (false, S | A, 0), (true, A, 0), (true, R, 0)], "ShAR", ConnState::Rsto),
-            (&[(true, S, 0), (false, S | A, 0), (true, A, 0), (false, R, 0)], "ShAr", ConnState::Rstr),
+            (
+                &[(true, S, 0), (false, S | A, 0), (true, A, 0), (true, F | A, 0)],
+                "ShAF",
+                ConnState::S2,
+            ),
+            (
+                &[(true, S, 0), (false, S | A, 0), (true, A, 0), (false, F | A, 0)],
+                "ShAf",
+                ConnState::S3,
+            ),
+            (
+                &[(true, S, 0), (false, S | A, 0), (true, A, 0), (true, R, 0)],
+                "ShAR",
+                ConnState::Rsto,
+            ),
+            (
+                &[(true, S, 0), (false, S | A, 0), (true, A, 0), (false, R, 0)],
+                "ShAr",
+                ConnState::Rstr,
+            ),
             (&[(true, S, 0), (true, R, 0)], "SR", ConnState::Rstos0),
             (&[(false, S | A, 0), (false, R, 0)], "hr", ConnState::Rstrh),
             (&[(true, S, 0), (true, F, 0)], "SF", ConnState::Sh),
@@ -278,7 +310,8 @@ mod tests {
 
     #[test]
     fn every_code_has_a_distinct_name() {
-        let names: std::collections::HashSet<_> = ConnState::ALL.iter().map(|c| c.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            ConnState::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), 13);
     }
 }

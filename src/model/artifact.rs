@@ -20,7 +20,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::mnpwad::{ModelConfig, Mnpwad, linear_from, to_vec};
+use super::mnpwad::{Mnpwad, ModelConfig, linear_from, to_vec};
 use super::train::{TrainConfig, TrainReport};
 use crate::features::tables::Scaler;
 
@@ -86,10 +86,20 @@ pub enum ArtifactError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("{path}: format {found:?}, expected {expected:?}")]
     WrongFormat { path: PathBuf, found: String, expected: &'static str },
-    #[error("{path}: model file version {found}, this build reads version {expected}; retrain or use a matching mnpflow")]
+    #[error(
+        "{path}: model file version {found}, this build reads version {expected}; retrain or use a matching mnpflow"
+    )]
     WrongVersion { path: PathBuf, found: u32, expected: u32 },
-    #[error("{path}: model expects input layout {model_name} ({model_fp}), the input is {input_name} ({input_fp})")]
-    LayoutMismatch { path: PathBuf, model_name: String, model_fp: String, input_name: String, input_fp: String },
+    #[error(
+        "{path}: model expects input layout {model_name} ({model_fp}), the input is {input_name} ({input_fp})"
+    )]
+    LayoutMismatch {
+        path: PathBuf,
+        model_name: String,
+        model_fp: String,
+        input_name: String,
+        input_fp: String,
+    },
     #[error("{path}: weight {name}: {problem}")]
     Corrupt { path: PathBuf, name: String, problem: String },
 }
@@ -102,7 +112,14 @@ fn store<const D: usize>(name: &str, t: Tensor<D>) -> StoredTensor {
 
 impl Artifact {
     /// Packs a trained model with everything needed to apply it.
-    pub fn new(model: &Mnpwad, layout: Layout, scaler: Scaler, train: TrainConfig, report: TrainReport, data: DataSummary) -> Artifact {
+    pub fn new(
+        model: &Mnpwad,
+        layout: Layout,
+        scaler: Scaler,
+        train: TrainConfig,
+        report: TrainReport,
+        data: DataSummary,
+    ) -> Artifact {
         let mut weights = Vec::new();
         let mut lin = |name: &str, l: &Linear| {
             weights.push(store(&format!("{name}.weight"), l.weight.val()));
@@ -117,14 +134,26 @@ impl Artifact {
         lin("score1", &model.score1);
         lin("score2", &model.score2);
         weights.push(store("prototypes", model.prototypes.val()));
-        Artifact { format: FORMAT.into(), version: VERSION, layout, scaler, model: model.config.clone(), train, report, data, weights, cut: None }
+        Artifact {
+            format: FORMAT.into(),
+            version: VERSION,
+            layout,
+            scaler,
+            model: model.config.clone(),
+            train,
+            report,
+            data,
+            weights,
+            cut: None,
+        }
     }
 
     /// Writes the file atomically: a temporary file beside it, synced, then renamed.
     pub fn save(&self, path: &Path) -> Result<(), ArtifactError> {
         let io = |source| ArtifactError::Io { path: path.to_owned(), source };
         let json = serde_json::to_vec_pretty(self).expect("an artifact always serialises");
-        let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "model".into());
+        let mut tmp_name =
+            path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "model".into());
         tmp_name.push(".tmp");
         let tmp = path.with_file_name(tmp_name);
         let result = (|| {
@@ -142,24 +171,40 @@ impl Artifact {
 
     /// Reads a model file, checking format and version before the rest.
     pub fn load(path: &Path) -> Result<Artifact, ArtifactError> {
-        let bytes = std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| ArtifactError::Io { path: path.to_owned(), source })?;
         #[derive(Deserialize)]
         struct Head {
             format: String,
             version: u32,
         }
-        let head: Head = serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })?;
+        let head: Head = serde_json::from_slice(&bytes)
+            .map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })?;
         if head.format != FORMAT {
-            return Err(ArtifactError::WrongFormat { path: path.to_owned(), found: head.format, expected: FORMAT });
+            return Err(ArtifactError::WrongFormat {
+                path: path.to_owned(),
+                found: head.format,
+                expected: FORMAT,
+            });
         }
         if head.version != VERSION {
-            return Err(ArtifactError::WrongVersion { path: path.to_owned(), found: head.version, expected: VERSION });
+            return Err(ArtifactError::WrongVersion {
+                path: path.to_owned(),
+                found: head.version,
+                expected: VERSION,
+            });
         }
-        serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })
+        serde_json::from_slice(&bytes)
+            .map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })
     }
 
     /// Refuses input of another layout.
-    pub fn check_layout(&self, path: &Path, name: &str, fingerprint: &str) -> Result<(), ArtifactError> {
+    pub fn check_layout(
+        &self,
+        path: &Path,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<(), ArtifactError> {
         if self.layout.fingerprint != fingerprint {
             return Err(ArtifactError::LayoutMismatch {
                 path: path.to_owned(),
@@ -176,8 +221,16 @@ impl Artifact {
     pub fn to_model(&self, path: &Path, device: &Device) -> Result<Mnpwad, ArtifactError> {
         let c = &self.model;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, ArtifactError> {
-            let corrupt = |problem: String| ArtifactError::Corrupt { path: path.to_owned(), name: name.into(), problem };
-            let t = self.weights.iter().find(|w| w.name == name).ok_or_else(|| corrupt("missing".into()))?;
+            let corrupt = |problem: String| ArtifactError::Corrupt {
+                path: path.to_owned(),
+                name: name.into(),
+                problem,
+            };
+            let t = self
+                .weights
+                .iter()
+                .find(|w| w.name == name)
+                .ok_or_else(|| corrupt("missing".into()))?;
             if t.shape != shape {
                 return Err(corrupt(format!("shape {:?}, expected {:?}", t.shape, shape)));
             }
@@ -185,10 +238,19 @@ impl Artifact {
             if bytes.len() != shape.iter().product::<usize>() * 4 {
                 return Err(corrupt(format!("{} bytes for shape {:?}", bytes.len(), shape)));
             }
-            Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
         };
         let lin = |name: &str, d_in: usize, d_out: usize| -> Result<Linear, ArtifactError> {
-            Ok(linear_from(get(&format!("{name}.weight"), &[d_in, d_out])?, get(&format!("{name}.bias"), &[d_out])?, d_in, d_out, device))
+            Ok(linear_from(
+                get(&format!("{name}.weight"), &[d_in, d_out])?,
+                get(&format!("{name}.bias"), &[d_out])?,
+                d_in,
+                d_out,
+                device,
+            ))
         };
         let e = c.latent;
         Ok(Mnpwad {
@@ -198,7 +260,10 @@ impl Artifact {
             dec2: lin("dec2", c.hidden, c.d_input)?,
             score1: lin("score1", e + 2, super::mnpwad::SCORER_HIDDEN)?,
             score2: lin("score2", super::mnpwad::SCORER_HIDDEN, 1)?,
-            prototypes: Param::from_tensor(Tensor::from_data(TensorData::new(get("prototypes", &[c.n_prototypes, e])?, [c.n_prototypes, e]), device)),
+            prototypes: Param::from_tensor(Tensor::from_data(
+                TensorData::new(get("prototypes", &[c.n_prototypes, e])?, [c.n_prototypes, e]),
+                device,
+            )),
             config: c.clone(),
         })
     }
@@ -213,9 +278,20 @@ mod tests {
     fn sample() -> (Artifact, Mnpwad) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let model = ModelConfig::new(5, 8, 3).init(&mut rng, &Device::flex());
-        let layout = Layout { name: "table".into(), fingerprint: "table-5cols-abc".into(), columns: (0..5).map(|i| format!("c{i}")).collect() };
+        let layout = Layout {
+            name: "table".into(),
+            fingerprint: "table-5cols-abc".into(),
+            columns: (0..5).map(|i| format!("c{i}")).collect(),
+        };
         let scaler = Scaler::identity(5);
-        let a = Artifact::new(&model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default());
+        let a = Artifact::new(
+            &model,
+            layout,
+            scaler,
+            TrainConfig::default(),
+            TrainReport::default(),
+            DataSummary::default(),
+        );
         (a, model)
     }
 

@@ -26,10 +26,10 @@ const X86_FTZ_DAZ: u32 = 0x8040;
 #[cfg(target_arch = "aarch64")]
 const ARM_FZ: u64 = 1 << 24;
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64 as arch;
 #[cfg(target_arch = "x86")]
 use std::arch::x86 as arch;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64 as arch;
 
 /// The calling thread's floating-point control word.
 #[allow(unsafe_code)] // reading a control register: no intrinsic without `unsafe`

@@ -86,7 +86,11 @@ pub fn select(backend: Backend) -> Compute {
                 eprintln!(
                     "wgpu: using adapter {}{}",
                     adapter.name,
-                    if software { " (a software rasterizer: for correctness checks, much slower than --backend cpu)" } else { "" }
+                    if software {
+                        " (a software rasterizer: for correctness checks, much slower than --backend cpu)"
+                    } else {
+                        ""
+                    }
                 );
                 Compute { backend: Backend::Wgpu, device, adapter: Some(adapter.name) }
             }
@@ -140,7 +144,11 @@ mod gpu {
             }
             Ok(Err(e)) => Err(DeviceError::NoAdapter { reason: one_line(&e.to_string()) }),
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "the driver panicked".into());
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the driver panicked".into());
                 Err(DeviceError::NoAdapter { reason: one_line(&msg) })
             }
         }
@@ -224,15 +232,37 @@ mod tests {
                 let n = rows.len() / d;
                 let cpu = CpuScorer::new(&model).explain(&rows);
                 let on_gpu = Scorer::new(&model, &g);
-                assert!(matches!(on_gpu, Scorer::Burn { .. }), "a wgpu scorer runs burn on the GPU");
+                assert!(
+                    matches!(on_gpu, Scorer::Burn { .. }),
+                    "a wgpu scorer runs burn on the GPU"
+                );
                 // Odd batches: the last one is partial.
-                for a in [on_gpu.explain(&rows), explain_rows(on_gpu.model().unwrap(), &rows, d, 97)] {
+                for a in
+                    [on_gpu.explain(&rows), explain_rows(on_gpu.model().unwrap(), &rows, d, 97)]
+                {
                     assert_eq!(a.score.len(), n);
-                    assert!(max_diff(&a.score, &cpu.score) < 1e-4, "d {d}: score differs by {}", max_diff(&a.score, &cpu.score));
-                    assert!(max_diff(&a.recon, &cpu.recon) < 1e-4, "d {d}: recon differs by {}", max_diff(&a.recon, &cpu.recon));
-                    assert!(max_diff(&a.similarity, &cpu.similarity) < 1e-4, "d {d}: similarity differs by {}", max_diff(&a.similarity, &cpu.similarity));
-                    assert!(max_diff(&a.latent, &cpu.latent) < 1e-3, "d {d}: latent differs by {}", max_diff(&a.latent, &cpu.latent));
-                    let agree = a.prototype.iter().zip(&cpu.prototype).filter(|(p, q)| p == q).count();
+                    assert!(
+                        max_diff(&a.score, &cpu.score) < 1e-4,
+                        "d {d}: score differs by {}",
+                        max_diff(&a.score, &cpu.score)
+                    );
+                    assert!(
+                        max_diff(&a.recon, &cpu.recon) < 1e-4,
+                        "d {d}: recon differs by {}",
+                        max_diff(&a.recon, &cpu.recon)
+                    );
+                    assert!(
+                        max_diff(&a.similarity, &cpu.similarity) < 1e-4,
+                        "d {d}: similarity differs by {}",
+                        max_diff(&a.similarity, &cpu.similarity)
+                    );
+                    assert!(
+                        max_diff(&a.latent, &cpu.latent) < 1e-3,
+                        "d {d}: latent differs by {}",
+                        max_diff(&a.latent, &cpu.latent)
+                    );
+                    let agree =
+                        a.prototype.iter().zip(&cpu.prototype).filter(|(p, q)| p == q).count();
                     assert!(agree >= n - 2, "d {d}: nearest prototype agrees on {agree}/{n}");
                 }
             }

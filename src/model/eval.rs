@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::features::schema::PrepChoice;
 use rand::Rng;
 use rand::seq::SliceRandom;
-use crate::features::schema::PrepChoice;
 
 /// AUC-ROC, AUC-PR (trapezoid) and average precision of one scoring.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -71,7 +71,11 @@ fn cut_points(scores: &[f32], labels: &[u8]) -> Vec<(f64, f64)> {
 /// The true-positive rate at the lowest cut whose false-positive rate is at most `fpr`.
 pub fn tpr_at_fpr(scores: &[f32], labels: &[u8], fpr: f64) -> f64 {
     let (pos, neg) = class_counts(labels);
-    cut_points(scores, labels).into_iter().take_while(|&(_, fp)| fp / neg <= fpr).last().map_or(0.0, |(tp, _)| tp / pos)
+    cut_points(scores, labels)
+        .into_iter()
+        .take_while(|&(_, fp)| fp / neg <= fpr)
+        .last()
+        .map_or(0.0, |(tp, _)| tp / pos)
 }
 
 /// Which part of the data a row belongs to.
@@ -106,7 +110,12 @@ pub enum SplitError {
 /// rest validation (60/35/5), shuffled by `seed`; then the first ceil(`labeled_ratio` x
 /// training anomalies) anomalies in split order are labeled. Rows of `unseen` (indices of an
 /// attack class) are moved to the test part, so that class is never seen in training.
-pub fn protocol_split(labels: &[u8], seed: u64, labeled_ratio: f64, unseen: Option<&[bool]>) -> Split {
+pub fn protocol_split(
+    labels: &[u8],
+    seed: u64,
+    labeled_ratio: f64,
+    unseen: Option<&[bool]>,
+) -> Split {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
@@ -154,8 +163,10 @@ fn label_first(train: &[usize], labels: &[u8], ratio: f64) -> Vec<bool> {
 /// table's rows to file data-row numbers; `labels` are checked against the file's `y`, so a
 /// split written for another table is refused.
 pub fn read_split(path: &Path, row_ids: &[usize], labels: &[u8]) -> Result<Split, SplitError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SplitError::Io { path: path.to_owned(), source })?;
-    let bad = |line: u64, problem: String| SplitError::Malformed { path: path.to_owned(), line, problem };
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SplitError::Io { path: path.to_owned(), source })?;
+    let bad =
+        |line: u64, problem: String| SplitError::Malformed { path: path.to_owned(), line, problem };
     let max_row = row_ids.iter().copied().max().unwrap_or(0);
     let mut index = vec![usize::MAX; max_row + 1];
     for (i, &r) in row_ids.iter().enumerate() {
@@ -163,8 +174,11 @@ pub fn read_split(path: &Path, row_ids: &[usize], labels: &[u8]) -> Result<Split
     }
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').map(str::trim).collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).ok_or_else(|| bad(1, format!("no column {name:?}")));
-    let (c_row, c_split, c_pos, c_y, c_semi) = (col("row")?, col("split")?, col("pos")?, col("y")?, col("semi_y")?);
+    let col = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| bad(1, format!("no column {name:?}")))
+    };
+    let (c_row, c_split, c_pos, c_y, c_semi) =
+        (col("row")?, col("split")?, col("pos")?, col("y")?, col("semi_y")?);
     let mut parts: [Vec<(usize, usize, bool)>; 3] = Default::default();
     for (n, line) in lines.enumerate() {
         let lno = n as u64 + 2;
@@ -172,12 +186,25 @@ pub fn read_split(path: &Path, row_ids: &[usize], labels: &[u8]) -> Result<Split
         if f.len() < header.len() {
             return Err(bad(lno, format!("{} fields, the header has {}", f.len(), header.len())));
         }
-        let num = |c: usize| f[c].parse::<i64>().map_err(|_| bad(lno, format!("{:?} is not an integer", f[c])));
+        let num = |c: usize| {
+            f[c].parse::<i64>().map_err(|_| bad(lno, format!("{:?} is not an integer", f[c])))
+        };
         let row = num(c_row)?;
-        let i = usize::try_from(row).ok().and_then(|r| index.get(r).copied()).filter(|&i| i != usize::MAX);
-        let i = i.ok_or_else(|| bad(lno, format!("row {row} is not a row of the table (or was skipped as malformed)")))?;
+        let i = usize::try_from(row)
+            .ok()
+            .and_then(|r| index.get(r).copied())
+            .filter(|&i| i != usize::MAX);
+        let i = i.ok_or_else(|| {
+            bad(lno, format!("row {row} is not a row of the table (or was skipped as malformed)"))
+        })?;
         if num(c_y)? != labels[i] as i64 {
-            return Err(bad(lno, format!("row {row}: y = {} but the table's label is {}; is this the split of another table?", f[c_y], labels[i])));
+            return Err(bad(
+                lno,
+                format!(
+                    "row {row}: y = {} but the table's label is {}; is this the split of another table?",
+                    f[c_y], labels[i]
+                ),
+            ));
         }
         let part = match f[c_split] {
             "train" => 0,
@@ -239,10 +266,29 @@ pub struct Prepared {
 
 /// Scales a table's rows for a split. `constant_rows` decides which columns are constant;
 /// `prep` how the table's schema features are prepared.
-pub fn prepare(table: &crate::features::tables::Table, split: &Split, constant_rows: &[usize], prep: PrepChoice) -> Prepared {
+pub fn prepare(
+    table: &crate::features::tables::Table,
+    split: &Split,
+    constant_rows: &[usize],
+    prep: PrepChoice,
+) -> Prepared {
     let d = table.width();
-    let scaler = crate::features::tables::Scaler::fit(&table.values, d, constant_rows, &split.train, &table.encoded_preps(prep));
-    let pick = |want: bool| -> Vec<usize> { split.train.iter().zip(&split.labeled).filter(|(_, l)| **l == want).map(|(i, _)| *i).collect() };
+    let scaler = crate::features::tables::Scaler::fit(
+        &table.values,
+        d,
+        constant_rows,
+        &split.train,
+        &table.encoded_preps(prep),
+    );
+    let pick = |want: bool| -> Vec<usize> {
+        split
+            .train
+            .iter()
+            .zip(&split.labeled)
+            .filter(|(_, l)| **l == want)
+            .map(|(i, _)| *i)
+            .collect()
+    };
     let labels = |rows: &[usize]| rows.iter().map(|&i| table.labels[i]).collect::<Vec<u8>>();
     Prepared {
         unlabeled: scaler.transform(&table.values, d, &pick(false)),
@@ -269,8 +315,13 @@ impl Fit {
     /// about how real attacks score).
     pub fn cut(&self, budget: f64, labels_are_attacks: bool) -> f32 {
         let scorer = super::score::CpuScorer::new(&self.model);
-        let anomalies = if labels_are_attacks { scorer.scores(&self.prepared.anomalies) } else { Vec::new() };
-        crate::alert::threshold::budget_cut(&scorer.scores(&self.prepared.unlabeled), &anomalies, budget)
+        let anomalies =
+            if labels_are_attacks { scorer.scores(&self.prepared.anomalies) } else { Vec::new() };
+        crate::alert::threshold::budget_cut(
+            &scorer.scores(&self.prepared.unlabeled),
+            &anomalies,
+            budget,
+        )
     }
 }
 
@@ -299,9 +350,20 @@ pub fn fit_table(
 }
 
 /// Trains on a prepared split with `cfg` and scores the test rows (hand-written CPU path).
-pub fn run_once(p: &Prepared, cfg: &super::train::TrainConfig, device: &burn::tensor::Device, progress: bool) -> Result<RunResult, super::train::TrainError> {
+pub fn run_once(
+    p: &Prepared,
+    cfg: &super::train::TrainConfig,
+    device: &burn::tensor::Device,
+    progress: bool,
+) -> Result<RunResult, super::train::TrainError> {
     let d = p.scaler.width();
-    let data = super::train::TrainData { d, unlabeled: &p.unlabeled, anomalies: &p.anomalies, trusted_normal: 0, val: Some((&p.val, &p.val_labels)) };
+    let data = super::train::TrainData {
+        d,
+        unlabeled: &p.unlabeled,
+        anomalies: &p.anomalies,
+        trusted_normal: 0,
+        val: Some((&p.val, &p.val_labels)),
+    };
     let trained = super::train::train(&data, cfg, device, progress)?;
     let started = std::time::Instant::now();
     let scorer = super::score::CpuScorer::new(&trained.model);
@@ -398,7 +460,10 @@ mod tests {
 
     #[test]
     fn reference_split_file_reads() {
-        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/splits/thyroid.split.csv"));
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/splits/thyroid.split.csv"
+        ));
         assert!(p.exists(), "shared data missing: {}", p.display());
         let text = std::fs::read_to_string(p).unwrap();
         let n = text.lines().count() - 1;

@@ -13,7 +13,10 @@
 /// If a slice is shorter than its shape says (a caller bug, never input-dependent: shapes
 /// come from the model's own weights).
 pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm_acc: slices shorter than [{m}, {k}] x [{k}, {n}]");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm_acc: slices shorter than [{m}, {k}] x [{k}, {n}]"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -22,7 +25,22 @@ pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usiz
     // address only elements inside `a`, `b` and `c`; `c` is borrowed mutably and does not
     // alias `a` or `b`; sgemm reads a and b and writes c only within [m, n].
     unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 1.0, c.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            1.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 

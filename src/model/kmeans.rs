@@ -96,7 +96,15 @@ pub fn kmeans(data: &[f32], dim: usize, k: usize, rng: &mut impl Rng, max_iter: 
 /// `silhouette_score`: a point alone in its cluster scores 0. Needs 2 <= clusters < rows.
 pub fn silhouette(data: &[f32], dim: usize, labels: &[usize], k: usize) -> f64 {
     let n = labels.len();
-    let dist: Vec<f64> = (0..n * n).map(|ij| dist2(&data[(ij / n) * dim..(ij / n + 1) * dim], &data[(ij % n) * dim..(ij % n + 1) * dim]).sqrt()).collect();
+    let dist: Vec<f64> = (0..n * n)
+        .map(|ij| {
+            dist2(
+                &data[(ij / n) * dim..(ij / n + 1) * dim],
+                &data[(ij % n) * dim..(ij % n + 1) * dim],
+            )
+            .sqrt()
+        })
+        .collect();
     silhouette_from_distances(&dist, labels, k)
 }
 
@@ -119,7 +127,10 @@ pub fn silhouette_from_distances(dist: &[f64], labels: &[usize], k: usize) -> f6
             continue;
         }
         let a = sums[own] / (counts[own] - 1) as f64;
-        let b = (0..k).filter(|&c| c != own && counts[c] > 0).map(|c| sums[c] / counts[c] as f64).fold(f64::INFINITY, f64::min);
+        let b = (0..k)
+            .filter(|&c| c != own && counts[c] > 0)
+            .map(|c| sums[c] / counts[c] as f64)
+            .fold(f64::INFINITY, f64::min);
         if b.is_finite() {
             let s = (b - a) / a.max(b);
             if s.is_finite() {
@@ -132,12 +143,31 @@ pub fn silhouette_from_distances(dist: &[f64], labels: &[usize], k: usize) -> f6
 
 /// Chooses k in `ks` by the best silhouette on at most `sample` rows, clustering those rows.
 /// Returns the chosen clustering and every (k, silhouette) tried.
-pub fn select_k(data: &[f32], dim: usize, ks: std::ops::RangeInclusive<usize>, sample: usize, rng: &mut impl Rng) -> (KMeans, Vec<(usize, f64)>) {
+pub fn select_k(
+    data: &[f32],
+    dim: usize,
+    ks: std::ops::RangeInclusive<usize>,
+    sample: usize,
+    rng: &mut impl Rng,
+) -> (KMeans, Vec<(usize, f64)>) {
     let n = data.len() / dim;
-    let idx: Vec<usize> = if n > sample { rand::seq::index::sample(rng, n, sample).into_vec() } else { (0..n).collect() };
-    let sub: Vec<f32> = idx.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect();
+    let idx: Vec<usize> = if n > sample {
+        rand::seq::index::sample(rng, n, sample).into_vec()
+    } else {
+        (0..n).collect()
+    };
+    let sub: Vec<f32> =
+        idx.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect();
     let m = idx.len();
-    let dist: Vec<f64> = (0..m * m).map(|ij| dist2(&sub[(ij / m) * dim..(ij / m + 1) * dim], &sub[(ij % m) * dim..(ij % m + 1) * dim]).sqrt()).collect();
+    let dist: Vec<f64> = (0..m * m)
+        .map(|ij| {
+            dist2(
+                &sub[(ij / m) * dim..(ij / m + 1) * dim],
+                &sub[(ij % m) * dim..(ij % m + 1) * dim],
+            )
+            .sqrt()
+        })
+        .collect();
     let mut best: Option<(f64, KMeans)> = None;
     let mut tried = Vec::new();
     for k in ks.filter(|&k| k >= 2 && k < m) {

@@ -6,8 +6,8 @@
 //! unless `detach_target`, and the DWA factors), since the reference is the ground truth for
 //! behaviour.
 
-use burn::tensor::{Bool, Tensor};
 use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
+use burn::tensor::{Bool, Tensor};
 
 use super::mnpwad::smooth_l1;
 
@@ -23,7 +23,11 @@ pub fn normal_weights(m_u: Tensor<1>, beta: f64) -> Tensor<1> {
 /// [`normal_weights`] where the rows marked in `trusted` are known to be normal (an analyst
 /// confirmed them benign): their likelihood is 1 instead of sigmoid(beta m), so they weigh
 /// fully whatever the prototypes make of them. The batch mean of w is still 1.
-pub fn normal_weights_trusting(m_u: Tensor<1>, beta: f64, trusted: Option<Tensor<1, Bool>>) -> Tensor<1> {
+pub fn normal_weights_trusting(
+    m_u: Tensor<1>,
+    beta: f64,
+    trusted: Option<Tensor<1, Bool>>,
+) -> Tensor<1> {
     let n = m_u.dims()[0] as f64;
     let mut w = sigmoid(m_u.mul_scalar(beta));
     if let Some(mask) = trusted {
@@ -92,10 +96,17 @@ pub fn contrastive_loss(m_u: Tensor<1>, w: Tensor<1>, m_a: Tensor<1>) -> Tensor<
 /// - each loss: `[1]` -> `[1]`
 pub fn dwa_total(losses: &[Tensor<1>], prev: &[f64], temperature: f64) -> Tensor<1> {
     assert_eq!(losses.len(), prev.len(), "one previous value per loss");
-    let ks: Vec<Tensor<1>> =
-        losses.iter().zip(prev).map(|(l, &p)| l.clone().div_scalar(p.max(1e-12) * temperature).exp()).collect();
+    let ks: Vec<Tensor<1>> = losses
+        .iter()
+        .zip(prev)
+        .map(|(l, &p)| l.clone().div_scalar(p.max(1e-12) * temperature).exp())
+        .collect();
     let sum_k = ks.iter().cloned().reduce(|a, b| a + b).expect("at least one loss");
-    ks.into_iter().zip(losses).map(|(k, l)| k / sum_k.clone() * l.clone()).reduce(|a, b| a + b).expect("at least one loss")
+    ks.into_iter()
+        .zip(losses)
+        .map(|(k, l)| k / sum_k.clone() * l.clone())
+        .reduce(|a, b| a + b)
+        .expect("at least one loss")
 }
 
 #[cfg(test)]
@@ -133,7 +144,10 @@ mod tests {
     fn trusted_rows_weigh_fully() {
         // Row 1 is confirmed benign: likelihood 1 instead of sigmoid(-2).
         let m = [0.2f32, -2.0, 0.5];
-        let mask = Tensor::<1, Bool>::from_data(TensorData::new(vec![false, true, false], [3]), &Device::flex());
+        let mask = Tensor::<1, Bool>::from_data(
+            TensorData::new(vec![false, true, false], [3]),
+            &Device::flex(),
+        );
         let w = to_vec(normal_weights_trusting(t1(&m), 1.0, Some(mask)));
         let raw = [sig(0.2), 1.0, sig(0.5)];
         let s: f64 = raw.iter().sum();
@@ -168,7 +182,8 @@ mod tests {
     fn kl_loss_by_hand() {
         let q = [[0.5f64, 0.25], [0.2, 0.6]];
         // Q rows normalised, f column sums, T = Q^2/f renormalised, KL summed.
-        let qn: Vec<[f64; 2]> = q.iter().map(|r| [r[0] / (r[0] + r[1]), r[1] / (r[0] + r[1])]).collect();
+        let qn: Vec<[f64; 2]> =
+            q.iter().map(|r| [r[0] / (r[0] + r[1]), r[1] / (r[0] + r[1])]).collect();
         let f = [qn[0][0] + qn[1][0], qn[0][1] + qn[1][1]];
         let mut expected = 0.0;
         for r in &qn {
@@ -179,7 +194,10 @@ mod tests {
                 expected += tj * (tj.ln() - r[j].ln());
             }
         }
-        let qt = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, 0.25, 0.2, 0.6], [2, 2]), &Device::flex());
+        let qt = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, 0.25, 0.2, 0.6], [2, 2]),
+            &Device::flex(),
+        );
         close(scalar(kl_loss(qt.clone(), false)), expected);
         close(scalar(kl_loss(qt, true)), expected);
     }

@@ -41,7 +41,15 @@ impl ModelConfig {
     pub fn new(d_input: usize, latent: usize, n_prototypes: usize) -> Self {
         // With e > d the formula still gives a width between the two.
         let hidden = if d_input >= latent { d_input - (d_input - latent) / 2 } else { latent };
-        ModelConfig { d_input, hidden, latent, n_prototypes, alpha: 1.0, recon_input: true, similarity_input: true }
+        ModelConfig {
+            d_input,
+            hidden,
+            latent,
+            n_prototypes,
+            alpha: 1.0,
+            recon_input: true,
+            similarity_input: true,
+        }
     }
 
     /// A freshly initialised network. Linear layers use PyTorch's default initialisation
@@ -50,13 +58,17 @@ impl ModelConfig {
     /// as random unit vectors and are normally replaced by k-means centroids.
     pub fn init(&self, rng: &mut impl Rng, device: &Device) -> Mnpwad {
         let e = self.latent;
-        let protos: Vec<f32> = (0..self.n_prototypes * e).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let protos: Vec<f32> =
+            (0..self.n_prototypes * e).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         Mnpwad {
             enc1: init_linear(rng, self.d_input, self.hidden, device),
             enc2: init_linear(rng, self.hidden, e, device),
             dec1: init_linear(rng, e, self.hidden, device),
             dec2: init_linear(rng, self.hidden, self.d_input, device),
-            prototypes: Param::from_tensor(Tensor::from_data(TensorData::new(protos, [self.n_prototypes, e]), device)),
+            prototypes: Param::from_tensor(Tensor::from_data(
+                TensorData::new(protos, [self.n_prototypes, e]),
+                device,
+            )),
             score1: init_linear(rng, e + 2, SCORER_HIDDEN, device),
             score2: init_linear(rng, SCORER_HIDDEN, 1, device),
             config: self.clone(),
@@ -188,7 +200,10 @@ impl Mnpwad {
         } else {
             Tensor::zeros([n], &device)
         };
-        let features = Tensor::cat(vec![z.clone(), recon.clone().unsqueeze_dim(1), m.clone().unsqueeze_dim(1)], 1); // [n, e+2]
+        let features = Tensor::cat(
+            vec![z.clone(), recon.clone().unsqueeze_dim(1), m.clone().unsqueeze_dim(1)],
+            1,
+        ); // [n, e+2]
         let h = leaky_relu(self.score1.forward(features), LEAKY_SLOPE); // [n, 16]
         let score = sigmoid(self.score2.forward(h)).squeeze_dim(1); // [n]
         Forward { z, recon, q, m, score }
@@ -197,5 +212,8 @@ impl Mnpwad {
 
 /// Reads a tensor back as a flat `Vec<f32>`.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("float tensors read back as f32 after convert")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float tensors read back as f32 after convert")
 }

@@ -13,14 +13,14 @@
 //! Deliberately not here: reading tables (`features::tables`) and choosing the backend for
 //! the user (the CLI's `--backend` does that).
 
-pub mod kmeans;
-pub mod loss;
-pub mod mnpwad;
 pub mod artifact;
 pub mod denormal;
 pub mod device;
 pub mod eval;
 pub mod gemm;
+pub mod kmeans;
+pub mod loss;
+pub mod mnpwad;
 pub mod score;
 pub mod slot;
 pub mod train;

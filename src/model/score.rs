@@ -62,7 +62,14 @@ pub fn explain_rows(model: &Mnpwad, rows: &[f32], d: usize, batch: usize) -> Sco
         s.score.extend(to_vec(f.score));
         s.recon.extend(to_vec(f.recon));
         s.similarity.extend(to_vec(sim));
-        s.prototype.extend(arg.into_data().convert::<i64>().try_into_vec::<i64>().expect("indices read back as i64").into_iter().map(|v| v as u32));
+        s.prototype.extend(
+            arg.into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("indices read back as i64")
+                .into_iter()
+                .map(|v| v as u32),
+        );
         s.latent.extend(to_vec(f.z));
     }
     s
@@ -88,7 +95,9 @@ impl Scorer {
     pub fn new(model: &Mnpwad, on: &Compute) -> Scorer {
         match on.backend {
             Backend::Cpu => Scorer::Cpu(CpuScorer::new(model)),
-            Backend::Wgpu => Scorer::Burn { model: model.clone().to_device(&on.device), batch: GPU_BATCH },
+            Backend::Wgpu => {
+                Scorer::Burn { model: model.clone().to_device(&on.device), batch: GPU_BATCH }
+            }
         }
     }
 
@@ -272,8 +281,16 @@ impl CpuScorer {
                         let diff = (a - b).abs();
                         if diff < 1.0 { 0.5 * diff * diff } else { diff - 0.5 }
                     };
-                    let (xc, hc) = (x[r * d..(r + 1) * d].chunks_exact(8), t.xh[r * d..(r + 1) * d].chunks_exact(8));
-                    let mut tail: f32 = xc.remainder().iter().zip(hc.remainder()).map(|(&a, &b)| smooth_l1(a, b)).sum();
+                    let (xc, hc) = (
+                        x[r * d..(r + 1) * d].chunks_exact(8),
+                        t.xh[r * d..(r + 1) * d].chunks_exact(8),
+                    );
+                    let mut tail: f32 = xc
+                        .remainder()
+                        .iter()
+                        .zip(hc.remainder())
+                        .map(|(&a, &b)| smooth_l1(a, b))
+                        .sum();
                     let mut acc = [0.0f32; 8];
                     for (a8, b8) in xc.zip(hc) {
                         for k in 0..8 {
@@ -287,7 +304,8 @@ impl CpuScorer {
                 };
                 let lat = &t.lat[r * e..(r + 1) * e];
                 // The norm in f64: dividing by a small norm amplifies rounding, and e is small.
-                let norm = (lat.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32).max(1e-12);
+                let norm = (lat.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32)
+                    .max(1e-12);
                 let z = &mut t.z[r * e..(r + 1) * e];
                 for (zi, li) in z.iter_mut().zip(lat) {
                     *zi = li / norm;
@@ -298,7 +316,11 @@ impl CpuScorer {
                     let dot: f32 = z.iter().zip(p).map(|(a, b)| a * b).sum();
                     let dist2 = (z2 + self.proto_sq[j] - 2.0 * dot).max(0.0);
                     let base = 1.0 + dist2 / self.alpha;
-                    let q = if self.alpha == 1.0 { 1.0 / base } else { base.powf(-(self.alpha + 1.0) / 2.0) };
+                    let q = if self.alpha == 1.0 {
+                        1.0 / base
+                    } else {
+                        base.powf(-(self.alpha + 1.0) / 2.0)
+                    };
                     if q > best_q {
                         best_q = q;
                         best = j as u32;
@@ -314,9 +336,21 @@ impl CpuScorer {
             Self::layer(&self.score1, &t.feat, n, &mut t.s1);
             let hdim = self.score1.d_out;
             for r in 0..n {
-                let logit = self.score2_b + t.s1[r * hdim..(r + 1) * hdim].iter().zip(&self.score2_w).map(|(a, b)| a * b).sum::<f32>();
+                let logit = self.score2_b
+                    + t.s1[r * hdim..(r + 1) * hdim]
+                        .iter()
+                        .zip(&self.score2_w)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>();
                 let score = 1.0 / (1.0 + (-logit).exp());
-                sink(b * BLOCK + r, score, t.recon[r], t.best[r].0, t.best[r].1, &t.z[r * e..(r + 1) * e]);
+                sink(
+                    b * BLOCK + r,
+                    score,
+                    t.recon[r],
+                    t.best[r].0,
+                    t.best[r].1,
+                    &t.z[r * e..(r + 1) * e],
+                );
             }
         }
     }

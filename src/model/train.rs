@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 use super::denormal::FlushGuard;
 use super::eval::metrics;
 use super::kmeans::{kmeans, select_k};
-use super::loss::{contrastive_loss, dwa_total, kl_loss, normal_weights, normal_weights_trusting, recon_loss, score_loss};
-use super::mnpwad::{LEAKY_SLOPE, ModelConfig, Mnpwad, init_linear, normalize_rows, to_vec};
+use super::loss::{
+    contrastive_loss, dwa_total, kl_loss, normal_weights, normal_weights_trusting, recon_loss,
+    score_loss,
+};
+use super::mnpwad::{LEAKY_SLOPE, Mnpwad, ModelConfig, init_linear, normalize_rows, to_vec};
 use super::score::score_rows;
 use crate::features::schema::PrepChoice;
 
@@ -206,7 +209,9 @@ impl TrainConfig {
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("training needs at least one labeled anomaly (got none; check the label column and --labeled-ratio)")]
+    #[error(
+        "training needs at least one labeled anomaly (got none; check the label column and --labeled-ratio)"
+    )]
     NoLabeledAnomalies,
     #[error("training needs at least {needed} unlabeled rows, got {got}")]
     TooFewRows { needed: usize, got: usize },
@@ -390,7 +395,10 @@ fn pretrain(
     let mut in_width = data.d;
     let mut layers: Vec<(Linear, Linear)> = Vec::new();
     for (stage, width) in [mc.hidden, mc.latent].into_iter().enumerate() {
-        let dae = Dae { enc: init_linear(rng, in_width, width, device), dec: init_linear(rng, width, in_width, device) };
+        let dae = Dae {
+            enc: init_linear(rng, in_width, width, device),
+            dec: init_linear(rng, width, in_width, device),
+        };
         let pb = progress(show, cfg.pretrain_epochs, &format!("dae layer {}", stage + 1));
         let (dae, ep) = {
             let inputs = &inputs;
@@ -400,8 +408,11 @@ fn pretrain(
                 // Fresh noise for every batch (the reference draws one noisy copy per stage).
                 // The ziggurat sampler: Box-Muller's log and cosine per entry took an eighth
                 // of a whole fit on the UNSW tables.
-                let noisy: Vec<f32> = (0..idx.len() * in_width).map(|_| std * rng.sample::<f32, _>(StandardNormal)).collect();
-                let noisy = clean.clone() + Tensor::from_data(TensorData::new(noisy, [idx.len(), in_width]), device);
+                let noisy: Vec<f32> = (0..idx.len() * in_width)
+                    .map(|_| std * rng.sample::<f32, _>(StandardNormal))
+                    .collect();
+                let noisy = clean.clone()
+                    + Tensor::from_data(TensorData::new(noisy, [idx.len(), in_width]), device);
                 mse(m.forward(noisy), clean)
             })
         };
@@ -413,7 +424,8 @@ fn pretrain(
         let mut codes = Vec::with_capacity(n * width);
         for chunk in inputs.chunks(4096 * in_width) {
             let rows = chunk.len() / in_width;
-            let x: Tensor<2> = Tensor::from_data(TensorData::new(chunk.to_vec(), [rows, in_width]), &plain);
+            let x: Tensor<2> =
+                Tensor::from_data(TensorData::new(chunk.to_vec(), [rows, in_width]), &plain);
             codes.extend(to_vec(leaky_relu(enc.forward(x), LEAKY_SLOPE)));
         }
         inputs = codes;
@@ -435,7 +447,12 @@ fn pretrain(
 
 /// Trains a model on `device` (the CPU `flex` device, or a GPU one); returns it on the plain
 /// (non-autodiff) device.
-pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress: bool) -> Result<Trained, TrainError> {
+pub fn train(
+    data: &TrainData,
+    cfg: &TrainConfig,
+    device: &Device,
+    show_progress: bool,
+) -> Result<Trained, TrainError> {
     cfg.validate()?;
     let _ftz = FlushGuard::new();
     let started = Instant::now();
@@ -477,14 +494,16 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
         model.dec2 = d2;
     }
     let k_most = cfg.n_prototypes.unwrap_or(cfg.k_max);
-    let (cluster_rows, source) = prototype_rows(data, cfg.prototype_rows, KNOWN_NORMAL_PER_PROTOTYPE * k_most);
+    let (cluster_rows, source) =
+        prototype_rows(data, cfg.prototype_rows, KNOWN_NORMAL_PER_PROTOTYPE * k_most);
     report.prototype_rows = source;
     let n_c = cluster_rows.len() / d;
     let latents = {
         let m = model.valid();
         let mut z = Vec::with_capacity(n_c * cfg.latent);
         for chunk in cluster_rows.chunks(4096 * d) {
-            let x = Tensor::from_data(TensorData::new(chunk.to_vec(), [chunk.len() / d, d]), &plain);
+            let x =
+                Tensor::from_data(TensorData::new(chunk.to_vec(), [chunk.len() / d, d]), &plain);
             z.extend(to_vec(normalize_rows(m.encode(x))));
         }
         z
@@ -492,11 +511,20 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
     let km = match cfg.n_prototypes {
         Some(k) => {
             let idx = super::eval::sample_indices(&mut rng, n_c, cfg.silhouette_sample.max(k));
-            let sub: Vec<f32> = idx.iter().flat_map(|&i| latents[i * cfg.latent..(i + 1) * cfg.latent].iter().copied()).collect();
+            let sub: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| latents[i * cfg.latent..(i + 1) * cfg.latent].iter().copied())
+                .collect();
             kmeans(&sub, cfg.latent, k, &mut rng, 300)
         }
         None => {
-            let (km, tried) = select_k(&latents, cfg.latent, cfg.k_min..=cfg.k_max, cfg.silhouette_sample, &mut rng);
+            let (km, tried) = select_k(
+                &latents,
+                cfg.latent,
+                cfg.k_min..=cfg.k_max,
+                cfg.silhouette_sample,
+                &mut rng,
+            );
             report.silhouettes = tried;
             km
         }
@@ -504,14 +532,18 @@ pub fn train(data: &TrainData, cfg: &TrainConfig, device: &Device, show_progress
     report.n_prototypes = km.k;
     mc.n_prototypes = km.k;
     model.config = mc.clone();
-    model.prototypes = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(km.centroids, [km.k, cfg.latent]), &ad));
+    model.prototypes = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(km.centroids, [km.k, cfg.latent]),
+        &ad,
+    ));
 
     report.stage_seconds[1] = started.elapsed().as_secs_f64() - report.stage_seconds[0];
 
     // Step 3: joint training.
     let best = joint(model, data, cfg, &mut rng, &ad, show_progress, &mut report);
     report.fit_seconds = started.elapsed().as_secs_f64();
-    report.stage_seconds[2] = report.fit_seconds - report.stage_seconds[0] - report.stage_seconds[1];
+    report.stage_seconds[2] =
+        report.fit_seconds - report.stage_seconds[0] - report.stage_seconds[1];
     Ok(Trained { model: best, report })
 }
 
@@ -528,7 +560,11 @@ const KNOWN_NORMAL_PER_PROTOTYPE: usize = 5;
 /// validation rows labeled normal and the analysts' confirmed-benign rows. On the shared
 /// tables, where unlabeled anomalies are 1 to 4 %, the two choices score alike over 12 seeds
 /// (docs/model-results.md).
-fn prototype_rows<'a>(data: &TrainData<'a>, want: PrototypeRows, at_least: usize) -> (Cow<'a, [f32]>, String) {
+fn prototype_rows<'a>(
+    data: &TrainData<'a>,
+    want: PrototypeRows,
+    at_least: usize,
+) -> (Cow<'a, [f32]>, String) {
     let d = data.d;
     let n_u = data.unlabeled.len() / d;
     if want == PrototypeRows::KnownNormal {
@@ -542,7 +578,10 @@ fn prototype_rows<'a>(data: &TrainData<'a>, want: PrototypeRows, at_least: usize
         if n >= at_least {
             return (Cow::Owned(known), format!("{n} known-normal rows"));
         }
-        return (Cow::Borrowed(data.unlabeled), format!("{n_u} unlabeled rows ({n} known-normal rows, fewer than {at_least})"));
+        return (
+            Cow::Borrowed(data.unlabeled),
+            format!("{n_u} unlabeled rows ({n} known-normal rows, fewer than {at_least})"),
+        );
     }
     (Cow::Borrowed(data.unlabeled), format!("{n_u} unlabeled rows"))
 }
@@ -550,7 +589,12 @@ fn prototype_rows<'a>(data: &TrainData<'a>, want: PrototypeRows, at_least: usize
 /// Warm start: joint training (step 3 only) from an existing model, keeping its layers and
 /// prototypes. The learning loop uses it to adapt the model in service to new traffic and
 /// new labels in a fraction of a full run; `start` must live on `device`.
-pub fn train_warm(data: &TrainData, cfg: &TrainConfig, start: &Mnpwad, device: &Device) -> Result<Trained, TrainError> {
+pub fn train_warm(
+    data: &TrainData,
+    cfg: &TrainConfig,
+    start: &Mnpwad,
+    device: &Device,
+) -> Result<Trained, TrainError> {
     cfg.validate()?;
     let _ftz = FlushGuard::new();
     let started = Instant::now();
@@ -559,14 +603,18 @@ pub fn train_warm(data: &TrainData, cfg: &TrainConfig, start: &Mnpwad, device: &
         return Err(TrainError::NoLabeledAnomalies);
     }
     if data.d != start.config.d_input {
-        return Err(TrainError::Config(format!("rows have width {}, the model takes {}", data.d, start.config.d_input)));
+        return Err(TrainError::Config(format!(
+            "rows have width {}, the model takes {}",
+            data.d, start.config.d_input
+        )));
     }
     if n_u < 2 {
         return Err(TrainError::TooFewRows { needed: 2, got: n_u });
     }
     let ad = device.clone().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut report = TrainReport { n_prototypes: start.config.n_prototypes, ..TrainReport::default() };
+    let mut report =
+        TrainReport { n_prototypes: start.config.n_prototypes, ..TrainReport::default() };
     let model = start.clone().fork(&ad).train();
     let best = joint(model, data, cfg, &mut rng, &ad, false, &mut report);
     report.fit_seconds = started.elapsed().as_secs_f64();
@@ -576,13 +624,23 @@ pub fn train_warm(data: &TrainData, cfg: &TrainConfig, start: &Mnpwad, device: &
 
 /// Joint training with the three losses (spec, step 3) and early stopping; returns the best
 /// weights on the plain device.
-fn joint(mut model: Mnpwad, data: &TrainData, cfg: &TrainConfig, rng: &mut ChaCha8Rng, ad: &Device, show_progress: bool, report: &mut TrainReport) -> Mnpwad {
+fn joint(
+    mut model: Mnpwad,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+    ad: &Device,
+    show_progress: bool,
+    report: &mut TrainReport,
+) -> Mnpwad {
     let d = data.d;
     let n_u = data.unlabeled.len() / d;
     let n_a = data.anomalies.len() / d;
     let k = model.config.n_prototypes;
     let use_val = data.val.filter(|(_, y)| y.contains(&0) && y.contains(&1));
-    report.criterion = if use_val.is_some() { "validation (1-AUC-PR)+(1-AUC-ROC)" } else { "training loss" }.into();
+    report.criterion =
+        if use_val.is_some() { "validation (1-AUC-PR)+(1-AUC-ROC)" } else { "training loss" }
+            .into();
     let use_rec = !cfg.ablated(Ablation::Recon) && !cfg.ablated(Ablation::Decoder);
     let use_proto = !cfg.ablated(Ablation::Prototypes);
     let use_weights = !cfg.ablated(Ablation::Weights) && use_proto;
@@ -594,7 +652,8 @@ fn joint(mut model: Mnpwad, data: &TrainData, cfg: &TrainConfig, rng: &mut ChaCh
     let ba = cfg.batch_labeled;
     let pb = progress(show_progress, cfg.max_epochs, "joint");
     for epoch in 0..cfg.max_epochs {
-        let lr = cfg.lr * cfg.gamma.powi(cfg.milestones.iter().filter(|&&m| m <= epoch).count() as i32);
+        let lr =
+            cfg.lr * cfg.gamma.powi(cfg.milestones.iter().filter(|&&m| m <= epoch).count() as i32);
         let mut sums = [0.0f64; 3];
         let mut total_sum = 0.0;
         for _ in 0..cfg.batches_per_epoch {
@@ -612,7 +671,11 @@ fn joint(mut model: Mnpwad, data: &TrainData, cfg: &TrainConfig, rng: &mut ChaCh
                 Tensor::ones([bu], ad)
             } else if data.trusted_normal > 0 {
                 let mask: Vec<bool> = idx.iter().map(|&i| i < data.trusted_normal).collect();
-                normal_weights_trusting(m_u.clone(), cfg.beta, Some(Tensor::from_data(TensorData::new(mask, [bu]), ad)))
+                normal_weights_trusting(
+                    m_u.clone(),
+                    cfg.beta,
+                    Some(Tensor::from_data(TensorData::new(mask, [bu]), ad)),
+                )
             } else {
                 normal_weights(m_u.clone(), cfg.beta)
             };
@@ -673,18 +736,23 @@ fn joint(mut model: Mnpwad, data: &TrainData, cfg: &TrainConfig, rng: &mut ChaCh
     best_model.valid()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::artifact::{Artifact, DataSummary, Layout};
     use crate::features::tables::Scaler;
+    use crate::model::artifact::{Artifact, DataSummary, Layout};
 
     /// Two Gaussian-ish normal modes and an offset anomaly cluster, width 6.
     fn synthetic(rng: &mut ChaCha8Rng, n: usize, anomalous: bool) -> Vec<f32> {
         let mut v = Vec::with_capacity(n * 6);
         for i in 0..n {
-            let mode = if anomalous { 0.9 } else if i % 2 == 0 { 0.2 } else { 0.6 };
+            let mode = if anomalous {
+                0.9
+            } else if i % 2 == 0 {
+                0.2
+            } else {
+                0.6
+            };
             for j in 0..6 {
                 let c = if j % 2 == 0 { mode } else { 1.0 - mode };
                 v.push((c + 0.05 * rng.sample::<f32, _>(StandardNormal)).clamp(0.0, 1.0));
@@ -704,7 +772,13 @@ mod tests {
         let model = ModelConfig::new(6, 8, 3).init(&mut rng, &ad);
         let xu = synthetic(&mut rng, 16, false);
         let xa = synthetic(&mut rng, 4, true);
-        let x = Tensor::cat(vec![rows_tensor(&xu, 6, &(0..16).collect::<Vec<_>>(), &ad), rows_tensor(&xa, 6, &[0, 1, 2, 3], &ad)], 0);
+        let x = Tensor::cat(
+            vec![
+                rows_tensor(&xu, 6, &(0..16).collect::<Vec<_>>(), &ad),
+                rows_tensor(&xa, 6, &[0, 1, 2, 3], &ad),
+            ],
+            0,
+        );
         let f = model.forward(x);
         let s = |t: Tensor<1>| (t.clone().narrow(0, 0, 16), t.narrow(0, 16, 4));
         let (r_u, r_a) = s(f.recon);
@@ -721,7 +795,14 @@ mod tests {
             let g = g.unwrap_or_else(|| panic!("{name}: no gradient"));
             assert!(to_vec(g.abs().sum())[0] > 0.0, "{name}: zero gradient");
         };
-        for (name, l) in [("enc1", &model.enc1), ("enc2", &model.enc2), ("dec1", &model.dec1), ("dec2", &model.dec2), ("score1", &model.score1), ("score2", &model.score2)] {
+        for (name, l) in [
+            ("enc1", &model.enc1),
+            ("enc2", &model.enc2),
+            ("dec1", &model.dec1),
+            ("dec2", &model.dec2),
+            ("score1", &model.score1),
+            ("score2", &model.score2),
+        ] {
             check(&format!("{name}.weight"), l.weight.val().grad(&grads));
             let b = l.bias.as_ref().unwrap().val().grad(&grads).map(|g| g.unsqueeze_dim(0));
             check(&format!("{name}.bias"), b);
@@ -731,7 +812,15 @@ mod tests {
 
     fn tiny_config(seed: u64) -> TrainConfig {
         // A few short epochs: this checks the procedure, not the quality.
-        TrainConfig { seed, max_epochs: 3, pretrain_epochs: 2, batches_per_epoch: 4, batch_unlabeled: 32, k_max: 4, ..Default::default() }
+        TrainConfig {
+            seed,
+            max_epochs: 3,
+            pretrain_epochs: 2,
+            batches_per_epoch: 4,
+            batch_unlabeled: 32,
+            k_max: 4,
+            ..Default::default()
+        }
     }
 
     fn train_synthetic(cfg: &TrainConfig) -> Trained {
@@ -745,13 +834,33 @@ mod tests {
         let mut val = synthetic(&mut rng, 20, false);
         val.extend(synthetic(&mut rng, 4, true));
         let yv: Vec<u8> = (0..24).map(|i| (i >= 20) as u8).collect();
-        train(&TrainData { d: 6, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: Some((&val, &yv)) }, cfg, device, false).unwrap()
+        train(
+            &TrainData {
+                d: 6,
+                unlabeled: &u,
+                anomalies: &a,
+                trusted_normal: 0,
+                val: Some((&val, &yv)),
+            },
+            cfg,
+            device,
+            false,
+        )
+        .unwrap()
     }
 
     fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
         let layout = Layout { name: "t".into(), fingerprint: "t".into(), columns: vec![] };
         let scaler = Scaler::identity(0);
-        Artifact::new(&t.model, layout, scaler, TrainConfig::default(), TrainReport::default(), DataSummary::default()).weights
+        Artifact::new(
+            &t.model,
+            layout,
+            scaler,
+            TrainConfig::default(),
+            TrainReport::default(),
+            DataSummary::default(),
+        )
+        .weights
     }
 
     #[test]
@@ -767,7 +876,13 @@ mod tests {
 
     #[test]
     fn every_ablation_trains() {
-        for ab in [Ablation::Pretrain, Ablation::Recon, Ablation::Decoder, Ablation::Weights, Ablation::Prototypes] {
+        for ab in [
+            Ablation::Pretrain,
+            Ablation::Recon,
+            Ablation::Decoder,
+            Ablation::Weights,
+            Ablation::Prototypes,
+        ] {
             let t = train_synthetic(&TrainConfig { ablate: vec![ab], ..tiny_config(3) });
             assert_eq!(t.model.config.recon_input, ab != Ablation::Decoder);
             assert_eq!(t.model.config.similarity_input, ab != Ablation::Prototypes);
@@ -789,33 +904,56 @@ mod tests {
         // Same inputs, same seed: same model.
         let again = train_warm(&data, &tiny_config(4), &cold.model, &Device::flex()).unwrap();
         assert_eq!(weights(&warm), weights(&again));
-        let narrow = TrainData { d: 5, unlabeled: &u[..500], anomalies: &a[..15], trusted_normal: 0, val: None };
-        assert!(matches!(train_warm(&narrow, &tiny_config(4), &cold.model, &Device::flex()), Err(TrainError::Config(_))));
+        let narrow = TrainData {
+            d: 5,
+            unlabeled: &u[..500],
+            anomalies: &a[..15],
+            trusted_normal: 0,
+            val: None,
+        };
+        assert!(matches!(
+            train_warm(&narrow, &tiny_config(4), &cold.model, &Device::flex()),
+            Err(TrainError::Config(_))
+        ));
     }
 
     #[test]
     fn refuses_without_labeled_anomalies() {
         let u = vec![0.5f32; 6 * 50];
-        let e = train(&TrainData { d: 6, unlabeled: &u, anomalies: &[], trusted_normal: 0, val: None }, &tiny_config(1), &Device::flex(), false);
+        let e = train(
+            &TrainData { d: 6, unlabeled: &u, anomalies: &[], trusted_normal: 0, val: None },
+            &tiny_config(1),
+            &Device::flex(),
+            false,
+        );
         assert!(matches!(e, Err(TrainError::NoLabeledAnomalies)));
     }
 
     #[test]
     fn prototypes_come_from_known_normal_rows_when_there_are_enough() {
         // Row i of width 2 is [i, 0]: the chosen rows are recognisable by their first column.
-        let rows = |r: std::ops::Range<usize>| -> Vec<f32> { r.flat_map(|i| [i as f32, 0.0]).collect() };
+        let rows =
+            |r: std::ops::Range<usize>| -> Vec<f32> { r.flat_map(|i| [i as f32, 0.0]).collect() };
         let unlabeled = rows(0..40);
         let val = rows(100..112);
         let labels: Vec<u8> = (0..12).map(|i| u8::from(i % 4 == 0)).collect(); // 9 normal, 3 anomalous
-        let data = |trusted, val| TrainData { d: 2, unlabeled: &unlabeled, anomalies: &[], trusted_normal: trusted, val };
+        let data = |trusted, val| TrainData {
+            d: 2,
+            unlabeled: &unlabeled,
+            anomalies: &[],
+            trusted_normal: trusted,
+            val,
+        };
         let firsts = |v: &[f32]| v.chunks(2).map(|r| r[0] as usize).collect::<Vec<_>>();
 
         // 9 labeled-normal validation rows + 3 confirmed-benign rows = 12 >= 12.
-        let (got, why) = prototype_rows(&data(3, Some((&val, &labels))), PrototypeRows::KnownNormal, 12);
+        let (got, why) =
+            prototype_rows(&data(3, Some((&val, &labels))), PrototypeRows::KnownNormal, 12);
         assert_eq!(firsts(&got), vec![0, 1, 2, 101, 102, 103, 105, 106, 107, 109, 110, 111]);
         assert_eq!(why, "12 known-normal rows");
         // One short: every unlabeled row, and the line says why.
-        let (got, why) = prototype_rows(&data(2, Some((&val, &labels))), PrototypeRows::KnownNormal, 12);
+        let (got, why) =
+            prototype_rows(&data(2, Some((&val, &labels))), PrototypeRows::KnownNormal, 12);
         assert_eq!(firsts(&got), (0..40).collect::<Vec<_>>());
         assert_eq!(why, "40 unlabeled rows (11 known-normal rows, fewer than 12)");
         // Asked for the unlabeled rows: those, whatever is known.
@@ -839,24 +977,48 @@ mod tests {
         let mut val = synthetic(&mut rng, 40, false);
         val.extend(synthetic(&mut rng, 4, true));
         let yv: Vec<u8> = (0..44).map(|i| (i >= 40) as u8).collect();
-        let data = TrainData { d: 6, unlabeled: &u, anomalies: &a, trusted_normal: 0, val: Some((&val, &yv)) };
+        let data = TrainData {
+            d: 6,
+            unlabeled: &u,
+            anomalies: &a,
+            trusted_normal: 0,
+            val: Some((&val, &yv)),
+        };
         let flood_similarity = |rows: PrototypeRows| {
-            let cfg = TrainConfig { prototype_rows: rows, max_epochs: 1, pretrain_epochs: 5, batches_per_epoch: 8, batch_unlabeled: 32, k_max: 4, ..TrainConfig::default() };
+            let cfg = TrainConfig {
+                prototype_rows: rows,
+                max_epochs: 1,
+                pretrain_epochs: 5,
+                batches_per_epoch: 8,
+                batch_unlabeled: 32,
+                k_max: 4,
+                ..TrainConfig::default()
+            };
             let t = train(&data, &cfg, &Device::flex(), false).unwrap();
             let m = crate::model::score::CpuScorer::new(&t.model).explain(&flood).similarity;
             (m.iter().sum::<f32>() / m.len() as f32, t.report.prototype_rows)
         };
         let (known, why_known) = flood_similarity(PrototypeRows::KnownNormal);
         let (unlabeled, why_unlabeled) = flood_similarity(PrototypeRows::Unlabeled);
-        assert_eq!((why_known.as_str(), why_unlabeled.as_str()), ("40 known-normal rows", "350 unlabeled rows"));
-        assert!(unlabeled > 0.9, "a prototype sits on the flood when clustering unlabeled rows: m = {unlabeled}");
-        assert!(known < unlabeled - 0.1, "known-normal prototypes stay off the flood: m = {known} vs {unlabeled}");
+        assert_eq!(
+            (why_known.as_str(), why_unlabeled.as_str()),
+            ("40 known-normal rows", "350 unlabeled rows")
+        );
+        assert!(
+            unlabeled > 0.9,
+            "a prototype sits on the flood when clustering unlabeled rows: m = {unlabeled}"
+        );
+        assert!(
+            known < unlabeled - 0.1,
+            "known-normal prototypes stay off the flood: m = {known} vs {unlabeled}"
+        );
     }
 
     #[test]
     fn negative_or_infinite_min_delta_is_refused() {
         for (pre, joint) in [(-1e-4, 0.0), (0.0, f64::INFINITY), (f64::NAN, 0.0)] {
-            let cfg = TrainConfig { pretrain_min_delta: pre, min_delta: joint, ..TrainConfig::default() };
+            let cfg =
+                TrainConfig { pretrain_min_delta: pre, min_delta: joint, ..TrainConfig::default() };
             assert!(matches!(cfg.validate(), Err(TrainError::Config(_))), "{pre} {joint}");
         }
         assert!(TrainConfig::default().validate().is_ok());
@@ -867,9 +1029,15 @@ mod tests {
         let c: TrainConfig = toml::from_str("max_epochs = 7\nablate = [\"weights\"]\n").unwrap();
         assert_eq!((c.max_epochs, c.latent, c.ablate.clone()), (7, 8, vec![Ablation::Weights]));
         assert_eq!(c.prototype_rows, PrototypeRows::KnownNormal);
-        let c: TrainConfig = toml::from_str("prototype_rows = \"unlabeled\"\npretrain_min_delta = 0.0\n").unwrap();
+        let c: TrainConfig =
+            toml::from_str("prototype_rows = \"unlabeled\"\npretrain_min_delta = 0.0\n").unwrap();
         assert_eq!((c.prototype_rows, c.pretrain_min_delta), (PrototypeRows::Unlabeled, 0.0));
-        assert!(toml::from_str::<TrainConfig>("max_epoch = 7").unwrap_err().to_string().contains("max_epoch"));
+        assert!(
+            toml::from_str::<TrainConfig>("max_epoch = 7")
+                .unwrap_err()
+                .to_string()
+                .contains("max_epoch")
+        );
     }
 
     /// Training on a GPU (lavapipe in CI, at these tiny sizes). No adapter is a failure here,
@@ -882,7 +1050,11 @@ mod tests {
 
         fn gpu() -> Compute {
             let c = select(Backend::Wgpu);
-            assert_eq!(c.backend, Backend::Wgpu, "no wgpu adapter on this machine: install one (apt-get install mesa-vulkan-drivers libvulkan1)");
+            assert_eq!(
+                c.backend,
+                Backend::Wgpu,
+                "no wgpu adapter on this machine: install one (apt-get install mesa-vulkan-drivers libvulkan1)"
+            );
             c
         }
 
@@ -898,11 +1070,23 @@ mod tests {
             let on_gpu = train_synthetic_on(&cfg, &g.device);
             let on_cpu = train_synthetic(&cfg);
             // Training ran and produced finite weights and a finite criterion.
-            assert!(on_gpu.report.joint_epochs >= 1 && on_gpu.report.n_prototypes >= 2, "{:?}", on_gpu.report);
+            assert!(
+                on_gpu.report.joint_epochs >= 1 && on_gpu.report.n_prototypes >= 2,
+                "{:?}",
+                on_gpu.report
+            );
             assert!(on_gpu.report.best_criterion.is_finite(), "{:?}", on_gpu.report);
             for w in weights(&on_gpu) {
-                let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &w.data).unwrap();
-                assert!(bytes.chunks_exact(4).all(|b| f32::from_le_bytes(b.try_into().unwrap()).is_finite()), "{}: a weight is not finite", w.name);
+                let bytes =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &w.data)
+                        .unwrap();
+                assert!(
+                    bytes
+                        .chunks_exact(4)
+                        .all(|b| f32::from_le_bytes(b.try_into().unwrap()).is_finite()),
+                    "{}: a weight is not finite",
+                    w.name
+                );
             }
             // Same seed, same batches: the two differ only by f32 rounding, which a few Adam
             // steps and k-means keep small. Held to the same number of prototypes and to
@@ -915,10 +1099,18 @@ mod tests {
             let a = CpuScorer::new(&on_gpu.model).explain(&rows).score;
             let b = CpuScorer::new(&on_cpu.model).explain(&rows).score;
             let max_diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-            assert!(max_diff < 0.05, "scores of the wgpu- and CPU-trained models differ by up to {max_diff}");
+            assert!(
+                max_diff < 0.05,
+                "scores of the wgpu- and CPU-trained models differ by up to {max_diff}"
+            );
             // And the model learned something on the GPU: anomalies above normal rows.
             let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-            assert!(mean(&a[40..]) > mean(&a[..40]), "anomalies {} vs normal {}", mean(&a[40..]), mean(&a[..40]));
+            assert!(
+                mean(&a[40..]) > mean(&a[..40]),
+                "anomalies {} vs normal {}",
+                mean(&a[40..]),
+                mean(&a[..40])
+            );
         }
     }
 }

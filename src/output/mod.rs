@@ -7,7 +7,9 @@ use std::io::{self, Write};
 use crate::features::{Cell, Column};
 
 /// Output format of flow records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Comma-separated values with a header line.
@@ -87,7 +89,12 @@ fn json_string(s: &str, line: &mut String) {
 
 impl<W: Write> RecordWriter<W> {
     /// Starts a file: writes the header of the format. `log_path` is Zeek's `#path` (`conn`).
-    pub fn new(mut out: W, format: Format, columns: &[Column], log_path: &str) -> io::Result<RecordWriter<W>> {
+    pub fn new(
+        mut out: W,
+        format: Format,
+        columns: &[Column],
+        log_path: &str,
+    ) -> io::Result<RecordWriter<W>> {
         match format {
             Format::Csv => {
                 let mut line = String::new();
@@ -113,7 +120,12 @@ impl<W: Write> RecordWriter<W> {
                 writeln!(out, "#types\t{}", types.join("\t"))?;
             }
         }
-        Ok(RecordWriter { out, format, columns: columns.to_vec(), line: String::with_capacity(512) })
+        Ok(RecordWriter {
+            out,
+            format,
+            columns: columns.to_vec(),
+            line: String::with_capacity(512),
+        })
     }
 
     /// Writes one row (one cell per column).
@@ -206,13 +218,20 @@ mod tests {
     use super::*;
 
     fn cols() -> Vec<Column> {
-        ["ts", "note", "n"].iter().map(|n| Column { name: n.to_string(), zeek_type: "string", feature: None }).collect()
+        ["ts", "note", "n"]
+            .iter()
+            .map(|n| Column { name: n.to_string(), zeek_type: "string", feature: None })
+            .collect()
     }
 
     fn render(format: Format) -> String {
         let mut w = RecordWriter::new(Vec::new(), format, &cols(), "conn").unwrap();
-        w.write(&[Cell::Time(crate::capture::Timestamp(1_500_000_000_250_000_000)), Cell::Str("a,\"b\"".into()), Cell::Num(0.5)])
-            .unwrap();
+        w.write(&[
+            Cell::Time(crate::capture::Timestamp(1_500_000_000_250_000_000)),
+            Cell::Str("a,\"b\"".into()),
+            Cell::Num(0.5),
+        ])
+        .unwrap();
         w.write(&[Cell::Unset, Cell::Text(""), Cell::Count(3)]).unwrap();
         String::from_utf8(w.finish().unwrap()).unwrap()
     }
@@ -255,6 +274,9 @@ mod tests {
     #[test]
     fn zeek_stamp_civil_date() {
         assert_eq!(zeek_stamp(crate::capture::Timestamp(0)), "1970-01-01-00-00-00");
-        assert_eq!(zeek_stamp(crate::capture::Timestamp(1_540_469_302_000_000_000)), "2018-10-25-12-08-22");
+        assert_eq!(
+            zeek_stamp(crate::capture::Timestamp(1_540_469_302_000_000_000)),
+            "2018-10-25-12-08-22"
+        );
     }
 }

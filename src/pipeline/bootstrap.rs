@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::offline;
 use crate::capture::{CaptureError, CaptureFile};
-use crate::features::tables::Table;
 use crate::features::SchemaKind;
+use crate::features::tables::Table;
 use crate::flow::{FlowConfig, FlowRecord};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
 use crate::model::eval::fit_table;
@@ -92,27 +92,44 @@ pub enum TruthError {
 impl Truth {
     /// Reads a truth CSV with a header naming at least `label,proto,orig_h,orig_p,resp_h,resp_p`.
     pub fn read(path: &Path) -> Result<Truth, TruthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TruthError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TruthError::Io { path: path.to_owned(), source })?;
         Truth::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Truth, TruthError> {
-        let bad = |line: usize, problem: String| TruthError::Bad { path: path.to_owned(), line, problem };
+        let bad =
+            |line: usize, problem: String| TruthError::Bad { path: path.to_owned(), line, problem };
         let mut lines = text.lines().enumerate();
         let header: Vec<&str> = match lines.next() {
             Some((_, h)) => h.split(',').map(str::trim).collect(),
             None => return Err(bad(1, "empty file".into())),
         };
-        let col = |name: &str| header.iter().position(|h| *h == name).ok_or_else(|| bad(1, format!("no column {name:?} in the header")));
-        let (c_label, c_proto, c_oh, c_op, c_rh, c_rp) =
-            (col("label")?, col("proto")?, col("orig_h")?, col("orig_p")?, col("resp_h")?, col("resp_p")?);
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| bad(1, format!("no column {name:?} in the header")))
+        };
+        let (c_label, c_proto, c_oh, c_op, c_rh, c_rp) = (
+            col("label")?,
+            col("proto")?,
+            col("orig_h")?,
+            col("orig_p")?,
+            col("resp_h")?,
+            col("resp_p")?,
+        );
         let mut t = Truth::default();
         for (i, line) in lines {
             if line.trim().is_empty() {
                 continue;
             }
             let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            let get = |c: usize| f.get(c).copied().ok_or_else(|| bad(i + 1, format!("{} fields, expected {}", f.len(), header.len())));
+            let get = |c: usize| {
+                f.get(c).copied().ok_or_else(|| {
+                    bad(i + 1, format!("{} fields, expected {}", f.len(), header.len()))
+                })
+            };
             let num = |c: usize, what: &str| -> Result<u64, TruthError> {
                 let v = get(c)?;
                 v.parse().map_err(|_| bad(i + 1, format!("{what} {v:?} is not a number")))
@@ -122,8 +139,11 @@ impl Truth {
                 v.parse().map_err(|_| bad(i + 1, format!("{v:?} is not an IP address")))
             };
             let label = num(c_label, "label")?;
-            let proto = u8::try_from(num(c_proto, "proto")?).map_err(|_| bad(i + 1, "proto above 255".into()))?;
-            let port = |c: usize| -> Result<u16, TruthError> { u16::try_from(num(c, "port")?).map_err(|_| bad(i + 1, "port above 65535".into())) };
+            let proto = u8::try_from(num(c_proto, "proto")?)
+                .map_err(|_| bad(i + 1, "proto above 255".into()))?;
+            let port = |c: usize| -> Result<u16, TruthError> {
+                u16::try_from(num(c, "port")?).map_err(|_| bad(i + 1, "port above 65535".into()))
+            };
             let key = (proto, addr(c_oh)?, port(c_op)?, addr(c_rh)?, port(c_rp)?);
             t.rows += 1;
             if label != 0 {
@@ -147,7 +167,9 @@ impl Truth {
 pub enum BootstrapError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    #[error("the captures hold {flows} flows: too few to learn what this network's traffic looks like (at least {MIN_FLOWS}); pass a trained model with --model")]
+    #[error(
+        "the captures hold {flows} flows: too few to learn what this network's traffic looks like (at least {MIN_FLOWS}); pass a trained model with --model"
+    )]
     TooFewFlows { flows: usize },
     #[error("training: {0}")]
     Train(#[from] TrainError),
@@ -190,7 +212,8 @@ pub fn train_on_captures(
         return Err(BootstrapError::TooFewFlows { flows: attack.len() });
     }
     let source = captures.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
-    let mut b = train_on_rows(&values, &attack, kind, flow, &source, cfg, fpr_budget, show_progress)?;
+    let mut b =
+        train_on_rows(&values, &attack, kind, flow, &source, cfg, fpr_budget, show_progress)?;
     b.elapsed = started.elapsed();
     Ok(b)
 }
@@ -226,10 +249,13 @@ pub fn train_on_rows(
     let n = labeled.len();
     let anomalies_idx: Vec<usize> = (0..n).filter(|&i| labeled[i]).collect();
     let unlabeled: Vec<usize> = (0..n).filter(|&i| !labeled[i]).collect();
-    let unlabeled_idx: Vec<usize> = evenly(unlabeled.len(), cfg.max_rows.max(1)).into_iter().map(|k| unlabeled[k]).collect();
+    let unlabeled_idx: Vec<usize> =
+        evenly(unlabeled.len(), cfg.max_rows.max(1)).into_iter().map(|k| unlabeled[k]).collect();
     let mut rows: Vec<f32> = Vec::with_capacity((unlabeled_idx.len() + anomalies_idx.len()) * d);
     let mut labels: Vec<u8> = Vec::new();
-    for (&i, l) in unlabeled_idx.iter().map(|i| (i, 0u8)).chain(anomalies_idx.iter().map(|i| (i, 1u8))) {
+    for (&i, l) in
+        unlabeled_idx.iter().map(|i| (i, 0u8)).chain(anomalies_idx.iter().map(|i| (i, 1u8)))
+    {
         rows.extend_from_slice(&values[i * d..(i + 1) * d]);
         labels.push(l);
     }
@@ -259,19 +285,37 @@ pub fn train_on_rows(
     let cut = fit.cut(fpr_budget, true);
     let mut artifact = Artifact::new(
         &fit.model,
-        Layout { name: schema.name.clone(), fingerprint: schema.fingerprint(), columns: schema.encoded_names() },
+        Layout {
+            name: schema.name.clone(),
+            fingerprint: schema.fingerprint(),
+            columns: schema.encoded_names(),
+        },
         scaler,
         tc,
         fit.report.clone(),
         DataSummary {
-            source: if cold_start { format!("{source} (cold start: no labels; {library} attacks of the generator's library)") } else { source.to_string() },
+            source: if cold_start {
+                format!(
+                    "{source} (cold start: no labels; {library} attacks of the generator's library)"
+                )
+            } else {
+                source.to_string()
+            },
             unlabeled_rows: fit.prepared.unlabeled.len() / fit.prepared.scaler.width().max(1),
             labeled_anomalies: anomalies_idx.len(),
             validation_rows: fit.prepared.val_labels.len(),
         },
     );
     artifact.cut = Some(cut);
-    Ok(Bootstrapped { artifact, cut, cold_start, library, flows: n, anomalies: anomalies_idx.len(), elapsed: started.elapsed() })
+    Ok(Bootstrapped {
+        artifact,
+        cut,
+        cold_start,
+        library,
+        flows: n,
+        anomalies: anomalies_idx.len(),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The attack conversations of the project's traffic generator (`mnpflow synth`, default
@@ -281,8 +325,10 @@ pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize
     use crate::capture::synth::{SynthConfig, generate};
     let name = Path::new("(attack library)");
     let (mut pcap, mut truth) = (Vec::new(), Vec::new());
-    generate(&SynthConfig { seed, ..SynthConfig::default() }, &mut pcap, &mut truth).expect("writing to memory cannot fail");
-    let truth = Truth::parse(name, &String::from_utf8_lossy(&truth)).expect("the generator writes a valid truth file");
+    generate(&SynthConfig { seed, ..SynthConfig::default() }, &mut pcap, &mut truth)
+        .expect("writing to memory cannot fail");
+    let truth = Truth::parse(name, &String::from_utf8_lossy(&truth))
+        .expect("the generator writes a valid truth file");
     let d = kind.schema().encoded_width();
     let mut rows = Vec::new();
     let capture = CaptureFile::from_reader(name, Box::new(std::io::Cursor::new(pcap)));
@@ -292,7 +338,10 @@ pub fn attack_library(kind: SchemaKind, flow: &FlowConfig, seed: u64, max: usize
         }
     })
     .expect("the generator's capture reads");
-    evenly(rows.len() / d, max).into_iter().flat_map(|k| rows[k * d..(k + 1) * d].iter().copied()).collect()
+    evenly(rows.len() / d, max)
+        .into_iter()
+        .flat_map(|k| rows[k * d..(k + 1) * d].iter().copied())
+        .collect()
 }
 
 /// `max` of the positions `0..n` spread evenly from the first (all of them when `n <= max`).
@@ -347,7 +396,10 @@ mod tests {
         let some = attack_library(SchemaKind::Unsw, &flow, 7, 100);
         assert_eq!(some.len() / d, 100);
         assert_eq!(&some[..d], &all[..d], "spread evenly from the first");
-        assert_eq!(attack_library(SchemaKind::Zeek, &flow, 7, 50).len(), 50 * SchemaKind::Zeek.schema().encoded_width());
+        assert_eq!(
+            attack_library(SchemaKind::Zeek, &flow, 7, 50).len(),
+            50 * SchemaKind::Zeek.schema().encoded_width()
+        );
     }
 
     /// The cold-start switch: no labeled attack trains against the attack library and says so;
@@ -360,8 +412,24 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let n = 300;
         let values: Vec<f32> = (0..n * d).map(|_| rng.random_range(0.0..100.0f32)).collect();
-        let cfg = BootstrapConfig { max_epochs: 2, pretrain_epochs: 2, batches_per_epoch: 2, n_prototypes: Some(2), ..BootstrapConfig::default() };
-        let cold = train_on_rows(&values, &vec![false; n], kind, &FlowConfig::default(), "rows", &cfg, 0.01, false).unwrap();
+        let cfg = BootstrapConfig {
+            max_epochs: 2,
+            pretrain_epochs: 2,
+            batches_per_epoch: 2,
+            n_prototypes: Some(2),
+            ..BootstrapConfig::default()
+        };
+        let cold = train_on_rows(
+            &values,
+            &vec![false; n],
+            kind,
+            &FlowConfig::default(),
+            "rows",
+            &cfg,
+            0.01,
+            false,
+        )
+        .unwrap();
         assert!(cold.cold_start);
         assert_eq!(cold.library, cfg.library_rows);
         assert_eq!(cold.anomalies, 0);
@@ -369,7 +437,17 @@ mod tests {
         assert_eq!(cold.artifact.cut, Some(cold.cut));
         let mut labeled = vec![false; n];
         labeled[7] = true;
-        let warm = train_on_rows(&values, &labeled, kind, &FlowConfig::default(), "rows", &cfg, 0.01, false).unwrap();
+        let warm = train_on_rows(
+            &values,
+            &labeled,
+            kind,
+            &FlowConfig::default(),
+            "rows",
+            &cfg,
+            0.01,
+            false,
+        )
+        .unwrap();
         assert!(!warm.cold_start);
         assert_eq!((warm.library, warm.anomalies), (0, 1));
     }
@@ -381,9 +459,14 @@ mod tests {
         assert_eq!((t.rows, t.attack_rows), (2, 1));
         let e = Truth::parse(p, "label,proto\n").unwrap_err().to_string();
         assert!(e.contains("orig_h"), "{e}");
-        let e = Truth::parse(p, "label,proto,orig_h,orig_p,resp_h,resp_p\n1,6,10.0.0.x,1,10.0.0.2,2\n").unwrap_err().to_string();
+        let e =
+            Truth::parse(p, "label,proto,orig_h,orig_p,resp_h,resp_p\n1,6,10.0.0.x,1,10.0.0.2,2\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("line 2") && e.contains("10.0.0.x"), "{e}");
-        let e = Truth::parse(p, "label,proto,orig_h,orig_p,resp_h,resp_p\n1,6,10.0.0.1\n").unwrap_err().to_string();
+        let e = Truth::parse(p, "label,proto,orig_h,orig_p,resp_h,resp_p\n1,6,10.0.0.1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fields"), "{e}");
     }
 }

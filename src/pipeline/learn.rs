@@ -147,14 +147,24 @@ impl Loop<'_> {
         }
         match load(&reg.model_path(entry.version)) {
             Ok((artifact, model, bytes)) => {
-                self.slot.store(Scoring::on(&self.compute, &artifact, &model, &bytes, Some(entry.version), entry.cut));
+                self.slot.store(Scoring::on(
+                    &self.compute,
+                    &artifact,
+                    &model,
+                    &bytes,
+                    Some(entry.version),
+                    entry.cut,
+                ));
                 self.current = InService { artifact, model, version: Some(entry.version) };
                 self.log(
                     &format!("model v{} is current (changed in the registry: rollback or promotion); the scorer moved to it", entry.version),
                     json!({ "at": Self::now(), "event": "follow", "version": entry.version, "from": ours }),
                 );
             }
-            Err(e) => eprintln!("learn     registry names v{} as current, but: {e:#}; keeping v{ours}", entry.version),
+            Err(e) => eprintln!(
+                "learn     registry names v{} as current, but: {e:#}; keeping v{ours}",
+                entry.version
+            ),
         }
     }
 
@@ -174,7 +184,8 @@ impl Loop<'_> {
         let started = Instant::now();
         let result = {
             let cur = Current { artifact: &self.current.artifact, model: &self.current.model, cut };
-            let cfg = LearnConfig { warm_start: self.cfg.warm_start && !scratch, ..self.cfg.clone() };
+            let cfg =
+                LearnConfig { warm_start: self.cfg.warm_start && !scratch, ..self.cfg.clone() };
             let labels = &self.labels;
             let job = || retrain(&cur, &recent, labels, &cfg, &Device::flex());
             match &self.pool {
@@ -193,7 +204,14 @@ impl Loop<'_> {
                 if self.last_refusal.as_ref() != Some(&msg) {
                     let quiet = matches!(e, RetrainError::NoAttacks);
                     self.log(
-                        &format!("no retraining: {msg}{}", if quiet { " (label attacks with `mnpflow label` or the web page)" } else { "" }),
+                        &format!(
+                            "no retraining: {msg}{}",
+                            if quiet {
+                                " (label attacks with `mnpflow label` or the web page)"
+                            } else {
+                                ""
+                            }
+                        ),
                         json!({ "at": Self::now(), "event": "skip", "reason": msg }),
                     );
                     self.last_refusal = Some(msg);
@@ -211,29 +229,69 @@ impl Loop<'_> {
             "current": d.current, "candidate": d.candidate, "cut": r.cut,
         });
         if !d.promote {
-            self.log(&format!("candidate trained in {:.1} s: {}", started.elapsed().as_secs_f64(), d.rule), record);
+            self.log(
+                &format!(
+                    "candidate trained in {:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    d.rule
+                ),
+                record,
+            );
             return;
         }
-        match self.promote(r.artifact, r.model, r.cut, &d.rule, d.candidate.map(|c| vec![("auc_pr".into(), c.auc_pr), ("auc_roc".into(), c.auc_roc)])) {
+        match self.promote(
+            r.artifact,
+            r.model,
+            r.cut,
+            &d.rule,
+            d.candidate.map(|c| vec![("auc_pr".into(), c.auc_pr), ("auc_roc".into(), c.auc_roc)]),
+        ) {
             Ok(v) => {
                 record["version"] = json!(v);
-                self.log(&format!("candidate trained in {:.1} s: {}; now model v{v}", started.elapsed().as_secs_f64(), d.rule), record);
+                self.log(
+                    &format!(
+                        "candidate trained in {:.1} s: {}; now model v{v}",
+                        started.elapsed().as_secs_f64(),
+                        d.rule
+                    ),
+                    record,
+                );
             }
             Err(e) => eprintln!("learn     promotion failed, the current model stays: {e:#}"),
         }
     }
 
-    fn promote(&mut self, artifact: Artifact, model: Mnpwad, cut: f32, rule: &str, validation: Option<Vec<(String, f64)>>) -> anyhow::Result<u64> {
+    fn promote(
+        &mut self,
+        artifact: Artifact,
+        model: Mnpwad,
+        cut: f32,
+        rule: &str,
+        validation: Option<Vec<(String, f64)>>,
+    ) -> anyhow::Result<u64> {
         let models = self.dir.join("models");
         std::fs::create_dir_all(&models)?;
         let tmp = models.join("candidate.mnp");
         artifact.save(&tmp)?;
         let mut reg = Registry::open(&self.dir)?;
-        let entry = reg.promote(&tmp, format!("{}; {rule}", artifact.data.source), validation.unwrap_or_default(), Some(cut), Self::now())?;
+        let entry = reg.promote(
+            &tmp,
+            format!("{}; {rule}", artifact.data.source),
+            validation.unwrap_or_default(),
+            Some(cut),
+            Self::now(),
+        )?;
         let _ = std::fs::remove_file(&tmp);
         self.registry_len = file_len(&models.join("registry.log"));
         let bytes = std::fs::read(reg.model_path(entry.version))?;
-        self.slot.store(Scoring::on(&self.compute, &artifact, &model, &bytes, Some(entry.version), Some(cut)));
+        self.slot.store(Scoring::on(
+            &self.compute,
+            &artifact,
+            &model,
+            &bytes,
+            Some(entry.version),
+            Some(cut),
+        ));
         self.metrics.promotions.fetch_add(1, Relaxed);
         self.current = InService { artifact, model, version: Some(entry.version) };
         Ok(entry.version)
@@ -249,24 +307,48 @@ pub fn load(path: &Path) -> anyhow::Result<(Artifact, Mnpwad, Vec<u8>)> {
 }
 
 /// Runs until the writer hangs up (the stream ended).
-pub fn run(setup: LearnSetup, rx: Receiver<Sample>, rules_tx: Sender<RuleSet>, slot: &ModelSlot<Scoring>, metrics: &Metrics) {
+pub fn run(
+    setup: LearnSetup,
+    rx: Receiver<Sample>,
+    rules_tx: Sender<RuleSet>,
+    slot: &ModelSlot<Scoring>,
+    metrics: &Metrics,
+) {
     let cfg = setup.cfg;
     let width = setup.artifact.layout.columns.len();
     let model = match setup.artifact.to_model(Path::new("(model in service)"), &Device::flex()) {
         Ok(m) => m,
-        Err(e) => return eprintln!("learn     cannot rebuild the model in service: {e}; the learning loop is off"),
+        Err(e) => {
+            return eprintln!(
+                "learn     cannot rebuild the model in service: {e}; the learning loop is off"
+            );
+        }
     };
     let horizon = cfg.reservoir_horizon.as_secs().max(1) as i64;
-    let pool = match rayon::ThreadPoolBuilder::new().num_threads(cfg.threads.max(1)).thread_name(|i| format!("mnpflow-train-{i}")).start_handler(|_| denormal::flush_on_this_thread()).build() {
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.max(1))
+        .thread_name(|i| format!("mnpflow-train-{i}"))
+        .start_handler(|_| denormal::flush_on_this_thread())
+        .build()
+    {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("learn     cannot make a training pool of {} threads ({e}); training on this thread", cfg.threads);
+            eprintln!(
+                "learn     cannot make a training pool of {} threads ({e}); training on this thread",
+                cfg.threads
+            );
             None
         }
     };
     let journal = cfg
         .enabled
-        .then(|| std::fs::OpenOptions::new().create(true).append(true).open(setup.data_dir.join("learn.log")).ok())
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(setup.data_dir.join("learn.log"))
+                .ok()
+        })
         .flatten();
     let dir = setup.data_dir;
     let mut lp = Loop {
@@ -312,7 +394,12 @@ pub fn run(setup: LearnSetup, rx: Receiver<Sample>, rules_tx: Sender<RuleSet>, s
                 *seen = now;
                 match RuleSet::load_dir(dir) {
                     Ok(set) => {
-                        eprintln!("rules     reloaded {}: {} suppression rules, {} indicators", dir.display(), set.rules.len(), set.indicators.len());
+                        eprintln!(
+                            "rules     reloaded {}: {} suppression rules, {} indicators",
+                            dir.display(),
+                            set.rules.len(),
+                            set.indicators.len()
+                        );
                         let _ = rules_tx.send(set);
                     }
                     Err(e) => eprintln!("rules     refused: {e}; the rules in force stay"),

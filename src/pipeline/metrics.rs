@@ -52,7 +52,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Capture, Stage::Flow, Stage::Features, Stage::Score, Stage::Output];
+    pub const ALL: [Stage; 5] =
+        [Stage::Capture, Stage::Flow, Stage::Features, Stage::Score, Stage::Output];
     pub fn name(self) -> &'static str {
         match self {
             Stage::Capture => "capture",
@@ -143,8 +144,12 @@ impl Metrics {
             high_water: Default::default(),
             busy_ns: Default::default(),
             // 1 µs to 1 hour at 3 significant digits.
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
-            latency_flush: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ),
+            latency_flush: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ),
             stop: AtomicBool::new(false),
         }
     }
@@ -185,7 +190,13 @@ impl Metrics {
 
     fn quantiles(h: &Mutex<Histogram<u64>>) -> (u64, u64, u64, u64, u64) {
         let h = h.lock().unwrap_or_else(|p| p.into_inner());
-        (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max(), h.len())
+        (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            h.len(),
+        )
     }
 
     /// (p50, p99, p99.9, max) of flow end -> written, in microseconds, and the count, for
@@ -255,11 +266,16 @@ impl Metrics {
             .iter()
             .map(|(st, n, unit)| {
                 let b = self.busy_secs(*st);
-                if b > 0.0 { format!("{} {:.2e} {unit}/s busy {:.2} s", st.name(), *n as f64 / b, b) } else { format!("{} idle", st.name()) }
+                if b > 0.0 {
+                    format!("{} {:.2e} {unit}/s busy {:.2} s", st.name(), *n as f64 / b, b)
+                } else {
+                    format!("{} idle", st.name())
+                }
             })
             .collect();
         let _ = writeln!(s, "stages    {}", stages.join("; "));
-        let q: Vec<String> = Queue::ALL.iter().map(|q| format!("{} {}", q.name(), self.high_water(*q))).collect();
+        let q: Vec<String> =
+            Queue::ALL.iter().map(|q| format!("{} {}", q.name(), self.high_water(*q))).collect();
         let _ = writeln!(s, "queues    high-water marks (batches): {}", q.join(", "));
         let _ = writeln!(
             s,
@@ -280,7 +296,13 @@ impl Metrics {
         );
         let (f50, f99, _, fmax, fn_) = self.flush_latency_us();
         if fn_ > 0 {
-            let _ = writeln!(s, "          and {fn_} flows flushed at the end of input: p50 {} p99 {} max {}", fmt_us(f50), fmt_us(f99), fmt_us(fmax));
+            let _ = writeln!(
+                s,
+                "          and {fn_} flows flushed at the end of input: p50 {} p99 {} max {}",
+                fmt_us(f50),
+                fmt_us(f99),
+                fmt_us(fmax)
+            );
         }
         s
     }
@@ -308,7 +330,10 @@ impl Metrics {
         let g = Self::get;
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = write!(s, "# HELP mnpflow_{name} {help}\n# TYPE mnpflow_{name} counter\nmnpflow_{name} {v}\n");
+            let _ = write!(
+                s,
+                "# HELP mnpflow_{name} {help}\n# TYPE mnpflow_{name} counter\nmnpflow_{name} {v}\n"
+            );
         };
         counter("packets_total", "Packets read from the capture.", g(&self.packets_read));
         counter("bytes_total", "Wire bytes read from the capture.", g(&self.bytes_read));
@@ -318,31 +343,75 @@ impl Metrics {
         counter("batches_scored_total", "Scorer batches.", g(&self.batches_scored));
         counter("alerts_total", "Alerts written.", g(&self.alerts));
         counter("alerts_suppressed_total", "Alerts suppressed by rules.", g(&self.suppressed));
-        counter("indicator_alerts_total", "Alerts raised by indicator rules.", g(&self.indicator_alerts));
-        counter("model_swaps_total", "Times the scorer moved to another model.", g(&self.model_swaps));
+        counter(
+            "indicator_alerts_total",
+            "Alerts raised by indicator rules.",
+            g(&self.indicator_alerts),
+        );
+        counter(
+            "model_swaps_total",
+            "Times the scorer moved to another model.",
+            g(&self.model_swaps),
+        );
         counter("retrains_total", "Learning loop retraining turns.", g(&self.retrains));
         counter("promotions_total", "Candidates the learning loop promoted.", g(&self.promotions));
-        counter("dropped_packets_total", "Packets dropped at the capture -> flow queue.", g(&self.dropped_packets));
-        counter("dropped_flows_total", "Flow records dropped at the flow -> features queue.", g(&self.dropped_flows));
-        counter("capture_kernel_drops_total", "Packets the kernel capture buffer dropped.", g(&self.kernel_drops));
-        counter("capture_interface_drops_total", "Packets the interface dropped.", g(&self.interface_drops));
-        let _ = writeln!(s, "# HELP mnpflow_stage_busy_seconds_total Time each stage spent working.\n# TYPE mnpflow_stage_busy_seconds_total counter");
+        counter(
+            "dropped_packets_total",
+            "Packets dropped at the capture -> flow queue.",
+            g(&self.dropped_packets),
+        );
+        counter(
+            "dropped_flows_total",
+            "Flow records dropped at the flow -> features queue.",
+            g(&self.dropped_flows),
+        );
+        counter(
+            "capture_kernel_drops_total",
+            "Packets the kernel capture buffer dropped.",
+            g(&self.kernel_drops),
+        );
+        counter(
+            "capture_interface_drops_total",
+            "Packets the interface dropped.",
+            g(&self.interface_drops),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP mnpflow_stage_busy_seconds_total Time each stage spent working.\n# TYPE mnpflow_stage_busy_seconds_total counter"
+        );
         for st in Stage::ALL {
-            let _ = writeln!(s, "mnpflow_stage_busy_seconds_total{{stage=\"{}\"}} {}", st.name(), self.busy_secs(st));
+            let _ = writeln!(
+                s,
+                "mnpflow_stage_busy_seconds_total{{stage=\"{}\"}} {}",
+                st.name(),
+                self.busy_secs(st)
+            );
         }
         let _ = writeln!(
             s,
             "# HELP mnpflow_flows_held Ended flows waiting for their turn in window order.\n# TYPE mnpflow_flows_held gauge\nmnpflow_flows_held {}",
             g(&self.flows_held)
         );
-        let _ = writeln!(s, "# HELP mnpflow_queue_high_water Most batches waiting in a queue.\n# TYPE mnpflow_queue_high_water gauge");
+        let _ = writeln!(
+            s,
+            "# HELP mnpflow_queue_high_water Most batches waiting in a queue.\n# TYPE mnpflow_queue_high_water gauge"
+        );
         for q in Queue::ALL {
-            let _ = writeln!(s, "mnpflow_queue_high_water{{queue=\"{}\"}} {}", q.name(), self.high_water(q));
+            let _ = writeln!(
+                s,
+                "mnpflow_queue_high_water{{queue=\"{}\"}} {}",
+                q.name(),
+                self.high_water(q)
+            );
         }
         let (p50, p99, p999, max, n) = self.latency_us();
-        let _ = writeln!(s, "# HELP mnpflow_alert_latency_seconds Flow end to scored and written.\n# TYPE mnpflow_alert_latency_seconds summary");
+        let _ = writeln!(
+            s,
+            "# HELP mnpflow_alert_latency_seconds Flow end to scored and written.\n# TYPE mnpflow_alert_latency_seconds summary"
+        );
         for (q, v) in [("0.5", p50), ("0.99", p99), ("0.999", p999), ("1", max)] {
-            let _ = writeln!(s, "mnpflow_alert_latency_seconds{{quantile=\"{q}\"}} {}", v as f64 / 1e6);
+            let _ =
+                writeln!(s, "mnpflow_alert_latency_seconds{{quantile=\"{q}\"}} {}", v as f64 / 1e6);
         }
         let _ = writeln!(s, "mnpflow_alert_latency_seconds_count {n}");
         s
@@ -382,7 +451,9 @@ pub fn serve(listener: TcpListener, metrics: &Metrics, done: &AtomicBool) {
                     body.len()
                 );
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }

@@ -80,7 +80,10 @@ impl OfflineStats {
             );
         }
         if self.file.caplen_over_wirelen > 0 {
-            s += &format!("oddities  {} records with captured length above wire length\n", self.file.caplen_over_wirelen);
+            s += &format!(
+                "oddities  {} records with captured length above wire length\n",
+                self.file.caplen_over_wirelen
+            );
         }
         if self.order.released_early + self.order.late > 0 {
             s += &format!(
@@ -99,7 +102,11 @@ impl OfflineStats {
 /// window order ([`crate::flow::order`]), the order the streaming pipeline releases them in for
 /// any number of workers. A file that cannot be opened is an error; a file that breaks
 /// part-way is a warning (the packets before the break count).
-pub fn run_files(paths: &[PathBuf], config: &FlowConfig, on_flow: impl FnMut(&FlowRecord)) -> Result<OfflineStats, CaptureError> {
+pub fn run_files(
+    paths: &[PathBuf],
+    config: &FlowConfig,
+    on_flow: impl FnMut(&FlowRecord),
+) -> Result<OfflineStats, CaptureError> {
     run_captures(paths.iter().map(CaptureFile::open), config, on_flow)
 }
 

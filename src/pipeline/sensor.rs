@@ -13,10 +13,10 @@ use super::metrics::Metrics;
 use super::stream::{self, LoopLinks, Outputs, Sample, Scoring, Setup, StreamReport};
 use crate::alert::RuleSet;
 use crate::capture::source::PacketSource;
+use crate::features::RecordExtractor;
 use crate::feedback::LabelStore;
 use crate::feedback::access::Access;
 use crate::feedback::web::{AlertFeed, WebState};
-use crate::features::RecordExtractor;
 use crate::model::slot::ModelSlot;
 
 /// Alerts the page keeps.
@@ -51,7 +51,12 @@ pub fn run(
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> anyhow::Result<StreamReport> {
-    let feed = AlertFeed::new(FEED_ALERTS, FEED_RECENT_FLOWS, setup.flow.community_id_seed, &extractor.schema().fingerprint());
+    let feed = AlertFeed::new(
+        FEED_ALERTS,
+        FEED_RECENT_FLOWS,
+        setup.flow.community_id_seed,
+        &extractor.schema().fingerprint(),
+    );
     let web_state = match &web {
         Some(w) => Some(WebState {
             feed: &feed,

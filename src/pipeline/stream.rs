@@ -50,7 +50,6 @@ use sha1::{Digest, Sha1};
 
 use super::metrics::{Metrics, Queue, Stage};
 use super::shard::Sharder;
-use crate::feedback::{self, log::RecordLog};
 use crate::alert::eve::{self, ModelInfo};
 use crate::alert::rules::FlowIdentity;
 use crate::alert::{Explanation, RuleSet, Threshold, ThresholdCalibrator};
@@ -61,13 +60,17 @@ use crate::decode::{DecodeStats, decode};
 use crate::features::encode::{EncodeStats, RowEncoder};
 use crate::features::tables::{RangeCheck, Scaler};
 use crate::features::{Cell, Column, RecordExtractor};
+use crate::feedback::web::{AlertFeed, AlertView};
+use crate::feedback::{self, log::RecordLog};
 use crate::flow::config::secs;
 use crate::flow::order::ReorderStats;
-use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, OrderKey, Reorder, StreamTime, community_id};
-use crate::feedback::web::{AlertFeed, AlertView};
+use crate::flow::{
+    EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, OrderKey, Reorder, StreamTime,
+    community_id,
+};
 use crate::model::artifact::Artifact;
-use crate::model::mnpwad::Mnpwad;
 use crate::model::device::Compute;
+use crate::model::mnpwad::Mnpwad;
 use crate::model::score::Scorer;
 use crate::model::slot::ModelSlot;
 use crate::output::RecordWriter;
@@ -162,14 +165,28 @@ pub struct Scoring {
 
 impl Scoring {
     /// Builds the CPU scorer for a model; `file_bytes` (the model file) name its version.
-    pub fn new(art: &Artifact, model: &Mnpwad, file_bytes: &[u8], registry_version: Option<u64>, cut: Option<f32>) -> Scoring {
+    pub fn new(
+        art: &Artifact,
+        model: &Mnpwad,
+        file_bytes: &[u8],
+        registry_version: Option<u64>,
+        cut: Option<f32>,
+    ) -> Scoring {
         Scoring::on(&Compute::cpu(), art, model, file_bytes, registry_version, cut)
     }
 
     /// Builds the scorer for a model on `compute` (the CPU, or a GPU).
-    pub fn on(compute: &Compute, art: &Artifact, model: &Mnpwad, file_bytes: &[u8], registry_version: Option<u64>, cut: Option<f32>) -> Scoring {
+    pub fn on(
+        compute: &Compute,
+        art: &Artifact,
+        model: &Mnpwad,
+        file_bytes: &[u8],
+        registry_version: Option<u64>,
+        cut: Option<f32>,
+    ) -> Scoring {
         let h = Sha1::digest(file_bytes);
-        let version = format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
+        let version =
+            format!("sha1:{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
         Scoring {
             scorer: Scorer::new(model, compute),
             scaler: art.scaler.clone(),
@@ -382,7 +399,8 @@ impl Capture<'_> {
     /// later clock).
     fn send(&mut self, w: usize, clock: Option<Timestamp>) {
         let link = &mut self.links[w];
-        if link.current.pkts.is_empty() && link.current.resets == 0 && link.last_sent_clock >= clock {
+        if link.current.pkts.is_empty() && link.current.resets == 0 && link.last_sent_clock >= clock
+        {
             return;
         }
         let mut batch = std::mem::replace(&mut link.current, PacketBatch::default());
@@ -608,7 +626,12 @@ fn flow_worker(
                 table.restart_clock(&mut sink);
             }
             for p in &batch.pkts {
-                let raw = RawPacket { ts: p.ts, link: p.link, wire_len: p.wire_len, data: &batch.data[p.start as usize..(p.start + p.len) as usize] };
+                let raw = RawPacket {
+                    ts: p.ts,
+                    link: p.link,
+                    wire_len: p.wire_len,
+                    data: &batch.data[p.start as usize..(p.start + p.len) as usize],
+                };
                 // The capture stage decoded this frame already; the same bytes decode the same.
                 if let Ok(meta) = decode(&raw) {
                     if p.clock > meta.ts {
@@ -628,7 +651,9 @@ fn flow_worker(
         send(&mut pending, table.low_mark());
     }
     let t0 = Instant::now();
-    table.flush(EndReason::EndOfInput, &mut |r: &FlowRecord| pending.push(Exported { rec: *r, at: Instant::now() }));
+    table.flush(EndReason::EndOfInput, &mut |r: &FlowRecord| {
+        pending.push(Exported { rec: *r, at: Instant::now() })
+    });
     busy += t0.elapsed();
     send(&mut pending, StreamTime::MAX);
     metrics.busy(Stage::Flow, busy);
@@ -769,7 +794,10 @@ fn score_stage(
         let t0 = Instant::now();
         // The batch boundary: the one place a new model is taken.
         if model.refresh() {
-            threshold = ThresholdCalibrator::new(threshold_for(model.get(), base, threshold_explicit), window);
+            threshold = ThresholdCalibrator::new(
+                threshold_for(model.get(), base, threshold_explicit),
+                window,
+            );
             metrics.model_swaps.fetch_add(1, Relaxed);
             range = RangeCheck::default();
         }
@@ -786,7 +814,11 @@ fn score_stage(
         metrics.cut_bits.store(threshold.current().to_bits() as u64, Relaxed);
         batch.why.clear();
         for i in 0..s.score.len() {
-            batch.why.push(Explanation { recon_error: s.recon[i], prototype: s.prototype[i], similarity: s.similarity[i] });
+            batch.why.push(Explanation {
+                recon_error: s.recon[i],
+                prototype: s.prototype[i],
+                similarity: s.similarity[i],
+            });
         }
         batch.scores = s.score;
         batch.model = Some(scoring.clone());
@@ -811,7 +843,13 @@ struct WriterResult {
 }
 
 /// A flow as the data directory and the analysts' page keep it.
-fn scored_record(rec: &FlowRecord, cid: &str, schema: &str, features: &[f32], score: f32) -> feedback::ScoredFlow {
+fn scored_record(
+    rec: &FlowRecord,
+    cid: &str,
+    schema: &str,
+    features: &[f32],
+    score: f32,
+) -> feedback::ScoredFlow {
     feedback::ScoredFlow {
         uid: crate::features::uid(rec),
         community_id: cid.to_owned(),
@@ -869,7 +907,16 @@ fn writer_stage(
             let mut alert = score >= cut;
             let mut wrote_alert = false;
             if alert || check_indicators {
-                let cid_of = || community_id(community_seed, rec.orig_addr, rec.orig_port, rec.resp_addr, rec.resp_port, rec.proto);
+                let cid_of = || {
+                    community_id(
+                        community_seed,
+                        rec.orig_addr,
+                        rec.orig_port,
+                        rec.resp_addr,
+                        rec.resp_port,
+                        rec.proto,
+                    )
+                };
                 // The community ID costs a SHA-1: only for alerts and rules that name one.
                 let mut cid = if alert || need_cid { cid_of() } else { String::new() };
                 let who = FlowIdentity {
@@ -881,7 +928,8 @@ fn writer_stage(
                     community_id: Some(&cid),
                 };
                 let indicator = if check_indicators { outputs.rules.indicate(&who) } else { None };
-                let suppress = alert && indicator.is_none() && outputs.rules.suppress(&who).is_some();
+                let suppress =
+                    alert && indicator.is_none() && outputs.rules.suppress(&who).is_some();
                 let indicator = indicator.map(|k| &outputs.rules.indicators[k]);
                 if let Some(rule) = indicator {
                     // An indicator makes an alert whatever the score, and a weak label.
@@ -891,7 +939,13 @@ fn writer_stage(
                         cid = cid_of();
                     }
                     if outputs.weak_labels.is_some() {
-                        let f = scored_record(rec, &cid, fingerprint, &batch.rows[i * width..(i + 1) * width], score);
+                        let f = scored_record(
+                            rec,
+                            &cid,
+                            fingerprint,
+                            &batch.rows[i * width..(i + 1) * width],
+                            score,
+                        );
                         indicated.push(feedback::Label {
                             uid: f.uid,
                             community_id: f.community_id,
@@ -909,7 +963,16 @@ fn writer_stage(
                     suppressed += 1;
                 } else if alert {
                     line.clear();
-                    eve::write_alert(&mut line, rec, &cid, score, cut, &batch.why[i], model, indicator);
+                    eve::write_alert(
+                        &mut line,
+                        rec,
+                        &cid,
+                        score,
+                        cut,
+                        &batch.why[i],
+                        model,
+                        indicator,
+                    );
                     line.push('\n');
                     if error.is_none()
                         && let Err(e) = outputs.alerts.write_all(line.as_bytes())
@@ -919,7 +982,13 @@ fn writer_stage(
                     alerts += 1;
                     wrote_alert = true;
                     if keep_records {
-                        let f = scored_record(rec, &cid, fingerprint, &batch.rows[i * width..(i + 1) * width], score);
+                        let f = scored_record(
+                            rec,
+                            &cid,
+                            fingerprint,
+                            &batch.rows[i * width..(i + 1) * width],
+                            score,
+                        );
                         if let Some(feed) = links.feed {
                             let why = &batch.why[i];
                             feed.push(AlertView {
@@ -932,7 +1001,8 @@ fn writer_stage(
                                 recon_error: why.recon_error,
                                 prototype: why.prototype,
                                 similarity: why.similarity,
-                                indicator: indicator.map(|r| format!("{} ({})", r.reason, r.origin)),
+                                indicator: indicator
+                                    .map(|r| format!("{} ({})", r.reason, r.origin)),
                                 label: None,
                             });
                         }
@@ -1101,7 +1171,20 @@ pub fn run(
         drop(free_pkt_tx);
         let features = std::thread::Builder::new()
             .name("mnpflow-features".into())
-            .spawn_scoped(s, move || features_stage(extractor, flow_rx, n, setup.flow.max_held_records, row_tx, free_row_rx, cfg.batch_rows, cfg.batch_deadline, keep_cells, metrics))
+            .spawn_scoped(s, move || {
+                features_stage(
+                    extractor,
+                    flow_rx,
+                    n,
+                    setup.flow.max_held_records,
+                    row_tx,
+                    free_row_rx,
+                    cfg.batch_rows,
+                    cfg.batch_deadline,
+                    keep_cells,
+                    metrics,
+                )
+            })
             .expect("spawning the features stage");
         // The calibrator travels to the scorer; the rest of the outputs to the writer.
         let threshold = outputs.threshold.clone();
@@ -1109,16 +1192,36 @@ pub fn run(
         let window = outputs.threshold.window();
         let scorer = std::thread::Builder::new()
             .name("mnpflow-score".into())
-            .spawn_scoped(s, move || score_stage(slot, width, threshold, explicit, window, row_rx, scored_tx, metrics))
+            .spawn_scoped(s, move || {
+                score_stage(slot, width, threshold, explicit, window, row_rx, scored_tx, metrics)
+            })
             .expect("spawning the scorer");
         let fingerprint = &fingerprint;
         let writer = std::thread::Builder::new()
             .name("mnpflow-output".into())
-            .spawn_scoped(s, move || writer_stage(outputs, loop_links, fingerprint, n_cells, community_seed, scored_rx, free_row_tx, metrics))
+            .spawn_scoped(s, move || {
+                writer_stage(
+                    outputs,
+                    loop_links,
+                    fingerprint,
+                    n_cells,
+                    community_seed,
+                    scored_rx,
+                    free_row_tx,
+                    metrics,
+                )
+            })
             .expect("spawning the writer");
 
-        let cap = Capture { links, free: free_pkt_rx, policy, batch_size: cfg.packet_batch.max(1), metrics };
-        let (decode_stats, interrupted) = capture_stage(source, cap, &sharder, setup.flow, setup.speed, cfg.tick, stop, metrics);
+        let cap = Capture {
+            links,
+            free: free_pkt_rx,
+            policy,
+            batch_size: cfg.packet_batch.max(1),
+            metrics,
+        };
+        let (decode_stats, interrupted) =
+            capture_stage(source, cap, &sharder, setup.flow, setup.speed, cfg.tick, stop, metrics);
         report.decode = decode_stats;
         report.interrupted = interrupted;
         for w in workers {

@@ -46,7 +46,8 @@ pub struct PageAccess {
 /// and then follow the address actually bound (port 0).
 pub fn bind(addr: SocketAddr, page: &PageAccess) -> Result<(tiny_http::Server, Access), WebError> {
     let access = Access::new(addr, &page.tokens, page.no_token, &page.hosts)?;
-    let server = tiny_http::Server::http(addr).map_err(|e| WebError::Bind { addr, msg: e.to_string() })?;
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| WebError::Bind { addr, msg: e.to_string() })?;
     let bound = server.server_addr().to_ip().unwrap_or(addr);
     Ok((server, access.bound_to(bound)))
 }
@@ -120,7 +121,8 @@ pub fn serve(server: &tiny_http::Server, state: &WebState<'_>, done: &AtomicBool
             }
         };
         let [host, origin, referer, content_type, authorization, cookie] =
-            ["Host", "Origin", "Referer", "Content-Type", "Authorization", "Cookie"].map(|n| header(&req, n));
+            ["Host", "Origin", "Referer", "Content-Type", "Authorization", "Cookie"]
+                .map(|n| header(&req, n));
         // One byte more than allowed tells a too-large body from one at the limit.
         let mut body = Vec::new();
         let read = req.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
@@ -150,15 +152,26 @@ pub fn serve(server: &tiny_http::Server, state: &WebState<'_>, done: &AtomicBool
             if refusals <= LOGGED_REFUSALS {
                 let path = url.split('?').next().unwrap_or("");
                 let from = origin.as_deref().or(referer.as_deref()).unwrap_or("no web page");
-                eprintln!("feedback  refused {method} {path} from {from} (Host {}): {} {}", host.as_deref().unwrap_or("none"), reply.status, error_of(&reply));
+                eprintln!(
+                    "feedback  refused {method} {path} from {from} (Host {}): {} {}",
+                    host.as_deref().unwrap_or("none"),
+                    reply.status,
+                    error_of(&reply)
+                );
             }
             if refusals == LOGGED_REFUSALS {
-                eprintln!("feedback  {LOGGED_REFUSALS} requests refused; further refusals are not logged");
+                eprintln!(
+                    "feedback  {LOGGED_REFUSALS} requests refused; further refusals are not logged"
+                );
             }
         }
-        let mut resp = tiny_http::Response::from_string(reply.body.as_str()).with_status_code(reply.status);
-        let headers = std::iter::once(("Content-Type", reply.content_type)).chain(reply.all_headers());
-        for h in headers.filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok()) {
+        let mut resp =
+            tiny_http::Response::from_string(reply.body.as_str()).with_status_code(reply.status);
+        let headers =
+            std::iter::once(("Content-Type", reply.content_type)).chain(reply.all_headers());
+        for h in headers
+            .filter_map(|(k, v)| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok())
+        {
             resp.add_header(h);
         }
         let _ = req.respond(resp);
@@ -167,7 +180,10 @@ pub fn serve(server: &tiny_http::Server, state: &WebState<'_>, done: &AtomicBool
 
 /// The `error` text of a JSON error reply.
 fn error_of(reply: &Reply) -> String {
-    serde_json::from_str::<serde_json::Value>(&reply.body).ok().and_then(|v| v["error"].as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -202,9 +218,14 @@ mod tests {
             Ok(_) => panic!("bound 0.0.0.0 without a token"),
         };
         assert!(e.contains("--feedback-no-token is for loopback only"), "{e}");
-        let (server, access) = bind("127.0.0.1:0".parse().unwrap(), &PageAccess::default()).unwrap();
+        let (server, access) =
+            bind("127.0.0.1:0".parse().unwrap(), &PageAccess::default()).unwrap();
         let port = server.server_addr().to_ip().unwrap().port();
         assert_ne!(port, 0);
-        assert!(access.page_url().starts_with(&format!("http://127.0.0.1:{port}/?token=")), "{}", access.page_url());
+        assert!(
+            access.page_url().starts_with(&format!("http://127.0.0.1:{port}/?token=")),
+            "{}",
+            access.page_url()
+        );
     }
 }

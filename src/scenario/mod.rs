@@ -156,12 +156,14 @@ impl Split {
 impl ScenarioFile {
     /// Reads and checks a scenario file.
     pub fn read(path: &Path) -> Result<ScenarioFile, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Io { path: path.to_owned(), source })?;
         ScenarioFile::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
-        let spec: ScenarioFile = toml::from_str(text).map_err(|source| ScenarioError::Toml { path: path.to_owned(), source })?;
+        let spec: ScenarioFile = toml::from_str(text)
+            .map_err(|source| ScenarioError::Toml { path: path.to_owned(), source })?;
         let bad = |problem: String| ScenarioError::Invalid { path: path.to_owned(), problem };
         if !(spec.labeled_share > 0.0 && spec.labeled_share <= 1.0) {
             return Err(bad(format!("labeled_share {} is not in (0, 1]", spec.labeled_share)));
@@ -177,17 +179,27 @@ impl ScenarioFile {
         }
         for c in &spec.captures {
             if c.kind.is_empty() || c.kind.contains([',', '"', '\n']) {
-                return Err(bad(format!("capture {}: kind {:?} must be a plain word", c.path.display(), c.kind)));
+                return Err(bad(format!(
+                    "capture {}: kind {:?} must be a plain word",
+                    c.path.display(),
+                    c.kind
+                )));
             }
             if c.unseen && c.kind == BENIGN {
-                return Err(bad(format!("capture {}: only attack kinds can be unseen", c.path.display())));
+                return Err(bad(format!(
+                    "capture {}: only attack kinds can be unseen",
+                    c.path.display()
+                )));
             }
         }
         // One kind is seen or unseen, never both: the split would contradict itself.
         let mut unseen_of: BTreeMap<&str, bool> = BTreeMap::new();
         for c in &spec.captures {
             if *unseen_of.entry(&c.kind).or_insert(c.unseen) != c.unseen {
-                return Err(bad(format!("kind {:?} is marked unseen on some captures and not on others", c.kind)));
+                return Err(bad(format!(
+                    "kind {:?} is marked unseen on some captures and not on others",
+                    c.kind
+                )));
             }
         }
         Ok(spec)
@@ -212,12 +224,22 @@ impl Scenario {
         for entry in &spec.captures {
             let path = spec.capture_path(file, entry);
             let mut rows: Vec<(crate::capture::Timestamp, Vec<f32>)> = Vec::new();
-            offline::encoded_rows([CaptureFile::open(&path)], spec.schema, flow, |rec, row| rows.push((rec.first_ts, row.to_vec())))
-            .map_err(|source| ScenarioError::Capture { scenario: file.to_owned(), capture: path.clone(), source })?;
+            offline::encoded_rows([CaptureFile::open(&path)], spec.schema, flow, |rec, row| {
+                rows.push((rec.first_ts, row.to_vec()))
+            })
+            .map_err(|source| ScenarioError::Capture {
+                scenario: file.to_owned(),
+                capture: path.clone(),
+                source,
+            })?;
             if rows.len() < 2 {
                 return Err(ScenarioError::Invalid {
                     path: file.to_owned(),
-                    problem: format!("capture {} has {} flows: at least 2 are needed to cut it in two", path.display(), rows.len()),
+                    problem: format!(
+                        "capture {} has {} flows: at least 2 are needed to cut it in two",
+                        path.display(),
+                        rows.len()
+                    ),
                 });
             }
             // Start-time order; records that start together keep the window order (stable sort).
@@ -231,7 +253,12 @@ impl Scenario {
                 values: rows.into_iter().flat_map(|r| r.1).collect(),
             });
         }
-        Ok(Scenario { file: file.to_owned(), names: spec.schema.schema().encoded_names(), spec, captures })
+        Ok(Scenario {
+            file: file.to_owned(),
+            names: spec.schema.schema().encoded_names(),
+            spec,
+            captures,
+        })
     }
 
     pub fn width(&self) -> usize {
@@ -268,7 +295,8 @@ impl Scenario {
             }
         }
         for rows in train_of_kind.values_mut() {
-            let k = ((self.spec.labeled_share * rows.len() as f64).ceil() as usize).clamp(1, rows.len());
+            let k = ((self.spec.labeled_share * rows.len() as f64).ceil() as usize)
+                .clamp(1, rows.len());
             rows.shuffle(&mut rng);
             for &r in &rows[..k] {
                 s.train_labeled[r] = true;
@@ -342,7 +370,11 @@ unseen = true
         let scan_test: Vec<f32> = s.test[2..4].to_vec();
         assert_eq!(scan_train.len(), 2);
         assert!(scan_train.iter().chain(&scan_test).all(|&v| (100.0..110.0).contains(&v)));
-        assert!(scan_train[0] < scan_train[1] && scan_train[1] < scan_test[0] && scan_test[0] < scan_test[1]);
+        assert!(
+            scan_train[0] < scan_train[1]
+                && scan_train[1] < scan_test[0]
+                && scan_test[0] < scan_test[1]
+        );
         // Flood is unseen: nothing in training, its test half (2 of 4 kept) in the test.
         assert_eq!(s.n_train(), 3);
         assert_eq!(s.n_test(), 6);
@@ -373,13 +405,19 @@ unseen = true
         let err = |text: &str| ScenarioFile::parse(p, text).unwrap_err().to_string();
         let e = err("name = 'x'\n[[capture]]\npath = 'a'\nkind = 'scan'\n");
         assert!(e.contains("scenarios/x.toml") && e.contains("benign"), "{e}");
-        let e = err("name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\n[[capture]]\npath = 'b'\nkind = 'scan'\nunseen = true\n");
+        let e = err(
+            "name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\n[[capture]]\npath = 'b'\nkind = 'scan'\nunseen = true\n",
+        );
         assert!(e.contains("no seen attack"), "{e}");
         let e = err("name = 'x'\nlabeled_share = 0\n[[capture]]\npath = 'a'\nkind = 'benign'\n");
         assert!(e.contains("labeled_share"), "{e}");
-        let e = err("name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\nunseen = true\n[[capture]]\npath = 'b'\nkind = 'scan'\n");
+        let e = err(
+            "name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\nunseen = true\n[[capture]]\npath = 'b'\nkind = 'scan'\n",
+        );
         assert!(e.contains("only attack kinds"), "{e}");
-        let e = err("name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\n[[capture]]\npath = 'b'\nkind = 'scan'\n[[capture]]\npath = 'c'\nkind = 'scan'\nunseen = true\n");
+        let e = err(
+            "name = 'x'\n[[capture]]\npath = 'a'\nkind = 'benign'\n[[capture]]\npath = 'b'\nkind = 'scan'\n[[capture]]\npath = 'c'\nkind = 'scan'\nunseen = true\n",
+        );
         assert!(e.contains("\"scan\" is marked unseen on some"), "{e}");
         let e = err("name = 'x'\n[[capture]]\npath = 'a'\nknd = 'benign'\n");
         assert!(e.contains("scenarios/x.toml") && e.contains("knd"), "{e}");

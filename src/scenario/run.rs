@@ -12,9 +12,9 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::{BENIGN, Split};
+use crate::features::SchemaKind;
 use crate::features::schema::PrepChoice;
 use crate::features::tables::Table;
-use crate::features::SchemaKind;
 use crate::model::eval::{self, Metrics, metrics, tpr_at_fpr};
 use crate::model::score::CpuScorer;
 use crate::model::train::{TrainConfig, TrainError};
@@ -55,13 +55,28 @@ pub struct Scored {
 }
 
 /// Trains `method` on the split's training rows and scores its test rows.
-pub fn score(method: Method, split: &Split, schema: SchemaKind, flow: &crate::flow::FlowConfig, seed: u64, fpr_budget: f64, device: &Device) -> Result<Scored, TrainError> {
+pub fn score(
+    method: Method,
+    split: &Split,
+    schema: SchemaKind,
+    flow: &crate::flow::FlowConfig,
+    seed: u64,
+    fpr_budget: f64,
+    device: &Device,
+) -> Result<Scored, TrainError> {
     let (model, scaler, cut) = match method {
         Method::Train | Method::Paper => {
             let prep = if method == Method::Paper { PrepChoice::Paper } else { PrepChoice::Schema };
             let cfg = TrainConfig { seed, prep, ..TrainConfig::default() };
             let labels = split.train_labeled.iter().map(|&l| l as u8).collect();
-            let fit = eval::fit_table(&Table::from_rows(schema, split.train.clone(), labels), &cfg, 0.05, 1.0, device, false)?;
+            let fit = eval::fit_table(
+                &Table::from_rows(schema, split.train.clone(), labels),
+                &cfg,
+                0.05,
+                1.0,
+                device,
+                false,
+            )?;
             let cut = fit.cut(fpr_budget, true);
             (fit.model, fit.prepared.scaler, cut)
         }
@@ -69,13 +84,29 @@ pub fn score(method: Method, split: &Split, schema: SchemaKind, flow: &crate::fl
             let cfg = BootstrapConfig { seed, ..BootstrapConfig::default() };
             let no_labels = vec![false; split.n_train()];
             let labeled = if method == Method::Cold { &no_labels } else { &split.train_labeled };
-            let b = bootstrap::train_on_rows(&split.train, labeled, schema, flow, "scenario", &cfg, fpr_budget, false)?;
-            let model = b.artifact.to_model(Path::new("(bootstrap)"), &Device::flex()).expect("a model just trained loads");
+            let b = bootstrap::train_on_rows(
+                &split.train,
+                labeled,
+                schema,
+                flow,
+                "scenario",
+                &cfg,
+                fpr_budget,
+                false,
+            )?;
+            let model = b
+                .artifact
+                .to_model(Path::new("(bootstrap)"), &Device::flex())
+                .expect("a model just trained loads");
             (model, b.artifact.scaler, b.cut)
         }
     };
     let n = split.n_test();
-    let scores = CpuScorer::new(&model).scores(&scaler.transform(&split.test, split.width, &(0..n).collect::<Vec<_>>()));
+    let scores = CpuScorer::new(&model).scores(&scaler.transform(
+        &split.test,
+        split.width,
+        &(0..n).collect::<Vec<_>>(),
+    ));
     Ok(Scored { scores, cut })
 }
 
@@ -106,7 +137,11 @@ pub fn judge(split: &Split, scores: &[f32], cut: f32) -> Judged {
         let alert = scores[i] >= cut;
         if split.test_attack[i] {
             tp += alert as u8 as f64;
-            let k = by_kind.entry(split.test_kind[i].clone()).or_insert((0.0, 0.0, split.test_unseen[i]));
+            let k = by_kind.entry(split.test_kind[i].clone()).or_insert((
+                0.0,
+                0.0,
+                split.test_unseen[i],
+            ));
             k.0 += alert as u8 as f64;
             k.1 += 1.0;
         } else {
@@ -129,7 +164,13 @@ pub fn judge(split: &Split, scores: &[f32], cut: f32) -> Judged {
 /// method may use), `label` (truth), `kind` and `unseen`.
 pub fn export(split: &Split, names: &[String], prefix: &Path) -> std::io::Result<()> {
     let d = split.width;
-    let write = |suffix: &str, rows: &[f32], labeled: Option<&[bool]>, attack: &[bool], kind: &[String], unseen: &[bool]| -> std::io::Result<()> {
+    let write = |suffix: &str,
+                 rows: &[f32],
+                 labeled: Option<&[bool]>,
+                 attack: &[bool],
+                 kind: &[String],
+                 unseen: &[bool]|
+     -> std::io::Result<()> {
         let mut name = prefix.as_os_str().to_owned();
         name.push(format!(".{suffix}"));
         let path = std::path::PathBuf::from(name);
@@ -139,12 +180,26 @@ pub fn export(split: &Split, names: &[String], prefix: &Path) -> std::io::Result
             for v in &rows[i * d..(i + 1) * d] {
                 write!(f, "{v},")?;
             }
-            writeln!(f, "{},{},{},{}", labeled.is_some_and(|l| l[i]) as u8, attack[i] as u8, kind[i], unseen[i] as u8)?;
+            writeln!(
+                f,
+                "{},{},{},{}",
+                labeled.is_some_and(|l| l[i]) as u8,
+                attack[i] as u8,
+                kind[i],
+                unseen[i] as u8
+            )?;
         }
         f.flush()
     };
     let no_unseen = vec![false; split.n_train()];
-    write("train.csv", &split.train, Some(&split.train_labeled), &split.train_attack, &split.train_kind, &no_unseen)?;
+    write(
+        "train.csv",
+        &split.train,
+        Some(&split.train_labeled),
+        &split.train_attack,
+        &split.train_kind,
+        &no_unseen,
+    )?;
     write("test.csv", &split.test, None, &split.test_attack, &split.test_kind, &split.test_unseen)
 }
 
@@ -185,4 +240,3 @@ mod tests {
         assert_eq!(j.recall_by_kind["flood"], (1.0, true));
     }
 }
-
