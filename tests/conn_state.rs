@@ -65,7 +65,9 @@ fn one_flow(name: &str, pkts: &[P]) -> FlowRecord {
 /// (trace, packets, history, conn_state, Argus state, orig_bytes, resp_bytes)
 #[test]
 fn crafted_edge_traces() {
-    let cases: Vec<(&str, Vec<P>, &str, &str, &str, u64, u64)> = vec![
+    /// (name, packets, history, conn_state, Argus state, orig_bytes, resp_bytes)
+    type Case = (&'static str, Vec<P>, &'static str, &'static str, &'static str, u64, u64);
+    let cases: Vec<Case> = vec![
         ("syn-only", vec![(true, SYN, 100, 0, 0, 0)], "S", "S0", "REQ", 0, 0),
         (
             "syn-then-rst",

@@ -11,7 +11,7 @@ fn label(i: u64) -> Label {
     Label {
         uid: format!("C{i:017}"),
         community_id: format!("1:{i}"),
-        verdict: if i % 2 == 0 { Verdict::Attack } else { Verdict::Benign },
+        verdict: if i.is_multiple_of(2) { Verdict::Attack } else { Verdict::Benign },
         by: "crash-test".into(),
         at: i as f64,
         note: "x".repeat((i % 50) as usize),

@@ -57,6 +57,7 @@ pub fn app_proto(rec: &FlowRecord) -> Option<&'static str> {
 }
 
 /// One alert as a JSON line (no trailing newline), appended to `out`.
+#[allow(clippy::too_many_arguments)] // one alert's parts, each from another stage of the pipeline
 pub fn write_alert(
     out: &mut String,
     rec: &FlowRecord,

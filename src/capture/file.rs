@@ -122,6 +122,10 @@ fn u16_at(b: &[u8], big: bool) -> u16 {
     if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
 }
 
+/// One record's place in the read buffer: (timestamp, link, wire length, data start in the
+/// buffer, captured length).
+type RawRecord = (Timestamp, LinkType, u32, usize, usize);
+
 impl CaptureFile {
     /// Opens a capture file and reads its header.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, CaptureError> {
@@ -310,7 +314,7 @@ impl CaptureFile {
         big: bool,
         nanos: bool,
         link: LinkType,
-    ) -> Result<Option<(Timestamp, LinkType, u32, usize, usize)>, CaptureError> {
+    ) -> Result<Option<RawRecord>, CaptureError> {
         if self.fill(16)? == 0 {
             return Ok(None);
         }
@@ -339,9 +343,7 @@ impl CaptureFile {
         Ok(Some((ts, link, wire, start, caplen)))
     }
 
-    fn next_pcapng(
-        &mut self,
-    ) -> Result<Option<(Timestamp, LinkType, u32, usize, usize)>, CaptureError> {
+    fn next_pcapng(&mut self) -> Result<Option<RawRecord>, CaptureError> {
         loop {
             if self.fill(12)? == 0 {
                 return Ok(None);
@@ -368,7 +370,7 @@ impl CaptureFile {
                 };
             }
             let total = u32_at(&self.buf[self.pos + 4..self.pos + 8], big) as usize;
-            if total < 12 || total % 4 != 0 || total > MAX_RECORD {
+            if total < 12 || !total.is_multiple_of(4) || total > MAX_RECORD {
                 return Err(self.corrupt(format!("block length {total} is invalid")));
             }
             self.need(total)?;
@@ -550,7 +552,6 @@ mod tests {
             w.write(Timestamp(1_500_000_000_123_456_000 + i as i64 * 1000), &[i as u8; 60], 60)
                 .unwrap();
         }
-        drop(w);
         out
     }
 

@@ -103,6 +103,8 @@ impl PacketSource for LiveSource {
         let LiveSource { cap, link, iface, warnings, ended, idle_sleep } = self;
         match cap.next_packet() {
             Ok(p) => {
+                #[allow(clippy::unnecessary_cast)]
+                // time_t and suseconds_t are i64 here, not everywhere
                 let ts = Timestamp(
                     p.header.ts.tv_sec as i64 * 1_000_000_000 + p.header.ts.tv_usec as i64 * 1000,
                 );

@@ -61,7 +61,7 @@ impl Rng {
 }
 
 impl TruthRow {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one truth row's columns, in the file's order
     fn new(
         label: u8,
         kind: &'static str,
@@ -175,7 +175,7 @@ struct Conv<'a> {
 }
 
 impl<'a> Conv<'a> {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // a conversation's endpoints and timing, in the order they read in the generator
     fn new(
         out: &'a mut Pending,
         client: Ipv4Addr,

@@ -389,7 +389,7 @@ fn open_page(
 }
 
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the command's parsed options as `replay` and `live` each hold them
 pub fn detect(
     source: &mut dyn PacketSource,
     d: &DetectArgs,

@@ -576,7 +576,7 @@ impl RangeCheck {
     pub fn summary(&self, scaler: &Scaler, names: &[String], top: usize) -> String {
         let mut cols: Vec<(usize, u64)> =
             self.outside.iter().copied().enumerate().filter(|c| c.1 > 0).collect();
-        cols.sort_by(|a, b| b.1.cmp(&a.1));
+        cols.sort_by_key(|c| std::cmp::Reverse(c.1));
         let list: Vec<String> = cols
             .iter()
             .take(top)

@@ -315,7 +315,7 @@ impl RecordExtractor for UnswExtractor {
             if pkts == 0 { 0.0 } else { (bytes as f64 / pkts as f64).round() }
         };
         let load = |bytes: u64, pkts: u64| {
-            if pkts == 0 { 0.0 } else { per_sec((bytes - bytes / pkts) as f64 * 8.0, dur) }
+            bytes.checked_div(pkts).map_or(0.0, |mean| per_sec((bytes - mean) as f64 * 8.0, dur))
         };
         out.extend([
             Cell::Time(r.first_ts),

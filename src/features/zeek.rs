@@ -53,14 +53,14 @@ impl ZeekExtractor {
                     known: CONN_LOG.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
                 });
             }
-            if let FeatureType::Categorical(_) = f.kind {
-                if !matches!(f.name.as_str(), "proto" | "service" | "conn_state") {
-                    return Err(UnknownFeature {
-                        schema: schema.name.clone(),
-                        feature: format!("{} (as categorical)", f.name),
-                        known: "proto, service, conn_state".into(),
-                    });
-                }
+            if let FeatureType::Categorical(_) = f.kind
+                && !matches!(f.name.as_str(), "proto" | "service" | "conn_state")
+            {
+                return Err(UnknownFeature {
+                    schema: schema.name.clone(),
+                    feature: format!("{} (as categorical)", f.name),
+                    known: "proto, service, conn_state".into(),
+                });
             }
         }
         let columns = CONN_LOG

@@ -503,7 +503,7 @@ impl FlowTable {
         self.create(key, src_is_lo, sport, dport, m, now, sink)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // a new flow's key parts and first packet, all on the hot path: no struct to build per flow
     fn create(
         &mut self,
         key: FlowKey,
@@ -575,6 +575,7 @@ mod tests {
     use crate::decode::{TcpFlags, TcpMeta};
     use std::time::Duration;
 
+    #[allow(clippy::too_many_arguments)] // a packet's fields, one per argument, read as a row
     fn pkt(
         ts_ms: i64,
         src: [u8; 4],

@@ -244,7 +244,8 @@ mod tests {
     // ---- Tests from a closed (inactive) start, one line per Zeek code ----
     #[test]
     fn conn_state_table() {
-        let cases: &[(&[(bool, u8, u32)], &str, ConnState)] = &[
+        type Packets<'a> = &'a [(bool, u8, u32)];
+        let cases: &[(Packets, &str, ConnState)] = &[
             (&[(true, S, 0)], "S", ConnState::S0),
             (&[(true, S, 0), (false, S | A, 0), (true, A, 0)], "ShA", ConnState::S1),
             (

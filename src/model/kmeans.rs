@@ -59,13 +59,13 @@ pub fn kmeans(data: &[f32], dim: usize, k: usize, rng: &mut impl Rng, max_iter: 
     for _ in 0..max_iter.max(1) {
         let mut changed = false;
         inertia = 0.0;
-        for i in 0..n {
+        for (i, label) in labels.iter_mut().enumerate() {
             let (best, bd) = (0..k)
                 .map(|c| (c, dist2(row(i), &centroids[c * dim..(c + 1) * dim])))
                 .fold((0, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
             inertia += bd;
-            if labels[i] != best {
-                labels[i] = best;
+            if *label != best {
+                *label = best;
                 changed = true;
             }
         }

@@ -196,7 +196,8 @@ impl TrainConfig {
         if self.batch_unlabeled == 0 || self.batch_labeled == 0 || self.batches_per_epoch == 0 {
             return bad("batch sizes and batches_per_epoch must be at least 1");
         }
-        if !(self.lr > 0.0) || !(self.dwa_temperature > 0.0) || !(self.alpha > 0.0) {
+        // `all(x > 0)` and not `x <= 0`: NaN fails it too.
+        if ![self.lr, self.dwa_temperature, self.alpha].iter().all(|&x| x > 0.0) {
             return bad("lr, dwa_temperature and alpha must be positive");
         }
         if ![self.min_delta, self.pretrain_min_delta].iter().all(|d| *d >= 0.0 && d.is_finite()) {

@@ -185,7 +185,7 @@ impl<W: Write> RecordWriter<W> {
                             let _ = write!(line, "{v:.6}");
                         }
                         Cell::Count(v) => push_u64(*v, line),
-                        Cell::Text(t) if t.is_empty() => line.push_str("(empty)"),
+                        Cell::Text("") => line.push_str("(empty)"),
                         Cell::Text(t) => line.push_str(t),
                         Cell::Str(s) if s.is_empty() => line.push_str("(empty)"),
                         Cell::Str(s) => line.push_str(s),

@@ -233,6 +233,7 @@ pub const MIN_FLOWS: usize = 20;
 /// what attack traffic does in these features (one-sided, short, repeated, many ports or
 /// sources), where an unsupervised score on a network whose traffic is a quarter attacks finds
 /// nothing (docs/detection.md). The first real labels replace them.
+#[allow(clippy::too_many_arguments)] // `mnpflow train`'s inputs, as `train_on_captures` passes them on
 pub fn train_on_rows(
     values: &[f32],
     labeled: &[bool],

@@ -39,7 +39,7 @@ pub struct WebSetup {
 
 /// Runs the stream with the loop and the page; returns when the stream has drained (and,
 /// with `web.stay`, the page was stopped).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the stream's parts plus the loop's and the page's, each owned by the caller
 pub fn run(
     source: &mut dyn PacketSource,
     setup: Setup<'_>,

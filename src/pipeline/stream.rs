@@ -403,7 +403,7 @@ impl Capture<'_> {
         {
             return;
         }
-        let mut batch = std::mem::replace(&mut link.current, PacketBatch::default());
+        let mut batch = std::mem::take(&mut link.current);
         batch.clock = clock;
         let n = batch.pkts.len() as u64;
         match send_or_drop(&link.tx, batch, self.policy) {
@@ -454,7 +454,7 @@ fn advance_clock(clock: &mut Option<Timestamp>, ts: Timestamp, regression_ns: i6
 /// How far behind the wall clock the live flow clock is held (1 s).
 const LIVE_CLOCK_SLACK_NS: i64 = 1_000_000_000;
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a stage's channel ends, clock and counters, wired once in `run`
 fn capture_stage(
     source: &mut dyn PacketSource,
     mut cap: Capture<'_>,
@@ -586,7 +586,7 @@ fn capture_stage(
 // ---------------------------------------------------------------------------------------
 // Flow workers
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a stage's channel ends, clock and counters, wired once in `run`
 fn flow_worker(
     worker: usize,
     mut table: FlowTable,
@@ -667,7 +667,7 @@ fn flow_worker(
 /// and encodes them into scorer batches. Everything downstream (the `ct_*` window here, the
 /// threshold calibrator, the reservoir, the output files) sees that one order, whatever the
 /// number of workers and however their threads ran.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a stage's channel ends, clock and counters, wired once in `run`
 fn features_stage(
     mut extractor: Box<dyn RecordExtractor>,
     rx: Receiver<FlowBatch>,
@@ -774,7 +774,7 @@ fn threshold_for(scoring: &Scoring, base: Threshold, explicit: bool) -> Threshol
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a stage's channel ends, clock and counters, wired once in `run`
 fn score_stage(
     slot: &ModelSlot<Scoring>,
     width: usize,
@@ -865,7 +865,10 @@ fn scored_record(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the writer hands back when it ends: the record writer, the alert sink, its counts.
+type WriterEnd = (Option<RecordWriter<Box<dyn Write + Send>>>, Box<dyn Write + Send>, WriterResult);
+
+#[allow(clippy::too_many_arguments)] // the writer's ends of the channels and the outputs it owns
 fn writer_stage(
     mut outputs: Outputs,
     links: LoopLinks<'_>,
@@ -875,7 +878,7 @@ fn writer_stage(
     rx: Receiver<RowBatch>,
     free: Sender<RowBatch>,
     metrics: &Metrics,
-) -> (Option<RecordWriter<Box<dyn Write + Send>>>, Box<dyn Write + Send>, WriterResult) {
+) -> WriterEnd {
     let mut line = String::new();
     let mut cells: Vec<Cell> = Vec::with_capacity(n_cells + 2);
     let (mut lat, mut lat_flush): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
@@ -1099,6 +1102,7 @@ pub struct Setup<'a> {
 
 /// Runs `source` through the pipeline until it ends or `stop` is set; returns when every
 /// stage has drained and the outputs are flushed.
+#[allow(clippy::too_many_arguments)] // the pipeline's parts, each owned by a different caller
 pub fn run(
     source: &mut dyn PacketSource,
     setup: Setup<'_>,
@@ -1139,7 +1143,7 @@ pub fn run(
         worker_rx.push(rx);
     }
     let done = AtomicBool::new(false);
-    let file_stats;
+
     let mut report = StreamReport::default();
     std::thread::scope(|s| {
         let listener = setup.metrics_listener;
@@ -1254,7 +1258,7 @@ pub fn run(
     });
     // Each worker counted the resets it was told of; the stream had them once.
     report.flow.clock_resets /= n as u64;
-    file_stats = source.file_stats();
+    let file_stats = source.file_stats();
     report.file = file_stats;
     report.warnings = source.take_warnings();
     report

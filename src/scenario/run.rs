@@ -133,8 +133,8 @@ pub fn judge(split: &Split, scores: &[f32], cut: f32) -> Judged {
     let neg = labels.len() as f64 - pos;
     let (mut tp, mut fp) = (0.0, 0.0);
     let mut by_kind: BTreeMap<String, (f64, f64, bool)> = BTreeMap::new();
-    for i in 0..scores.len() {
-        let alert = scores[i] >= cut;
+    for (i, &score) in scores.iter().enumerate() {
+        let alert = score >= cut;
         if split.test_attack[i] {
             tp += alert as u8 as f64;
             let k = by_kind.entry(split.test_kind[i].clone()).or_insert((
