@@ -21,7 +21,10 @@ fn ip(args: &[&str]) {
 
 impl Netns {
     fn new() -> Netns {
-        let id = std::process::id() % 100_000;
+        // One pair per test, tests run in parallel: the process id and a count.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}x{n}", std::process::id() % 100_000);
         let n = Netns { a: format!("mnpA{id}"), b: format!("mnpB{id}") };
         ip(&["netns", "add", &n.a]);
         ip(&["netns", "add", &n.b]);
@@ -147,6 +150,102 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
     let alerts = std::fs::read_to_string(out_dir.path().join("alerts.jsonl")).unwrap();
     assert!(!alerts.is_empty(), "no alert; stderr: {err}");
     assert!(err.contains("capture: 0 kernel"), "{err}");
+}
+
+/// No model anywhere: `live` learns the network from its first flows, trains, and then scores
+/// those flows too (replayed from memory) before the interface's later traffic.
+#[test]
+fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
+    use std::io::{BufRead, BufReader};
+    assert!(is_root(), "the live test runs as root (network namespaces); CI runs it as root");
+    let ns = Netns::new();
+    let work = tempfile::tempdir().unwrap();
+    let (out_dir, data_dir) = (work.path().join("out"), work.path().join("data"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let config = work.path().join("mnpflow.toml");
+    // A short warm-up: 30 flows or 10 s, and a quick training run.
+    std::fs::write(
+        &config,
+        "[bootstrap]\nwarmup_flows = 30\nwarmup_seconds = 10.0\nmax_epochs = 20\npretrain_epochs = 20\n",
+    )
+    .unwrap();
+    let mut child = ns
+        .exec(&ns.a)
+        .arg(env!("CARGO_BIN_EXE_mnpflow"))
+        .arg("--config")
+        .arg(&config)
+        .args(["live", "--interface", &ns.dev_a(), "--filter", "ip", "--flows", "jsonl"])
+        .args(["--rules", "none", "--output-dir"])
+        .arg(&out_dir)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its standard error, line by line, on a thread: the test waits for the detector to start.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut err = String::new();
+    let mut wait_for = |needle: &str, secs: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while !err.contains(needle) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => err.push_str(&(l + "\n")),
+                Err(_) => panic!("no {needle:?} within {secs} s: {err}"),
+            }
+        }
+    };
+    wait_for("cold start", 10);
+    std::thread::sleep(Duration::from_millis(500));
+    // The warm-up's traffic: a connect scan of 40 closed ports (40 short flows).
+    let scan = "for p in $(seq 20 59); do timeout 0.3 bash -c \"echo > /dev/tcp/10.213.0.1/$p\" 2>/dev/null; done; true";
+    assert!(ns.exec(&ns.b).args(["bash", "-c", scan]).status().unwrap().success());
+    wait_for("capturing on", 120);
+    // After the model: a ping, which must end on the wall clock (ICMP idle 5 s) before Ctrl-C.
+    let st = ns
+        .exec(&ns.b)
+        .args(["ping", "-c", "3", "-i", "0.2", "10.213.0.1"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ping between the namespaces failed");
+    std::thread::sleep(Duration::from_secs(7));
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(l) = rx.try_recv() {
+        err.push_str(&(l + "\n"));
+    }
+    assert!(status.success(), "{err}");
+    assert!(err.contains("warm-up") && err.contains("cold start: no labeled attack"), "{err}");
+    // The model it trained is kept in the data directory.
+    let models: Vec<_> = std::fs::read_dir(data_dir.join("models"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("live-"))
+        .collect();
+    assert_eq!(models.len(), 1, "{err}");
+    assert!(err.contains("as model v1"), "registered, for the next start: {err}");
+    // Every flow was scored: the warm-up's scan as well as the later ping.
+    let flows = std::fs::read_to_string(out_dir.join("flows.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> =
+        flows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let scanned: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .filter(|r| r["proto"] == "tcp" && r["srcip"] == "10.213.0.2")
+        .filter_map(|r| r["dsport"].as_u64())
+        .collect();
+    assert!((20..60).all(|p| scanned.contains(&p)), "warm-up flows scored: {scanned:?}\n{err}");
+    let icmp = rows.iter().filter(|r| r["proto"] == "icmp").count();
+    assert_eq!(icmp, 1, "the ping after the warm-up: {flows}");
+    assert!(rows.iter().all(|r| r["score"].as_f64().is_some()), "every flow has a score");
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub mod threshold;
 use serde::{Deserialize, Serialize};
 
 pub use rules::{Rule, RuleError, RuleSet};
-pub use threshold::{Threshold, ThresholdCalibrator};
+pub use threshold::{BudgetCut, Threshold, ThresholdCalibrator};
 
 /// Why a flow scored what it did (MNPWAD's explanation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -33,9 +33,9 @@ pub struct Explanation {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
     /// A score (`"0.9"`) or a target alert rate (`"2%"`): the share of recent flows that
-    /// alert, recalibrated on every batch over the last `calibration_window` scores. Unset:
-    /// a model `replay` just trained with labels uses its best-F1 cut on those labels, any
-    /// other model `2%`.
+    /// alert, recalibrated per flow over the last `calibration_window` scores. Unset: a model
+    /// trained by mnpflow holds its false-positive budget (`fpr_budget`) over the recent
+    /// normal-looking flows, never below its training cut; a model without one `2%`.
     pub threshold: Option<String>,
     /// Scores kept for rate calibration (10000 flows).
     pub calibration_window: usize,

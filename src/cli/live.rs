@@ -5,10 +5,15 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 
-use super::replay::{DetectArgs, load_model, registry_model};
+use super::replay::{DetectArgs, LoadedModel, load_model, register, registry_model, save_trained};
+use crate::capture::Timestamp;
 use crate::capture::live::LiveSource;
+use crate::capture::source::PacketSource;
 use crate::config::Config;
+use crate::features::SchemaKind;
+use crate::pipeline::bootstrap::{self, MIN_FLOWS};
 use crate::pipeline::stream::{Backpressure, Speed};
+use crate::pipeline::warmup::{self, Replayed, WarmupEnd, WarmupLimits};
 
 #[derive(Debug, Args)]
 pub struct LiveArgs {
@@ -27,6 +32,10 @@ pub struct LiveArgs {
     /// Kernel capture buffer in bytes (default from [live] buffer_size).
     #[arg(long)]
     pub buffer_size: Option<u32>,
+    /// Feature vocabulary of the model trained at cold start (no --model and no model in
+    /// the registry); a given model brings its own.
+    #[arg(long, value_enum, default_value_t = SchemaKind::Unsw)]
+    pub schema: SchemaKind,
     #[command(flatten)]
     pub detect: DetectArgs,
 }
@@ -47,29 +56,34 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
-    let loaded = match &args.detect.model {
+    let dir = super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
+    let (loaded, recording) = match &args.detect.model {
         Some(model) => match load_model(model) {
-            Ok(m) => m,
+            Ok(m) => (m, None),
             Err(e) => bail!("loading model {}: {e:#}", model.display()),
         },
-        None => {
-            let dir =
-                super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
-            match registry_model(&dir)? {
-                Some(m) => m,
-                None => bail!(
-                    "live needs a model: --model FILE, or a current model in the registry of {} (train one with `mnpflow train`, or let `mnpflow replay` train one on a capture of this network, cold without --truth)",
-                    dir.display()
-                ),
+        None => match registry_model(&dir)? {
+            Some(m) => (m, None),
+            None => {
+                let (m, r) = cold_start(&mut source, &args, config, &dir)?;
+                (m, Some(r))
             }
-        }
+        },
     };
     eprintln!(
         "capturing on {} (Ctrl-C to stop; open flows are flushed and scored)",
         args.interface
     );
+    let mut replayed;
+    let source: &mut dyn PacketSource = match recording {
+        Some(r) => {
+            replayed = Replayed::new(r, &mut source);
+            &mut replayed
+        }
+        None => &mut source,
+    };
     super::replay::detect(
-        &mut source,
+        source,
         &args.detect,
         config,
         loaded,
@@ -79,4 +93,83 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         false,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// No model anywhere: learn this network from the interface's first flows (the `[bootstrap]
+/// warmup_*` limits), train on them with no labels as `replay` would on a capture, and hand
+/// back the recording, which the detector reads before the interface so that the warm-up's
+/// flows are scored too ([`crate::pipeline::warmup`]).
+fn cold_start(
+    source: &mut LiveSource,
+    args: &LiveArgs,
+    config: &Config,
+    dir: &std::path::Path,
+) -> anyhow::Result<(LoadedModel, warmup::Recording)> {
+    let b = &config.bootstrap;
+    let limits = WarmupLimits {
+        flows: b.warmup_flows.max(MIN_FLOWS),
+        time: std::time::Duration::from_secs_f64(b.warmup_seconds.clamp(1.0, 1e7)),
+        bytes: b.warmup_bytes,
+    };
+    eprintln!(
+        "cold start: no --model and no model in the registry of {}: learning this network from its first {} flows on {} (at most {:.0} s); they are scored once the model is trained",
+        dir.display(),
+        limits.flows,
+        args.interface,
+        limits.time.as_secs_f64()
+    );
+    crate::pipeline::catch_interrupt();
+    let w = warmup::record(
+        source,
+        args.schema,
+        &config.flow,
+        &limits,
+        &crate::pipeline::INTERRUPTED,
+        |flows, t| eprintln!("warm-up   {flows} flows in {:.0} s", t.as_secs_f64()),
+    );
+    let why = match w.ended_by {
+        WarmupEnd::Flows => "enough flows",
+        WarmupEnd::Time => "time limit ([bootstrap] warmup_seconds)",
+        WarmupEnd::Bytes => "memory limit ([bootstrap] warmup_bytes)",
+        WarmupEnd::SourceEnded => "the interface stopped delivering packets",
+        WarmupEnd::Interrupted => bail!(
+            "interrupted during the cold start's warm-up after {} flows: no model was trained and nothing was scored",
+            w.flows
+        ),
+    };
+    eprintln!(
+        "warm-up   {} flows, {} packets ({:.1} MB held) in {:.0} s: {why}",
+        w.flows,
+        w.recording.packets(),
+        w.recording.bytes() as f64 / 1e6,
+        w.elapsed.as_secs_f64()
+    );
+    if w.flows < MIN_FLOWS {
+        bail!(
+            "cold start on {}: {} flows in the warm-up, too few to learn this network's traffic (at least {MIN_FLOWS}); raise [bootstrap] warmup_seconds or pass --model",
+            args.interface,
+            w.flows
+        );
+    }
+    let trained = bootstrap::train_on_rows(
+        &w.rows,
+        &vec![false; w.flows],
+        args.schema,
+        &config.flow,
+        &format!("live {} (first {} flows)", args.interface, w.flows),
+        b,
+        config.alert.fpr_budget,
+        false,
+    )?;
+    let stem = format!("live-{}-{}", args.interface, Timestamp::wall_now().as_secs_f64() as u64);
+    let mut loaded = save_trained(&trained, dir, &stem, config)?;
+    // The registry's current model from now on: a restart uses it instead of learning again.
+    register(&mut loaded, dir)?;
+    if crate::pipeline::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!(
+            "interrupted while the cold start's model trained: the model was kept ({}), nothing was scored",
+            loaded.path.display()
+        );
+    }
+    Ok((loaded, w.recording))
 }

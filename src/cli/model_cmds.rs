@@ -193,7 +193,9 @@ pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<Exi
         },
     );
     // The alert cut that holds the false-positive budget on the training rows.
-    art.cut = Some(trained.cut(config.alert.fpr_budget, true));
+    let budget = trained.cut(config.alert.fpr_budget, true);
+    art.cut = Some(budget.floor);
+    art.budget = Some(budget);
     art.save(&a.output).with_context(|| format!("writing model {}", a.output.display()))?;
     let r = &trained.report;
     eprintln!(

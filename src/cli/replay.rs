@@ -153,8 +153,8 @@ pub struct LoadedModel {
     pub model: Mnpwad,
     /// The model file's bytes (they name its version).
     pub bytes: Vec<u8>,
-    /// The threshold that comes with the model (best-F1 cut of a model trained just now, or
-    /// the registry's cut).
+    /// The threshold that comes with the model (its false-positive budget, or the registry's
+    /// cut).
     pub suggested: Option<Threshold>,
     pub schema: SchemaKind,
     pub path: PathBuf,
@@ -163,10 +163,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// The fixed cut that comes with the model, if any.
+    /// The fixed cut that comes with the model (a budget's floor), if any.
     fn cut(&self) -> Option<f32> {
         match self.suggested {
             Some(Threshold::Score(c)) => Some(c),
+            Some(Threshold::Budget(b)) => Some(b.floor),
             _ => None,
         }
     }
@@ -197,7 +198,7 @@ pub fn load_model(path: &Path) -> anyhow::Result<LoadedModel> {
     art.check_layout(path, &schema.name, &schema.fingerprint())?;
     let model = art.to_model(path, &burn::tensor::Device::flex())?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let suggested = art.cut.map(Threshold::Score);
+    let suggested = art.budget.map(Threshold::Budget).or(art.cut.map(Threshold::Score));
     Ok(LoadedModel {
         artifact: art,
         model,
@@ -217,14 +218,18 @@ pub fn registry_model(data_dir: &Path) -> anyhow::Result<Option<LoadedModel>> {
     let mut m = load_model(&path)
         .with_context(|| format!("loading the registry's current model v{}", e.version))?;
     m.registry_version = Some(e.version);
-    m.suggested = e.cut.map(Threshold::Score).or(m.suggested);
+    // A model's own budget first; the registry's cut is the rate-matched one of a model the
+    // learning loop trained (those carry no budget).
+    if !matches!(m.suggested, Some(Threshold::Budget(_))) {
+        m.suggested = e.cut.map(Threshold::Score).or(m.suggested);
+    }
     Ok(Some(m))
 }
 
 /// Makes sure the model in service is in the registry (the learning loop needs a parent to
 /// promote from and a version to roll back to): the current entry when its file is the same,
 /// else a new version.
-fn register(loaded: &mut LoadedModel, data_dir: &Path) -> anyhow::Result<()> {
+pub(super) fn register(loaded: &mut LoadedModel, data_dir: &Path) -> anyhow::Result<()> {
     if loaded.registry_version.is_some() {
         return Ok(());
     }
@@ -530,6 +535,37 @@ pub fn detect(
     Ok(report)
 }
 
+/// Saves a model the sensor just trained as `DATA/models/STEM.mnp`, says what it is, and loads
+/// it back (the file carries its threshold).
+pub fn save_trained(
+    b: &bootstrap::Bootstrapped,
+    data_dir: &Path,
+    stem: &str,
+    config: &Config,
+) -> anyhow::Result<LoadedModel> {
+    let dir = data_dir.join("models");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{stem}.mnp"));
+    b.artifact.save(&path)?;
+    eprintln!(
+        "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); alert cut {:.4}: at most {}% of the normal-looking flows alert",
+        b.flows,
+        b.anomalies,
+        b.elapsed.as_secs_f64(),
+        path.display(),
+        b.cut,
+        config.alert.fpr_budget * 100.0
+    );
+    if b.cold_start {
+        eprintln!(
+            "cold start: no labeled attack, so the model learned this traffic against {} attacks of mnpflow's traffic generator (scan, flood, brute force, beacon, exfiltration); \
+             label alerts (mnpflow label, --feedback) and run with --learn to move to the weakly supervised model",
+            b.library
+        );
+    }
+    load_model(&path)
+}
+
 pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let (captures, truth_path) = if args.captures.is_empty() {
         let d = ReplayArgs::bundled_default()?;
@@ -576,32 +612,11 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 config.alert.fpr_budget,
                 false,
             )?;
-            let dir = data_dir(&args.detect.data_dir).join("models");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let stem = captures[0]
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "capture".into());
-            let path = dir.join(format!("{stem}.mnp"));
-            b.artifact.save(&path)?;
-            eprintln!(
-                "trained on {} flows ({} labeled attacks) in {:.1} s -> {} (reuse with --model); alert cut {:.4}: at most {}% of the normal-looking training flows alert",
-                b.flows,
-                b.anomalies,
-                b.elapsed.as_secs_f64(),
-                path.display(),
-                b.cut,
-                config.alert.fpr_budget * 100.0
-            );
-            if b.cold_start {
-                eprintln!(
-                    "cold start: no labeled attack, so the model learned this traffic against {} attacks of mnpflow's traffic generator (scan, flood, brute force, beacon, exfiltration); \
-                     label alerts (mnpflow label, --feedback) and run with --learn to move to the weakly supervised model",
-                    b.library
-                );
-            }
-            // The model file carries its cut (load_model reads it).
-            load_model(&path)?
+            save_trained(&b, &data_dir(&args.detect.data_dir), &stem, config)?
         }
     };
     let report = detect(

@@ -41,6 +41,7 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
     if !(0.0..1.0).contains(&budget) {
         anyhow::bail!("false-positive budget {budget}: expected a share in [0, 1), e.g. 0.01");
     }
+    let alert = crate::alert::AlertConfig { fpr_budget: budget, ..config.alert.clone() };
     let compute = device::select(a.backend);
     let kind = sc.spec.schema;
     eprintln!("scenario {} ({}): {} captures", sc.spec.name, file.display(), sc.captures.len());
@@ -78,19 +79,22 @@ pub fn run(file: &Path, a: &EvalArgs, config: &crate::config::Config) -> anyhow:
                 .with_context(|| format!("writing {}.*.csv", prefix.display()))?;
         }
         for (m, judged) in results.iter_mut() {
-            let s = run::score(*m, &split, kind, &config.flow, seed, budget, &compute.device)
+            let s = run::score(*m, &split, kind, &config.flow, seed, &alert, &compute.device)
                 .with_context(|| format!("{} on seed {seed}", m.name()))?;
-            let j = run::judge(&split, &s.scores, s.cut);
+            let j = run::judge(&split, &s.scores, &s.cuts);
+            let fixed = run::judge(&split, &s.scores, &vec![s.floor(); s.scores.len()]);
             eprintln!(
-                "  {:<38} AUC-PR {:.3}  AUC-ROC {:.3}  TPR@1%FPR {:.3}  at its cut {:.4}: precision {:.3} recall {:.3} FPR {:.4}",
+                "  {:<38} AUC-PR {:.3}  AUC-ROC {:.3}  TPR@1%FPR {:.3}  threshold: precision {:.3} recall {:.3} FPR {:.4} (training cut {:.4} alone: recall {:.3} FPR {:.4})",
                 m.name(),
                 j.metrics.auc_pr,
                 j.metrics.auc_roc,
                 j.tpr_at_1pct_fpr,
-                s.cut,
                 j.precision,
                 j.recall,
-                j.fpr
+                j.fpr,
+                s.floor(),
+                fixed.recall,
+                fixed.fpr
             );
             judged.push(j);
         }

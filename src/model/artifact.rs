@@ -75,6 +75,12 @@ pub struct Artifact {
     /// Absent from model files written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut: Option<f32>,
+    /// The threshold that holds the false-positive budget on the traffic the model meets
+    /// (`cut` is its floor): preferred over `cut` when present. Absent from model files
+    /// written before it existed and from the learning loop's models (their cut matches the
+    /// alert rate of the model they replace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::alert::threshold::BudgetCut>,
 }
 
 /// Why a model file was refused.
@@ -145,6 +151,7 @@ impl Artifact {
             data,
             weights,
             cut: None,
+            budget: None,
         }
     }
 

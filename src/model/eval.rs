@@ -313,7 +313,7 @@ impl Fit {
     /// ([`crate::alert::threshold::budget_cut`]). `labels_are_attacks` says whether the labeled
     /// rows are confirmed attacks (false for cold start's synthetic ones, which say nothing
     /// about how real attacks score).
-    pub fn cut(&self, budget: f64, labels_are_attacks: bool) -> f32 {
+    pub fn cut(&self, budget: f64, labels_are_attacks: bool) -> crate::alert::threshold::BudgetCut {
         let scorer = super::score::CpuScorer::new(&self.model);
         let anomalies =
             if labels_are_attacks { scorer.scores(&self.prepared.anomalies) } else { Vec::new() };

@@ -20,6 +20,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::offline;
+use crate::alert::BudgetCut;
 use crate::capture::{CaptureError, CaptureFile};
 use crate::features::SchemaKind;
 use crate::features::tables::Table;
@@ -53,6 +54,12 @@ pub struct BootstrapConfig {
     /// With no labeled attack at all (cold start): attack conversations of the generator's
     /// library trained on as the labeled anomalies, at most (200).
     pub library_rows: usize,
+    /// `live` with no model (cold start) learns from the interface's first flows: this many
+    /// (2000), or what arrives in `warmup_seconds` (600), or until `warmup_bytes` of packets
+    /// (256 MiB) are held for the detector to replay, whichever comes first.
+    pub warmup_flows: usize,
+    pub warmup_seconds: f64,
+    pub warmup_bytes: usize,
 }
 
 impl Default for BootstrapConfig {
@@ -67,6 +74,9 @@ impl Default for BootstrapConfig {
             max_rows: 50_000,
             val_fraction: 0.05,
             library_rows: 200,
+            warmup_flows: 2000,
+            warmup_seconds: 600.0,
+            warmup_bytes: 256 << 20,
         }
     }
 }
@@ -180,8 +190,10 @@ pub struct Bootstrapped {
     pub artifact: Artifact,
     /// The score cut that holds the false-positive budget on the training flows
     /// ([`crate::model::eval::Fit::cut`]): the alert threshold `replay` uses unless told
-    /// otherwise.
+    /// otherwise: the floor of `budget`.
     pub cut: f32,
+    /// The threshold that holds the budget on the traffic the model meets.
+    pub budget: BudgetCut,
     /// Trained with no labeled attack, against the generator's attack library.
     pub cold_start: bool,
     /// Attacks of the generator's library trained against (cold start only).
@@ -283,7 +295,7 @@ pub fn train_on_rows(
     let scaler = fit.prepared.scaler.clone();
     // The library's attacks stand for the confirmed ones: rows that score like them are set
     // aside before the budget is counted.
-    let cut = fit.cut(fpr_budget, true);
+    let budget = fit.cut(fpr_budget, true);
     let mut artifact = Artifact::new(
         &fit.model,
         Layout {
@@ -307,10 +319,12 @@ pub fn train_on_rows(
             validation_rows: fit.prepared.val_labels.len(),
         },
     );
-    artifact.cut = Some(cut);
+    artifact.cut = Some(budget.floor);
+    artifact.budget = Some(budget);
     Ok(Bootstrapped {
         artifact,
-        cut,
+        cut: budget.floor,
+        budget,
         cold_start,
         library,
         flows: n,

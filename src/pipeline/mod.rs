@@ -8,7 +8,8 @@
 //! - [`learn`] is the learning loop's thread (reservoir, retraining, promotion, following
 //!   the registry and the rules folder); [`web_server`] serves the analysts' page; [`sensor`]
 //!   runs the stream with both beside it.
-//! - [`bootstrap`] trains a model on a capture's own flows when none is given.
+//! - [`bootstrap`] trains a model on a capture's own flows when none is given; [`warmup`]
+//!   records a live interface's first flows to train on, then replays them into the stream.
 
 pub mod bootstrap;
 pub mod learn;
@@ -17,6 +18,7 @@ pub mod offline;
 pub mod sensor;
 pub mod shard;
 pub mod stream;
+pub mod warmup;
 pub mod web_server;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -161,6 +161,8 @@ pub struct Scoring {
     pub model: ModelInfo,
     /// The score cut that comes with this model, used when the user set no threshold.
     pub cut: Option<f32>,
+    /// The model's false-positive budget ([`Artifact::budget`]), preferred over `cut`.
+    pub budget: Option<crate::alert::threshold::BudgetCut>,
 }
 
 impl Scoring {
@@ -192,6 +194,7 @@ impl Scoring {
             scaler: art.scaler.clone(),
             model: ModelInfo { version, schema: art.layout.name.clone(), registry_version },
             cut,
+            budget: art.budget,
         }
     }
 }
@@ -764,13 +767,18 @@ fn features_stage(
 ///
 /// The user's threshold holds for every model. A rate (the user's or the default) stays a
 /// rate, recalibrated from the new model's own scores: two models' scores are not on one
-/// scale, so the old window is dropped. A fixed cut that came with the first model gives way
-/// to the new model's own cut (the learning loop's rate-matched one, or the registry's).
+/// scale, so the old window is dropped. A model's own threshold (a budget or a fixed cut) gives
+/// way to the new model's own (its budget, else the learning loop's rate-matched cut, or the
+/// registry's).
 fn threshold_for(scoring: &Scoring, base: Threshold, explicit: bool) -> Threshold {
     match base {
         _ if explicit => base,
         Threshold::Rate(_) => base,
-        Threshold::Score(_) => scoring.cut.map(Threshold::Score).unwrap_or(base),
+        Threshold::Score(_) | Threshold::Budget(_) => scoring
+            .budget
+            .map(Threshold::Budget)
+            .or(scoring.cut.map(Threshold::Score))
+            .unwrap_or(base),
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::{BENIGN, Split};
+use crate::alert::{AlertConfig, BudgetCut, Threshold, ThresholdCalibrator};
 use crate::features::SchemaKind;
 use crate::features::schema::PrepChoice;
 use crate::features::tables::Table;
@@ -50,8 +51,18 @@ impl Method {
 pub struct Scored {
     /// One score per test row, higher is more anomalous.
     pub scores: Vec<f32>,
-    /// Alerts at `score >= cut`.
-    pub cut: f32,
+    /// The model's threshold: its false-positive budget ([`BudgetCut`]).
+    pub budget: BudgetCut,
+    /// Each test row's cut (alert at `score >= cut`), as the stream's calibrator sets it for
+    /// the test rows in their order (scenario order: capture by capture, each in time).
+    pub cuts: Vec<f32>,
+}
+
+impl Scored {
+    /// The cut on the training traffic alone (what a fixed cut would be).
+    pub fn floor(&self) -> f32 {
+        self.budget.floor
+    }
 }
 
 /// Trains `method` on the split's training rows and scores its test rows.
@@ -61,10 +72,11 @@ pub fn score(
     schema: SchemaKind,
     flow: &crate::flow::FlowConfig,
     seed: u64,
-    fpr_budget: f64,
+    alert: &AlertConfig,
     device: &Device,
 ) -> Result<Scored, TrainError> {
-    let (model, scaler, cut) = match method {
+    let (fpr_budget, window) = (alert.fpr_budget, alert.calibration_window);
+    let (model, scaler, budget) = match method {
         Method::Train | Method::Paper => {
             let prep = if method == Method::Paper { PrepChoice::Paper } else { PrepChoice::Schema };
             let cfg = TrainConfig { seed, prep, ..TrainConfig::default() };
@@ -77,8 +89,8 @@ pub fn score(
                 device,
                 false,
             )?;
-            let cut = fit.cut(fpr_budget, true);
-            (fit.model, fit.prepared.scaler, cut)
+            let budget = fit.cut(fpr_budget, true);
+            (fit.model, fit.prepared.scaler, budget)
         }
         Method::Default | Method::Cold => {
             let cfg = BootstrapConfig { seed, ..BootstrapConfig::default() };
@@ -98,7 +110,7 @@ pub fn score(
                 .artifact
                 .to_model(Path::new("(bootstrap)"), &Device::flex())
                 .expect("a model just trained loads");
-            (model, b.artifact.scaler, b.cut)
+            (model, b.artifact.scaler, b.budget)
         }
     };
     let n = split.n_test();
@@ -107,7 +119,9 @@ pub fn score(
         split.width,
         &(0..n).collect::<Vec<_>>(),
     ));
-    Ok(Scored { scores, cut })
+    let mut cuts = Vec::with_capacity(n);
+    ThresholdCalibrator::new(Threshold::Budget(budget), window).calibrate(&scores, &mut cuts);
+    Ok(Scored { scores, budget, cuts })
 }
 
 /// What a scoring achieved on a split's test half.
@@ -126,14 +140,14 @@ pub struct Judged {
     pub recall_by_kind: BTreeMap<String, (f64, bool)>,
 }
 
-/// Judges `scores` (alerts at `>= cut`) against the split's test truth.
-pub fn judge(split: &Split, scores: &[f32], cut: f32) -> Judged {
+/// Judges `scores` (row i alerts at `>= cuts[i]`) against the split's test truth.
+pub fn judge(split: &Split, scores: &[f32], cuts: &[f32]) -> Judged {
     let labels: Vec<u8> = split.test_attack.iter().map(|&a| a as u8).collect();
     let pos = labels.iter().filter(|&&l| l == 1).count() as f64;
     let neg = labels.len() as f64 - pos;
     let (mut tp, mut fp) = (0.0, 0.0);
     let mut by_kind: BTreeMap<String, (f64, f64, bool)> = BTreeMap::new();
-    for (i, &score) in scores.iter().enumerate() {
+    for (i, (&score, &cut)) in scores.iter().zip(cuts).enumerate() {
         let alert = score >= cut;
         if split.test_attack[i] {
             tp += alert as u8 as f64;
@@ -233,7 +247,7 @@ mod tests {
             test_unseen: vec![false, false, false, false, true],
             ..Split::default()
         };
-        let j = judge(&split, &[0.1, 0.9, 0.8, 0.2, 0.95], 0.5);
+        let j = judge(&split, &[0.1, 0.9, 0.8, 0.2, 0.95], &[0.5; 5]);
         assert_eq!((j.precision, j.recall, j.fpr), (2.0 / 3.0, 2.0 / 3.0, 0.5));
         assert_eq!(j.false_alerts_per_1k, 500.0);
         assert_eq!(j.recall_by_kind["scan"], (0.5, false));
