@@ -118,10 +118,8 @@ pub fn infer(
         let mut numbers = 0usize;
         let mut integers = true;
         let mut first_text: Option<(u64, &str)> = None;
-        let mut distinct: HashSet<&str> = HashSet::new();
         for (line, fields) in rows {
             let Some(v) = fields.get(c) else { continue };
-            distinct.insert(v.as_str());
             match number(v) {
                 Some(x) => {
                     numbers += 1;
@@ -133,6 +131,18 @@ pub fn infer(
             }
         }
         let text = first_text.is_some();
+        // Distinct values only where they matter: every one for a text column (its
+        // categories), and for a column of integers until the first repeat (not an
+        // identifier then). A table of measurements and 0/1 columns costs one pass.
+        let mut distinct: HashSet<&str> = HashSet::new();
+        if text || integers {
+            for (_, fields) in rows {
+                let Some(v) = fields.get(c) else { continue };
+                if !distinct.insert(v.as_str()) && !text {
+                    break;
+                }
+            }
+        }
         let identifier = n >= MIN_IDENTIFIER_ROWS && distinct.len() == n && (text || integers);
         if identifier && !keep.iter().any(|k| k == name) {
             out.warnings.push(format!(
