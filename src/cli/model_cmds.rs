@@ -351,7 +351,8 @@ fn write_scores(out: &mut dyn Write, table: &Table, s: &Scores) -> std::io::Resu
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// CSV table with a header, or a Zeek conn.log(.labeled).
+    /// CSV table with a header, or a Zeek conn.log(.labeled), ASCII or JSON; any of them may
+    /// be gzip-compressed.
     #[arg(long, required_unless_present = "scenario")]
     pub table: Option<PathBuf>,
     #[command(flatten)]
