@@ -13,6 +13,7 @@ mod replay;
 mod robustness;
 mod sensor_loop;
 mod stream;
+mod tables;
 mod util;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -9,7 +9,8 @@
 //! Formats: classic pcap in both byte orders with micro- or nanosecond timestamps
 //! (magic `a1b2c3d4` / `a1b23c4d`); pcapng sections in either byte order, interface
 //! description blocks (link type, `if_tsresol`, `if_tsoffset`), enhanced, simple and obsolete
-//! packet blocks. Other pcapng blocks are skipped.
+//! packet blocks. Other pcapng blocks are skipped. Either may be gzip-compressed (rotated
+//! captures are kept so), read through `flate2` without a temporary file.
 //!
 //! Contract: no input panics the reader. A file that is not a capture, is empty, or uses a
 //! link type we do not decode fails at open (or at the block that declares it) with an error
@@ -17,7 +18,7 @@
 //! [`CaptureError::Truncated`] naming the byte where the last record starts.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use super::{LinkType, RawPacket, Timestamp, link_type_name};
@@ -127,12 +128,19 @@ fn u16_at(b: &[u8], big: bool) -> u16 {
 type RawRecord = (Timestamp, LinkType, u32, usize, usize);
 
 impl CaptureFile {
-    /// Opens a capture file and reads its header.
+    /// Opens a capture file and reads its header. A gzip-compressed capture (`.pcap.gz`, as
+    /// rotated captures are kept; told by its magic bytes, not its name) is decompressed as it
+    /// is read; byte offsets in errors are then those of the decompressed capture.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, CaptureError> {
         let path = path.as_ref();
-        let file = File::open(path)
-            .map_err(|source| CaptureError::Open { path: path.to_owned(), source })?;
-        CaptureFile::from_reader(path, Box::new(file))
+        let open = |source| CaptureError::Open { path: path.to_owned(), source };
+        let mut file = io::BufReader::new(File::open(path).map_err(open)?);
+        let gzip = file.fill_buf().map_err(open)?.starts_with(&[0x1f, 0x8b]);
+        if gzip {
+            CaptureFile::from_reader(path, Box::new(flate2::read::MultiGzDecoder::new(file)))
+        } else {
+            CaptureFile::from_reader(path, Box::new(file))
+        }
     }
 
     /// Reads a capture from any byte stream; `path` names it in errors.
@@ -574,6 +582,36 @@ mod tests {
         assert_eq!(p.data, &[0u8; 60][..]);
         assert_eq!(p.wire_len, 60);
         assert_eq!(count_all(&mut cf).0, 2);
+    }
+
+    /// A gzip'ed capture (`.pcap.gz`) reads as the capture itself; a broken one is an error
+    /// naming the file after the packets before the damage.
+    #[test]
+    fn gzip_capture_reads_as_the_capture() {
+        use std::io::Write;
+        let plain = sample_pcap(50);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (p, z) = (dir.path().join("a.pcap"), dir.path().join("a.pcap.gz"));
+        std::fs::write(&p, &plain).unwrap();
+        std::fs::write(&z, &gz).unwrap();
+        let (mut a, mut b) = (CaptureFile::open(&p).unwrap(), CaptureFile::open(&z).unwrap());
+        loop {
+            match (a.next_packet().unwrap(), b.next_packet().unwrap()) {
+                (Some(x), Some(y)) => {
+                    assert_eq!((x.ts, x.data, x.wire_len), (y.ts, y.data, y.wire_len))
+                }
+                (None, None) => break,
+                (x, y) => panic!("{:?} vs {:?}", x.is_some(), y.is_some()),
+            }
+        }
+        std::fs::write(&z, &gz[..gz.len() / 2]).unwrap();
+        let mut cf = CaptureFile::open(&z).unwrap();
+        let (n, e) = count_all(&mut cf);
+        let e = e.expect("a cut gzip stream is an error").to_string();
+        assert!(n < 50 && e.contains("a.pcap.gz"), "{n} {e}");
     }
 
     #[test]

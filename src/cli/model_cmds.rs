@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::features::categories::TextEncoding;
 use crate::features::schema::PrepChoice;
 use crate::features::tables::{self, SchemaChoice, Table, TableOptions};
 use crate::model::artifact::{Artifact, DataSummary, Layout};
@@ -18,7 +19,8 @@ use crate::model::train::{Ablation, TrainConfig};
 /// The input table and how to read it.
 #[derive(Debug, Args)]
 pub struct TableArgs {
-    /// CSV table with a header, or a Zeek conn.log(.labeled).
+    /// CSV table with a header, or a Zeek conn.log(.labeled), ASCII or JSON; any of them may
+    /// be gzip-compressed.
     #[arg(long)]
     pub table: PathBuf,
     #[command(flatten)]
@@ -28,7 +30,9 @@ pub struct TableArgs {
 /// How to read a table.
 #[derive(Debug, Args)]
 pub struct TableRead {
-    /// Feature schema to apply (one-hot encoding of categorical columns).
+    /// Feature schema to apply (one-hot encoding of categorical columns). A table that no
+    /// schema covers has its text columns one-hot encoded with the categories of its rows;
+    /// `none` reads every column but the label as a number.
     #[arg(long, value_enum, default_value_t = SchemaChoice::Auto)]
     pub schema: SchemaChoice,
     /// Label column (default: the schema's, else `label`, else the last column).
@@ -40,29 +44,54 @@ pub struct TableRead {
     /// Skip and count malformed rows instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_rows: bool,
+    /// Use this column although it looks like an identifier (as many distinct values as rows,
+    /// which is otherwise left out). Repeatable, or comma-separated.
+    #[arg(long, value_name = "COLUMN", value_delimiter = ',')]
+    pub keep: Vec<String>,
 }
 
 impl TableArgs {
-    fn load(&self) -> anyhow::Result<Table> {
-        self.read.load(&self.table)
+    fn load(&self, encoding: Option<TextEncoding>) -> anyhow::Result<Table> {
+        self.read.load(&self.table, encoding)
     }
 }
 
 impl TableRead {
-    fn load(&self, table: &Path) -> anyhow::Result<Table> {
+    /// Reads the table; `encoding` is a model's, when scoring with one.
+    fn load(&self, table: &Path, encoding: Option<TextEncoding>) -> anyhow::Result<Table> {
         let opts = TableOptions {
             schema: self.schema,
             label: self.label.clone(),
             class: self.class_column.clone(),
             skip_bad_rows: self.skip_bad_rows,
+            keep: self.keep.clone(),
+            encoding,
         };
         let t = tables::load(table, &opts)
             .with_context(|| format!("reading table {}", table.display()))?;
+        let name = table.display();
         if t.skipped_bad > 0 {
-            eprintln!("{}: skipped {} malformed rows", table.display(), t.skipped_bad);
+            eprintln!("{name}: skipped {} malformed rows", t.skipped_bad);
         }
         if t.skipped_unlabeled > 0 {
-            eprintln!("{}: left out {} rows labeled unknown", table.display(), t.skipped_unlabeled);
+            eprintln!("{name}: left out {} rows labeled unknown", t.skipped_unlabeled);
+        }
+        if let Some(e) =
+            t.encoding.as_ref().filter(|e| t.encoding_inferred && !e.categorical.is_empty())
+        {
+            eprintln!("{name}: {}", e.describe());
+        }
+        for w in &t.warnings {
+            eprintln!("{name}: warning: {w}");
+        }
+        if t.unseen_rows > 0 {
+            let cols: Vec<String> = t.unseen.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            eprintln!(
+                "{name}: {} of {} rows hold a category never seen in training, read as (other): {}",
+                t.unseen_rows,
+                t.n_rows(),
+                cols.join(", ")
+            );
         }
         Ok(t)
     }
@@ -161,7 +190,7 @@ pub struct TrainArgs {
 }
 
 pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
-    let table = a.table.load()?;
+    let table = a.table.load(None)?;
     let mut cfg = a.config.build()?;
     if let Some(s) = a.seed {
         cfg.seed = s;
@@ -181,7 +210,12 @@ pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<Exi
     let (name, fingerprint) = table.layout();
     let mut art = Artifact::new(
         &trained.model,
-        Layout { name, fingerprint, columns: table.names.clone() },
+        Layout {
+            name,
+            fingerprint,
+            columns: table.names.clone(),
+            encoding: table.encoding.clone().unwrap_or_default(),
+        },
         p.scaler.clone(),
         cfg,
         trained.report.clone(),
@@ -246,7 +280,12 @@ pub fn score(mut a: ScoreArgs) -> anyhow::Result<ExitCode> {
     if a.table.read.schema == SchemaChoice::Auto {
         a.table.read.schema = schema_choice_for(&art.layout.name);
     }
-    let table = a.table.load()?;
+    // A plain table is read with the model's categories (none for a model of numbers).
+    let encoding = (a.table.read.schema != SchemaChoice::Unsw
+        && a.table.read.schema != SchemaChoice::Zeek
+        && art.layout.name == "table")
+        .then(|| art.layout.encoding.clone());
+    let table = a.table.load(encoding)?;
     let (name, fp) = table.layout();
     art.check_layout(&a.model, &name, &fp)?;
     let rows: Vec<usize> = (0..table.n_rows()).collect();
@@ -314,7 +353,8 @@ fn write_scores(out: &mut dyn Write, table: &Table, s: &Scores) -> std::io::Resu
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// CSV table with a header, or a Zeek conn.log(.labeled).
+    /// CSV table with a header, or a Zeek conn.log(.labeled), ASCII or JSON; any of them may
+    /// be gzip-compressed.
     #[arg(long, required_unless_present = "scenario")]
     pub table: Option<PathBuf>,
     #[command(flatten)]
@@ -367,7 +407,9 @@ pub fn eval(a: EvalArgs, config: &crate::config::Config) -> anyhow::Result<ExitC
             "eval needs --table FILE (a table with a label column) or --scenario FILE (captures)"
         );
     };
-    let table = a.read.load(table_path)?;
+    // Categories from the whole table, as the reference one-hot encodes its tables before
+    // splitting (and judges constant columns on the whole table, below).
+    let table = a.read.load(table_path, None)?;
     let mut cfg = a.config.build()?;
     cfg.ablate.extend(a.ablate.iter().copied());
     let split = match (&a.split, &a.unseen_class) {

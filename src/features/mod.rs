@@ -5,8 +5,11 @@
 //! UNSW-NB15 `ct_*` counts over a sliding window of records ([`window`]). A row is a list of
 //! [`Cell`]s: identity columns first (addresses, ports, times, IDs), then the schema's
 //! features in schema order. [`encode`] turns the feature cells into the model's `f32` input.
+//! Published and analysts' tables are read into the same layout by [`tables`], text columns
+//! of tables no schema covers as categories ([`categories`]).
 //! Nothing here knows of threads, channels or burn.
 
+pub mod categories;
 pub mod encode;
 pub mod schema;
 pub mod tables;

@@ -1,11 +1,19 @@
 //! Published tables read into the model's input layout.
 //!
-//! Two formats: CSV with a header (UNSW-NB15 partitions, ADBench tables, the reference's
-//! one-hot tables) and Zeek `conn.log(.labeled)` files (IoT-23, Stratosphere CTU-SME). When a
-//! feature schema applies (every raw feature name of the schema is a column), the features are
-//! taken in schema order and categorical columns are one-hot encoded with the schema's
-//! categories, so a table and a live flow give the same row. Otherwise every column other than
-//! the label, the class and the schema's ignored columns is read as a number.
+//! Formats, told apart by content: CSV with a header (UNSW-NB15 partitions, ADBench tables,
+//! the reference's one-hot tables, analysts' exports; LF, CRLF or CR line ends, quoted fields
+//! with line breaks), Zeek ASCII logs (`conn.log(.labeled)` of IoT-23 and Stratosphere
+//! CTU-SME) and Zeek JSON logs (`LogAscii::use_json`; any file of one JSON object per line),
+//! each also gzip-compressed, as rotated logs are kept. Errors name the file's own line: the
+//! header is line 1, the first data row line 2.
+//!
+//! When a feature schema applies (every raw feature name of the schema is a column), the
+//! features are taken in schema order and categorical columns are one-hot encoded with the
+//! schema's categories, so a table and a live flow give the same row. Otherwise every column
+//! other than the label and the class is a number, except text columns, which are one-hot
+//! encoded with the categories of the table's own rows (or of the model's training rows when
+//! scoring), and identifiers, which are left out ([`super::categories`]); `--schema none`
+//! reads every column as a number, as before categories existed.
 //!
 //! Missing Zeek values (`-`, `(empty)`) read as 0: Zeek writes them for counters it did not
 //! observe (no payload, no reply), where zero is the meaning. Labels read as 0/1 from
@@ -16,10 +24,12 @@
 //! chooses (training rows), and splitting is the caller's (`model::eval`).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
+use super::categories::{self, TextEncoding};
 use super::schema::{FeatureType, Prep, PrepChoice, Schema, SchemaKind};
 
 /// Which schema to apply when reading a table.
@@ -32,7 +42,7 @@ pub enum SchemaChoice {
     /// A schema whose raw feature names are all columns of the table, else none.
     #[default]
     Auto,
-    /// No schema: every non-label column is a number.
+    /// No schema, and no categories: every non-label column is a number.
     None,
 }
 
@@ -46,6 +56,11 @@ pub struct TableOptions {
     pub class: Option<String>,
     /// Count and skip malformed rows instead of failing on the first.
     pub skip_bad_rows: bool,
+    /// Columns kept even though they look like identifiers (as many distinct values as rows).
+    pub keep: Vec<String>,
+    /// For a table without a schema: the text columns' categories to use (a model's, when
+    /// scoring), instead of those of this table's rows.
+    pub encoding: Option<TextEncoding>,
 }
 
 /// Why a table could not be read. Positions are 1-based lines and columns of the file.
@@ -80,6 +95,19 @@ pub struct Table {
     pub skipped_bad: usize,
     /// Rows left out because their label was `unknown`.
     pub skipped_unlabeled: usize,
+    /// How a table without a schema was read (categories, identifiers left out); `None` for a
+    /// schema's table and for `--schema none`.
+    pub encoding: Option<TextEncoding>,
+    /// Whether `encoding` was found in this table's rows (rather than given).
+    pub encoding_inferred: bool,
+    /// What the user should hear about how columns were read (identifiers left out, text in a
+    /// column of numbers).
+    pub warnings: Vec<String>,
+    /// Per text column, rows whose category was not among the given encoding's, read into
+    /// the column's `(other)` cell.
+    pub unseen: Vec<(String, usize)>,
+    /// Rows with at least one such category.
+    pub unseen_rows: usize,
 }
 
 impl Table {
@@ -108,6 +136,11 @@ impl Table {
             schema: Some(kind),
             skipped_bad: 0,
             skipped_unlabeled: 0,
+            encoding: None,
+            encoding_inferred: false,
+            warnings: Vec::new(),
+            unseen: Vec::new(),
+            unseen_rows: 0,
         }
     }
 
@@ -145,17 +178,95 @@ pub fn names_fingerprint(names: &[String]) -> String {
     format!("table-{}cols-{hex}", names.len())
 }
 
-/// Reads a CSV table or a Zeek conn.log, by content: a file whose first line starts with
-/// `#separator` is Zeek.
+/// Reads a table, by content rather than name: gzip (magic `1f 8b`) is decompressed first;
+/// then a file whose first line starts with `#separator` is a Zeek ASCII log, one whose first
+/// line starts with `{` is JSON lines (Zeek's `LogAscii::use_json`, or any export of one
+/// object per line), and anything else is CSV with a header.
 pub fn load(path: &Path, opts: &TableOptions) -> Result<Table, TableError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| TableError::Io { path: path.to_owned(), source })?;
-    if text.starts_with("#separator") {
-        let (header, rows) = zeek_rows(path, &text)?;
-        build(path, opts, header, rows)
+    let text = read_text(path)?;
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let (header, rows) = if first.starts_with("#separator") {
+        zeek_rows(path, &text)?
+    } else if first.starts_with('{') {
+        json_rows(path, &text)?
     } else {
-        let (header, rows) = csv_rows(path, &text)?;
-        build(path, opts, header, rows)
+        csv_rows(path, &text)?
+    };
+    build(path, opts, header, rows)
+}
+
+/// The whole file as text, gunzipped when it is gzip (rotated logs are kept compressed; a
+/// multi-member file, as `cat a.gz b.gz` makes, reads whole), without a UTF-8 byte-order mark.
+fn read_text(path: &Path) -> Result<String, TableError> {
+    let raw =
+        std::fs::read(path).map_err(|source| TableError::Io { path: path.to_owned(), source })?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| {
+            TableError::Layout {
+                path: path.to_owned(),
+                problem: format!("gzip stream broken after {} bytes of text: {e}", out.len()),
+            }
+        })?;
+        out
+    } else {
+        raw
+    };
+    match String::from_utf8(bytes) {
+        Ok(mut s) => {
+            if s.starts_with('\u{feff}') {
+                s.drain(..'\u{feff}'.len_utf8());
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = LineCounter::new(good).line_at(good.len());
+            let column = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            Err(TableError::Malformed {
+                path: path.to_owned(),
+                line,
+                column: column + 1,
+                problem: "not UTF-8 text; save the table as UTF-8".into(),
+            })
+        }
+    }
+}
+
+/// 1-based line numbers of byte offsets, for readers that report offsets. A line ends at LF,
+/// CRLF or a lone CR (the csv crate accepts all three), so a file's line numbers are the same
+/// whatever its line ends, and a quoted field with line breaks moves the next row's line on.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        LineCounter { text, at: 0, line: 1 }
+    }
+
+    /// The line of the row starting at byte `offset`; offsets are normally asked in
+    /// increasing order. Line breaks at `offset` are skipped: no row starts with one, and the
+    /// csv crate gives a row after a CRLF the offset of the LF, not of the row.
+    fn line_at(&mut self, offset: usize) -> u64 {
+        let mut offset = offset.min(self.text.len());
+        while matches!(self.text.get(offset), Some(b'\r' | b'\n')) {
+            offset += 1;
+        }
+        if offset < self.at {
+            (self.at, self.line) = (0, 1);
+        }
+        for k in self.at..offset {
+            match self.text[k] {
+                b'\n' => self.line += 1,
+                b'\r' if self.text.get(k + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+        }
+        self.at = offset;
+        self.line
     }
 }
 
@@ -168,11 +279,14 @@ struct RawRow {
 fn csv_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), TableError> {
     let mut rdr =
         csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
+    // Line numbers from byte offsets: the csv crate's own line count falls one behind per
+    // row in a CRLF file.
+    let mut lines = LineCounter::new(text.as_bytes());
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| TableError::Malformed {
             path: path.to_owned(),
-            line: 1,
+            line: e.position().map_or(1, |p| lines.line_at(p.byte() as usize)),
             column: 1,
             problem: e.to_string(),
         })?
@@ -182,12 +296,95 @@ fn csv_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), Table
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let line = e.position().map_or(0, |p| lines.line_at(p.byte() as usize));
             TableError::Malformed { path: path.to_owned(), line, column: 1, problem: e.to_string() }
         })?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec.position().map_or(0, |p| lines.line_at(p.byte() as usize));
         rows.push(RawRow { line, fields: rec.iter().map(|s| s.trim().to_string()).collect() });
     }
+    Ok((header, rows))
+}
+
+/// A JSON object with its keys in file order: serde_json's map sorts keys (without its
+/// `preserve_order` feature, which would change every map of the crate), and a table's column
+/// order matters (the label defaults to the last column; plain tables are fingerprinted by it).
+struct OrderedObject(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OrderedObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedObject, A::Error> {
+                let mut out = Vec::new();
+                while let Some(kv) = map.next_entry()? {
+                    out.push(kv);
+                }
+                Ok(OrderedObject(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A JSON value as the Zeek ASCII writer would print it, so that a JSON log and its ASCII
+/// twin give the same table: absent or null is unset (`-`), booleans `T`/`F`, an empty set
+/// `(empty)`, a set's members joined by `,`. Numbers keep their shortest exact text.
+fn zeek_json_cell(v: serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "-".into(),
+        Value::Bool(b) => if b { "T" } else { "F" }.into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s,
+        Value::Array(a) if a.is_empty() => "(empty)".into(),
+        Value::Array(a) => a.into_iter().map(zeek_json_cell).collect::<Vec<_>>().join(","),
+        Value::Object(_) => v.to_string(),
+    }
+}
+
+/// JSON lines: one object per line; the columns are every key seen, in order of first
+/// appearance (Zeek leaves unset fields out of a record, so a later record may add a key).
+fn json_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), TableError> {
+    let mut header: Vec<String> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let obj: OrderedObject = serde_json::from_str(line).map_err(|e| TableError::Malformed {
+            path: path.to_owned(),
+            line: line_no,
+            column: e.column().max(1),
+            problem: format!("not a JSON object: {e}"),
+        })?;
+        for (k, _) in &obj.0 {
+            if !index.contains_key(k) {
+                index.insert(k.clone(), header.len());
+                header.push(k.clone());
+            }
+        }
+        records.push((line_no, obj));
+    }
+    let rows = records
+        .into_iter()
+        .map(|(line, obj)| {
+            let mut fields = vec!["-".to_string(); header.len()];
+            for (k, v) in obj.0 {
+                fields[index[&k]] = zeek_json_cell(v);
+            }
+            RawRow { line, fields }
+        })
+        .collect();
     Ok((header, rows))
 }
 
@@ -232,7 +429,14 @@ fn zeek_rows(path: &Path, text: &str) -> Result<(Vec<String>, Vec<RawRow>), Tabl
 /// How one output column (or group of one-hot columns) is read from the raw fields.
 enum Source {
     Numeric(usize, usize),
-    OneHot(usize, HashMap<String, usize>, usize),
+    /// Field, category -> cell, first cell. With `other`, a category outside the map goes to
+    /// the cell after the map's (and is counted); without, to no cell (a schema's categories).
+    OneHot {
+        field: usize,
+        map: HashMap<String, usize>,
+        offset: usize,
+        other: Option<usize>,
+    },
 }
 
 fn parse_label(s: &str) -> Option<Option<u8>> {
@@ -245,11 +449,22 @@ fn parse_label(s: &str) -> Option<Option<u8>> {
     }
 }
 
-fn parse_number(s: &str) -> Option<f32> {
+/// A cell as a number; Zeek's unset (`-`), empty set (`(empty)`) and an empty cell read as 0.
+pub(crate) fn parse_number(s: &str) -> Option<f32> {
     if s == "-" || s == "(empty)" || s.is_empty() {
         return Some(0.0);
     }
     s.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v as f32)
+}
+
+/// How a table without a schema reads its columns.
+enum PlainReading {
+    /// Every column a number (`--schema none`): today's strict reading.
+    Strict,
+    /// The encoding a model was trained with.
+    Fixed(TextEncoding),
+    /// Text columns found in this table's rows.
+    Inferred(TextEncoding),
 }
 
 fn build(
@@ -296,9 +511,14 @@ fn build(
         (None, Some((_, s))) => s.class_column.as_deref().and_then(col),
         (None, None) => None,
     };
+    if let Some(k) = opts.keep.iter().find(|k| col(k).is_none()) {
+        return Err(layout_err(format!("--keep {k:?}: no such column in the header")));
+    }
 
     let mut names = Vec::new();
     let mut sources = Vec::new();
+    let mut warnings = Vec::new();
+    let mut plain = None;
     match &schema {
         Some((_, s)) => {
             for f in &s.features {
@@ -312,25 +532,89 @@ fn build(
                         let offset = names.len();
                         names.extend(cats.iter().map(|v| format!("{}={}", f.name, v)));
                         let map = cats.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
-                        sources.push(Source::OneHot(c, map, offset));
+                        // A category outside the schema's list encodes as all zeros (schema doc).
+                        sources.push(Source::OneHot { field: c, map, offset, other: None });
                     }
                 }
             }
         }
         None => {
-            for (c, h) in header.iter().enumerate() {
-                if c == label_col || Some(c) == class_col {
-                    continue;
+            let candidates: Vec<(usize, &str)> = header
+                .iter()
+                .enumerate()
+                .filter(|&(c, _)| c != label_col && Some(c) != class_col)
+                .map(|(c, h)| (c, h.as_str()))
+                .collect();
+            let reading = match (&opts.encoding, opts.schema) {
+                (Some(e), _) => {
+                    if let Some(missing) = e
+                        .categorical
+                        .iter()
+                        .map(|c| &c.name)
+                        .chain(&e.left_out)
+                        .find(|n| col(n).is_none())
+                    {
+                        return Err(layout_err(format!(
+                            "the model reads column {missing:?}, which the header lacks"
+                        )));
+                    }
+                    PlainReading::Fixed(e.clone())
                 }
-                sources.push(Source::Numeric(c, names.len()));
-                names.push(h.clone());
+                (None, SchemaChoice::None) => PlainReading::Strict,
+                (None, _) => {
+                    // Categories from the rows that will be used: well-formed, labeled.
+                    let fit: Vec<(u64, &[String])> = rows
+                        .iter()
+                        .filter(|r| r.fields.len() == header.len())
+                        .filter(|r| matches!(parse_label(&r.fields[label_col]), Some(Some(_))))
+                        .map(|r| (r.line, r.fields.as_slice()))
+                        .collect();
+                    let inferred = categories::infer(&candidates, &fit, &opts.keep, parse_number);
+                    warnings = inferred.warnings;
+                    PlainReading::Inferred(inferred.encoding)
+                }
+            };
+            let encoding = match &reading {
+                PlainReading::Strict => None,
+                PlainReading::Fixed(e) | PlainReading::Inferred(e) => Some(e),
+            };
+            for (c, h) in candidates {
+                match encoding.and_then(|e| e.column(h)) {
+                    Some(cat) => {
+                        let offset = names.len();
+                        names.extend(cat.encoded_names());
+                        let map = cat
+                            .categories
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (v.clone(), i))
+                            .collect();
+                        let other = Some(cat.categories.len());
+                        sources.push(Source::OneHot { field: c, map, offset, other });
+                    }
+                    None if encoding.is_some_and(|e| e.leaves_out(h)) => {}
+                    None => {
+                        sources.push(Source::Numeric(c, names.len()));
+                        names.push(h.to_string());
+                    }
+                }
             }
+            plain = Some(reading);
         }
     }
     let d = names.len();
     if d == 0 {
         return Err(layout_err("no feature columns".into()));
     }
+    // What to tell a user whose text cell met a number column.
+    let number_hint = match &plain {
+        Some(PlainReading::Strict) => {
+            " (--schema none reads every column but the label as a number; without it, text \
+             columns are one-hot encoded)"
+        }
+        Some(PlainReading::Fixed(_)) => " (the model was trained with this column as numbers)",
+        _ => "",
+    };
 
     let mut t = Table {
         path: path.to_owned(),
@@ -342,9 +626,18 @@ fn build(
         schema: schema.as_ref().map(|(k, _)| *k),
         skipped_bad: 0,
         skipped_unlabeled: 0,
+        encoding: None,
+        encoding_inferred: false,
+        warnings,
+        unseen: Vec::new(),
+        unseen_rows: 0,
     };
+    // Cells of categories never seen in training, per source.
+    let mut unseen = vec![0usize; sources.len()];
+    let mut row_unseen = Vec::new();
     let mut buf = vec![0f32; d];
     for (row_id, r) in rows.iter().enumerate() {
+        row_unseen.clear();
         let result = (|| -> Result<Option<u8>, (usize, String)> {
             if r.fields.len() != header.len() {
                 return Err((
@@ -353,19 +646,29 @@ fn build(
                 ));
             }
             buf.iter_mut().for_each(|v| *v = 0.0);
-            for s in &sources {
+            for (k, s) in sources.iter().enumerate() {
                 match s {
                     Source::Numeric(c, offset) => {
                         let f = &r.fields[*c];
                         let v = parse_number(f).ok_or_else(|| {
-                            (*c + 1, format!("column {:?}: not a number: {f:?}", header[*c]))
+                            (
+                                *c + 1,
+                                format!(
+                                    "column {:?}: not a number: {f:?}{number_hint}",
+                                    header[*c]
+                                ),
+                            )
                         })?;
                         buf[*offset] = v;
                     }
-                    Source::OneHot(c, map, offset) => {
-                        // A category outside the schema's list encodes as all zeros (schema doc).
-                        if let Some(i) = map.get(r.fields[*c].as_str()) {
-                            buf[offset + i] = 1.0;
+                    Source::OneHot { field, map, offset, other } => {
+                        match (map.get(r.fields[*field].as_str()), other) {
+                            (Some(i), _) => buf[offset + i] = 1.0,
+                            (None, Some(o)) => {
+                                buf[offset + o] = 1.0;
+                                row_unseen.push(k);
+                            }
+                            (None, None) => {}
                         }
                     }
                 }
@@ -383,6 +686,8 @@ fn build(
                 if let (Some(cls), Some(c)) = (t.classes.as_mut(), class_col) {
                     cls.push(r.fields[c].clone());
                 }
+                row_unseen.iter().for_each(|&k| unseen[k] += 1);
+                t.unseen_rows += !row_unseen.is_empty() as usize;
             }
             Ok(None) => t.skipped_unlabeled += 1,
             Err(_) if opts.skip_bad_rows => t.skipped_bad += 1,
@@ -399,6 +704,20 @@ fn build(
     if t.labels.is_empty() {
         return Err(layout_err("no usable rows".into()));
     }
+    t.unseen = sources
+        .iter()
+        .zip(&unseen)
+        .filter(|&(_, &n)| n > 0)
+        .filter_map(|(s, &n)| match s {
+            Source::OneHot { field, .. } => Some((header[*field].clone(), n)),
+            Source::Numeric(..) => None,
+        })
+        .collect();
+    (t.encoding, t.encoding_inferred) = match plain {
+        Some(PlainReading::Fixed(e)) => (Some(e), false),
+        Some(PlainReading::Inferred(e)) => (Some(e), true),
+        Some(PlainReading::Strict) | None => (None, false),
+    };
     Ok(t)
 }
 
@@ -628,14 +947,186 @@ mod tests {
     #[test]
     fn malformed_number_names_file_line_column() {
         let f = write("a,b,label\n1,2,0\n3,x4,1\n", ".csv");
-        let e = load(f.path(), &TableOptions::default()).unwrap_err().to_string();
+        let strict = TableOptions { schema: SchemaChoice::None, ..Default::default() };
+        let e = load(f.path(), &strict).unwrap_err().to_string();
         assert!(
-            e.contains(&f.path().display().to_string()) && e.contains(":3:2:") && e.contains("x4"),
+            e.contains(&f.path().display().to_string())
+                && e.contains(":3:2:")
+                && e.contains("x4")
+                && e.contains("text columns are one-hot encoded"),
             "{e}"
         );
-        let t =
-            load(f.path(), &TableOptions { skip_bad_rows: true, ..Default::default() }).unwrap();
+        let t = load(f.path(), &TableOptions { skip_bad_rows: true, ..strict }).unwrap();
         assert_eq!((t.n_rows(), t.skipped_bad, t.row_ids.clone()), (1, 1, vec![0]));
+    }
+
+    /// The same table with LF, CRLF and CR line ends, and with a quoted field holding line
+    /// breaks: the error names the file's own line (header line 1, first row line 2).
+    #[test]
+    fn line_numbers_right_for_every_line_end() {
+        let strict = TableOptions { schema: SchemaChoice::None, ..Default::default() };
+        for end in ["\n", "\r\n", "\r"] {
+            let text = ["a,b,label", "1,2,0", "3,4,1", "5,x6,0", ""].join(end);
+            let f = write(&text, ".csv");
+            let e = load(f.path(), &strict).unwrap_err().to_string();
+            assert!(e.contains(":4:2:"), "{end:?}: {e}");
+            let text = ["a,b,label", "x,1,0", ""].join(end);
+            let f = write(&text, ".csv");
+            let e = load(f.path(), &strict).unwrap_err().to_string();
+            assert!(e.contains(":2:1:"), "{end:?}: {e}");
+            // A quoted field over three lines: the next row starts on line 5.
+            let text = ["note,b,label", "\"one", "two", "three\",2,0", "ok,x,1", ""].join(end);
+            let f = write(&text, ".csv");
+            let opts = TableOptions { skip_bad_rows: false, ..Default::default() };
+            let t = load(f.path(), &TableOptions { label: Some("label".into()), ..opts }).unwrap();
+            assert!(t.names.contains(&format!("note=one{end}two{end}three")), "{:?}", t.names);
+            let strict_b = TableOptions {
+                encoding: Some(TextEncoding {
+                    categorical: vec![categories::CategoricalColumn {
+                        name: "note".into(),
+                        categories: vec![],
+                    }],
+                    left_out: vec![],
+                }),
+                ..Default::default()
+            };
+            let e = load(f.path(), &strict_b).unwrap_err().to_string();
+            assert!(
+                e.contains(":5:2:") && e.contains("trained with this column as numbers"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_columns_one_hot_with_an_other_cell_counted_when_scoring() {
+        let f = write("Month,n,Make,y\r\nDec,1,VW,0\r\nJan,2,VW,1\r\nDec,3,Ford,0\r\n", ".csv");
+        let t = load(f.path(), &TableOptions::default()).unwrap();
+        assert_eq!(
+            t.names,
+            [
+                "Month=Dec",
+                "Month=Jan",
+                "Month=(other)",
+                "n",
+                "Make=Ford",
+                "Make=VW",
+                "Make=(other)"
+            ]
+        );
+        assert_eq!(t.row(1), [0., 1., 0., 2., 0., 1., 0.]);
+        assert!(t.encoding_inferred && t.unseen_rows == 0 && t.warnings.is_empty());
+        let trained = t.encoding.clone().unwrap();
+        assert_eq!(
+            trained.describe(),
+            "2 text columns one-hot encoded, categories each: Month (2), Make (2)"
+        );
+        // Scoring a new table with the training categories: new values go to (other).
+        let g =
+            write("Month,n,Make,y\nMay,1,VW,0\nDec,2,Saab,1\nMay,3,Saab,0\nJan,4,Ford,0\n", ".csv");
+        let opts = TableOptions { encoding: Some(trained), ..Default::default() };
+        let s = load(g.path(), &opts).unwrap();
+        assert_eq!(s.names, t.names);
+        assert_eq!(s.layout(), t.layout());
+        assert_eq!(s.row(0), [0., 0., 1., 1., 0., 1., 0.]);
+        assert_eq!(s.row(2), [0., 0., 1., 3., 0., 0., 1.]);
+        assert_eq!(s.unseen, [("Month".to_string(), 2), ("Make".to_string(), 2)]);
+        assert_eq!(s.unseen_rows, 3);
+        // A model's text column missing from the table is named.
+        let h = write("n,y\n1,0\n", ".csv");
+        let e = load(h.path(), &opts).unwrap_err().to_string();
+        assert!(e.contains("\"Month\", which the header lacks"), "{e}");
+        // --schema none stays strict, and names the way out.
+        let strict = TableOptions { schema: SchemaChoice::None, ..Default::default() };
+        let e = load(f.path(), &strict).unwrap_err().to_string();
+        assert!(e.contains(":2:1:") && e.contains("\"Dec\"") && e.contains("--schema none"), "{e}");
+    }
+
+    #[test]
+    fn identifier_columns_left_out_unless_kept() {
+        let mut text = String::from("id,code,x,label\n");
+        for i in 0..30 {
+            text += &format!("{},C{i},{},{}\n", 1000 + i, i % 3, (i % 5 == 0) as u8);
+        }
+        let f = write(&text, ".csv");
+        let t = load(f.path(), &TableOptions::default()).unwrap();
+        assert_eq!(t.names, ["x"]);
+        assert_eq!(t.encoding.as_ref().unwrap().left_out, ["id", "code"]);
+        assert_eq!(t.warnings.len(), 2);
+        let keep = TableOptions { keep: vec!["id".into()], ..Default::default() };
+        let t = load(f.path(), &keep).unwrap();
+        assert_eq!(t.names, ["id", "x"]);
+        let bad = TableOptions { keep: vec!["nope".into()], ..Default::default() };
+        assert!(load(f.path(), &bad).unwrap_err().to_string().contains("--keep \"nope\""));
+        // --schema none reads the identifier as a number, as before.
+        let t = load(f.path(), &TableOptions { schema: SchemaChoice::None, ..Default::default() });
+        assert!(t.unwrap_err().to_string().contains("\"C0\""));
+    }
+
+    const ZEEK_ASCII: &str = "#separator \\x09\n#fields\tts\tuid\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tmissed_bytes\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\tlabel\n\
+#types\ttime\tstring\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tcount\tcount\tcount\tcount\tcount\tset[string]\tstring\n\
+1547127351.088982\tC1\tudp\tdns\t0.003047\t48\t96\tSF\tT\t0\t1\t76\t1\t124\t(empty)\tbenign\n\
+1547127352.5\tC2\ttcp\t-\t-\t-\t-\tS0\t-\t0\t1\t40\t0\t0\t(empty)\tMalicious\n";
+
+    const ZEEK_JSON: &str = "{\"ts\":1547127351.088982,\"uid\":\"C1\",\"proto\":\"udp\",\"service\":\"dns\",\"duration\":0.003047,\"orig_bytes\":48,\"resp_bytes\":96,\"conn_state\":\"SF\",\"local_orig\":true,\"missed_bytes\":0,\"orig_pkts\":1,\"orig_ip_bytes\":76,\"resp_pkts\":1,\"resp_ip_bytes\":124,\"tunnel_parents\":[],\"label\":\"benign\"}\n\
+{\"ts\":1547127352.5,\"uid\":\"C2\",\"proto\":\"tcp\",\"conn_state\":\"S0\",\"missed_bytes\":0,\"orig_pkts\":1,\"orig_ip_bytes\":40,\"resp_pkts\":0,\"resp_ip_bytes\":0,\"tunnel_parents\":[],\"label\":\"Malicious\"}\n";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use flate2::write::GzEncoder;
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn same_table(a: &Table, b: &Table) {
+        assert_eq!((&a.names, &a.values, &a.labels), (&b.names, &b.values, &b.labels));
+        assert_eq!((&a.classes, &a.row_ids, a.schema), (&b.classes, &b.row_ids, b.schema));
+    }
+
+    #[test]
+    fn zeek_json_and_gzip_read_as_the_ascii_log() {
+        let ascii = load(write(ZEEK_ASCII, ".log").path(), &TableOptions::default()).unwrap();
+        assert_eq!((ascii.schema, ascii.labels.clone()), (Some(SchemaKind::Zeek), vec![0, 1]));
+        let json = load(write(ZEEK_JSON, ".json").path(), &TableOptions::default()).unwrap();
+        same_table(&ascii, &json);
+        for text in [ZEEK_ASCII, ZEEK_JSON] {
+            let mut f = tempfile::Builder::new().suffix(".log.gz").tempfile().unwrap();
+            f.write_all(&gzip(text.as_bytes())).unwrap();
+            same_table(&ascii, &load(f.path(), &TableOptions::default()).unwrap());
+        }
+        // A gzip'ed CSV with CRLF ends reads too; a broken JSON line is named.
+        let mut f = tempfile::Builder::new().suffix(".csv.gz").tempfile().unwrap();
+        f.write_all(&gzip(b"a,label\r\n1,0\r\n2,1\r\n")).unwrap();
+        assert_eq!(load(f.path(), &TableOptions::default()).unwrap().values, [1., 2.]);
+        let e = load(
+            write("{\"a\":1,\"label\":0}\n{\"a\":2,\n", ".json").path(),
+            &TableOptions::default(),
+        );
+        assert!(e.unwrap_err().to_string().contains(":2:"));
+        // Key order is the file's: the label defaults to the last column of a plain table.
+        let t = load(
+            write("{\"z\":1,\"a\":2,\"y\":0}\n{\"z\":3,\"a\":4,\"y\":1}\n", ".json").path(),
+            &TableOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((t.names.clone(), t.labels.clone()), (vec!["z".into(), "a".into()], vec![0, 1]));
+    }
+
+    #[test]
+    fn broken_inputs_are_named_not_panics() {
+        let mut f = tempfile::Builder::new().suffix(".gz").tempfile().unwrap();
+        let gz = gzip(ZEEK_ASCII.as_bytes());
+        f.write_all(&gz[..gz.len() / 2]).unwrap();
+        let e = load(f.path(), &TableOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(&f.path().display().to_string()) && e.contains("gzip"), "{e}");
+        let f = write("a,label\n1,0\n", ".csv");
+        std::fs::write(f.path(), b"a,label\n1,0\n\xff\xfe,1\n").unwrap();
+        let e = load(f.path(), &TableOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(":3:1:") && e.contains("UTF-8"), "{e}");
+        let f = write("[1,2]\n", ".json");
+        assert!(load(f.path(), &TableOptions::default()).is_err());
+        let f = write("\u{feff}a,label\n1,0\n", ".csv");
+        assert_eq!(load(f.path(), &TableOptions::default()).unwrap().names, ["a"]);
     }
 
     #[test]

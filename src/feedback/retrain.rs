@@ -472,6 +472,7 @@ mod tests {
             name: "t".into(),
             fingerprint: "fp".into(),
             columns: (0..D).map(|j| format!("c{j}")).collect(),
+            encoding: Default::default(),
         };
         (Artifact::new(&t.model, layout, scaler, tc, t.report, DataSummary::default()), t.model)
     }

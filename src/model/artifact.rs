@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mnpwad::{Mnpwad, ModelConfig, linear_from, to_vec};
 use super::train::{TrainConfig, TrainReport};
+use crate::features::categories::TextEncoding;
 use crate::features::tables::Scaler;
 
 /// The format's name, checked before anything else is parsed.
@@ -38,6 +39,12 @@ pub struct Layout {
     pub fingerprint: String,
     /// Encoded input columns, before constant columns are dropped.
     pub columns: Vec<String>,
+    /// For a plain table: its text columns' training categories and the identifier columns
+    /// left out, so that `score` encodes a table as training did. Empty for schemas, for
+    /// tables of numbers, and in model files written before categories existed (which read
+    /// every column as a number, as those models were trained).
+    #[serde(default, skip_serializing_if = "TextEncoding::is_empty")]
+    pub encoding: TextEncoding,
 }
 
 /// What the model was trained on.
@@ -289,6 +296,7 @@ mod tests {
             name: "table".into(),
             fingerprint: "table-5cols-abc".into(),
             columns: (0..5).map(|i| format!("c{i}")).collect(),
+            encoding: Default::default(),
         };
         let scaler = Scaler::identity(5);
         let a = Artifact::new(
@@ -334,5 +342,28 @@ mod tests {
         assert!(Artifact::load(&p).unwrap_err().to_string().contains("\"other\""));
         std::fs::write(&p, b"garbage").unwrap();
         assert!(Artifact::load(&p).unwrap_err().to_string().contains("not a model file"));
+    }
+
+    /// A model of a table with text columns keeps its categories; a file written before
+    /// categories existed (no `encoding` key) still loads, as a table of numbers.
+    #[test]
+    fn categories_round_trip_and_old_files_load() {
+        use crate::features::categories::CategoricalColumn;
+        let (mut a, _) = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.mnp");
+        a.save(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!text.contains("\"encoding\""), "no key for a table of numbers");
+        assert_eq!(Artifact::load(&p).unwrap().layout.encoding, TextEncoding::default());
+        a.layout.encoding = TextEncoding {
+            categorical: vec![CategoricalColumn {
+                name: "Month".into(),
+                categories: vec!["Dec".into(), "Jan".into()],
+            }],
+            left_out: vec!["PolicyNumber".into()],
+        };
+        a.save(&p).unwrap();
+        assert_eq!(Artifact::load(&p).unwrap(), a);
     }
 }

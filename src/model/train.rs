@@ -851,7 +851,12 @@ mod tests {
     }
 
     fn weights(t: &Trained) -> Vec<crate::model::artifact::StoredTensor> {
-        let layout = Layout { name: "t".into(), fingerprint: "t".into(), columns: vec![] };
+        let layout = Layout {
+            name: "t".into(),
+            fingerprint: "t".into(),
+            columns: vec![],
+            encoding: Default::default(),
+        };
         let scaler = Scaler::identity(0);
         Artifact::new(
             &t.model,

@@ -302,6 +302,7 @@ pub fn train_on_rows(
             name: schema.name.clone(),
             fingerprint: schema.fingerprint(),
             columns: schema.encoded_names(),
+            encoding: Default::default(),
         },
         scaler,
         tc,
