@@ -726,3 +726,92 @@ fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
     );
     assert!(after < Duration::from_secs(5), "scored {after:?} after its last packet");
 }
+
+/// An alert's reasons name the inputs that were changed: typical flows of the demo (the
+/// lowest-scoring), each with one input pushed far from typical, are explained by that input
+/// (first, in nine cases of ten at least); two changed at once are both named.
+#[test]
+fn alert_reasons_name_the_changed_features() {
+    use mnpflow::model::reasons::Reasons;
+    let (_, slot) = model();
+    let scoring = slot.load();
+    let profiles = scoring.profiles.as_ref().expect("a model trained by mnpflow has profiles");
+    let width = scoring.columns.len();
+    let mut rows: Vec<f32> = Vec::new();
+    mnpflow::pipeline::offline::encoded_rows(
+        [CaptureFile::open(repo("captures/demo.pcap"))],
+        SchemaKind::Unsw,
+        &FlowConfig::default(),
+        |_, row| rows.extend_from_slice(row),
+    )
+    .unwrap();
+    let n = rows.len() / width;
+    let scale = |raw: &[f32]| {
+        scoring.scaler.transform(raw, width, &(0..raw.len() / width).collect::<Vec<_>>())
+    };
+    let base = scoring.scorer.explain(&scale(&rows));
+    let mut calm: Vec<usize> = (0..n).collect();
+    calm.sort_by(|&a, &b| base.score[a].total_cmp(&base.score[b]));
+    calm.truncate(30);
+    let col = |name: &str| scoring.columns.iter().position(|c| c == name).unwrap();
+    // Pushed far out of any normal range, in the inputs' own units.
+    let pushes = [
+        ("sbytes", 5.0e7f32),
+        ("dbytes", 5.0e7),
+        ("dur", 5000.0),
+        ("spkts", 20000.0),
+        ("dpkts", 20000.0),
+        ("sttl", 1.0),
+        ("dttl", 1.0),
+        ("ct_srv_src", 90.0),
+        ("ct_dst_ltm", 90.0),
+        ("ct_src_dport_ltm", 90.0),
+    ];
+    // What the reasons name for `raw` (one row), if it alerts at a cut below its score.
+    let named = |raw: &[f32]| -> (f32, Vec<String>) {
+        let x = scale(raw);
+        let s = scoring.scorer.explain(&x);
+        let mut out: Vec<Reasons> = Vec::new();
+        profiles.reasons(&scoring.scorer, &x, &s.score, &s.prototype, &[0], &mut out);
+        let why = mnpflow::alert::Explanation {
+            recon_error: s.recon[0],
+            prototype: s.prototype[0],
+            similarity: s.similarity[0],
+            reasons: out[0],
+        };
+        (s.score[0], scoring.describe(&why, raw).into_iter().map(|d| d.feature).collect())
+    };
+    let (mut checked, mut first, mut pairs) = (0, 0, 0);
+    for &i in &calm {
+        let raw = &rows[i * width..(i + 1) * width];
+        let mut moved = Vec::new();
+        for (name, v) in pushes {
+            let mut r = raw.to_vec();
+            r[col(name)] = v;
+            let (score, reasons) = named(&r);
+            // Only a change the model reacts to makes an alert to explain.
+            if score < base.score[i] + 0.002 {
+                continue;
+            }
+            // Named always; first unless the change also moved the flow to another prototype
+            // whose flows differ from it in more ways (then those are named too).
+            assert!(reasons.iter().any(|r| r == name), "row {i}, {name}: {reasons:?}");
+            first += (reasons[0] == name) as usize;
+            checked += 1;
+            moved.push((name, v));
+        }
+        if let [(a, va), (b, vb), ..] = moved[..] {
+            let mut r = raw.to_vec();
+            r[col(a)] = va;
+            r[col(b)] = vb;
+            let (_, reasons) = named(&r);
+            assert!(
+                reasons.iter().any(|r| r == a) && reasons.iter().any(|r| r == b),
+                "row {i}: {a}, {b}: {reasons:?}"
+            );
+            pairs += 1;
+        }
+    }
+    assert!(checked >= 60 && pairs >= 20, "too few changes moved the score: {checked}, {pairs}");
+    assert!(first * 10 >= checked * 9, "the changed input named first in {first} of {checked}");
+}

@@ -56,6 +56,13 @@ pub fn app_proto(rec: &FlowRecord) -> Option<&'static str> {
     }
 }
 
+/// Why a flow alerted: MNPWAD's explanation, and its reasons in traffic terms (the inputs that
+/// move its score most, `anomaly.reason` as text and `anomaly.reasons` as fields).
+pub struct Why<'a> {
+    pub explanation: &'a Explanation,
+    pub reasons: &'a [crate::model::reasons::Described],
+}
+
 /// One alert as a JSON line (no trailing newline), appended to `out`.
 #[allow(clippy::too_many_arguments)] // one alert's parts, each from another stage of the pipeline
 pub fn write_alert(
@@ -64,7 +71,7 @@ pub fn write_alert(
     community_id: &str,
     score: f32,
     cut: f32,
-    why: &Explanation,
+    why: &Why<'_>,
     model: &ModelInfo,
     indicator: Option<&crate::alert::Rule>,
 ) {
@@ -94,12 +101,26 @@ pub fn write_alert(
             "threshold": finite(cut),
             "model": { "name": "mnpwad", "version": model.version, "schema": model.schema },
             "explanation": {
-                "reconstruction_error": finite(why.recon_error),
-                "nearest_prototype": why.prototype,
-                "similarity": finite(why.similarity),
+                "reconstruction_error": finite(why.explanation.recon_error),
+                "nearest_prototype": why.explanation.prototype,
+                "similarity": finite(why.explanation.similarity),
             },
         },
     });
+    if !why.reasons.is_empty() {
+        v["anomaly"]["reason"] = json!(crate::model::reasons::text(why.reasons));
+        v["anomaly"]["reasons"] = json!(
+            why.reasons
+                .iter()
+                .map(|r| json!({
+                    "feature": r.feature,
+                    "value": finite(r.value),
+                    "typical": [finite(r.typical[0]), finite(r.typical[1])],
+                    "effect": finite(r.effect),
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
     if let Some(rv) = model.registry_version {
         v["anomaly"]["model"]["registry_version"] = json!(rv);
     }

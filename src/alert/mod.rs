@@ -26,6 +26,9 @@ pub struct Explanation {
     pub prototype: u32,
     /// Similarity to that prototype (Student's t kernel, 1 = on it).
     pub similarity: f32,
+    /// For an alert, the inputs that move its score most against that prototype's flows
+    /// ([`crate::model::reasons`]); empty for other flows and for models without profiles.
+    pub reasons: crate::model::reasons::Reasons,
 }
 
 /// `[alert]` settings.

@@ -230,6 +230,7 @@ pub fn train(a: TrainArgs, config: &crate::config::Config) -> anyhow::Result<Exi
     let budget = trained.cut(config.alert.fpr_budget, true);
     art.cut = Some(budget.floor);
     art.budget = Some(budget);
+    art.profiles = trained.profiles();
     art.save(&a.output).with_context(|| format!("writing model {}", a.output.display()))?;
     let r = &trained.report;
     eprintln!(

@@ -815,6 +815,13 @@ impl Scaler {
         }
     }
 
+    /// The input value, in the layout's units, of the scaled value `s` of kept column `k`:
+    /// `transform_row` undone for one column (typical ranges shown in reasons).
+    pub fn unscale(&self, k: usize, s: f32) -> f32 {
+        let v = s / self.inv_range[k] + self.min[k];
+        if self.log.get(k) == Some(&true) { v.signum() * v.abs().exp_m1() } else { v }
+    }
+
     /// Width after column selection.
     pub fn width(&self) -> usize {
         self.keep.len()

@@ -35,6 +35,7 @@ use crate::flow::config::secs;
 use crate::model::artifact::{Artifact, DataSummary};
 use crate::model::eval::{Metrics, metrics};
 use crate::model::mnpwad::Mnpwad;
+use crate::model::reasons::Profiles;
 use crate::model::score::CpuScorer;
 use crate::model::train::{TrainConfig, TrainData, TrainError, train, train_warm};
 
@@ -381,8 +382,10 @@ pub fn retrain(
         labeled_anomalies: n_a,
         validation_rows: val_y.len(),
     };
-    let artifact =
+    let mut artifact =
         Artifact::new(&trained.model, art.layout.clone(), scaler, tc, trained.report, summary);
+    artifact.profiles =
+        Profiles::fit(&CpuScorer::new(&trained.model), &unlabeled, artifact.scaler.width());
     Ok(Retrained {
         artifact,
         model: trained.model,

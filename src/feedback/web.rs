@@ -48,6 +48,9 @@ pub struct AlertView {
     pub recon_error: f32,
     pub prototype: u32,
     pub similarity: f32,
+    /// Its reasons in traffic terms, as text (`dpkts 1, typical 9-14; ...`) and as fields.
+    pub reason: String,
+    pub reasons: Vec<crate::model::reasons::Described>,
     /// The indicator rule that raised it, if one did.
     pub indicator: Option<String>,
     /// The verdict given on this page, if any.
@@ -521,6 +524,8 @@ mod tests {
             recon_error: 0.1,
             prototype: 0,
             similarity: 0.2,
+            reason: String::new(),
+            reasons: Vec::new(),
             indicator: None,
             label: None,
         }

@@ -47,8 +47,11 @@ function render(alerts) {
       why.textContent = "indicator " + a.indicator;
       why.className = "why ind";
     } else {
-      why.textContent = "reconstruction " + a.recon_error.toFixed(4) + ", prototype " + a.prototype +
+      const model = "reconstruction " + a.recon_error.toFixed(4) + ", prototype " + a.prototype +
         " (similarity " + a.similarity.toFixed(3) + ")";
+      // Reasons in traffic terms when the model has them; MNPWAD's own explanation on hover.
+      why.textContent = a.reason || model;
+      why.title = model;
     }
     cell(tr, a.model);
     const td = cell(tr, a.label || "", "label");

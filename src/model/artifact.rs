@@ -88,6 +88,11 @@ pub struct Artifact {
     /// alert rate of the model they replace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<crate::alert::threshold::BudgetCut>,
+    /// Typical inputs per normal prototype, for alerts' reasons in traffic terms
+    /// ([`super::reasons`]). Absent from model files written before them: those alerts give
+    /// MNPWAD's own explanation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<super::reasons::Profiles>,
 }
 
 /// Why a model file was refused.
@@ -159,6 +164,7 @@ impl Artifact {
             weights,
             cut: None,
             budget: None,
+            profiles: None,
         }
     }
 

@@ -325,6 +325,19 @@ impl Fit {
     }
 }
 
+impl Fit {
+    /// The typical inputs per normal prototype over the unlabeled training rows, for reasons
+    /// in traffic terms ([`super::reasons`]).
+    pub fn profiles(&self) -> Option<super::reasons::Profiles> {
+        let d = self.prepared.scaler.width();
+        super::reasons::Profiles::fit(
+            &super::score::CpuScorer::new(&self.model),
+            &self.prepared.unlabeled,
+            d,
+        )
+    }
+}
+
 /// `mnpflow train` on a table: `val_fraction` of each class held out for early stopping,
 /// `labeled_ratio` of the training anomalies labeled, constant columns judged on the training
 /// rows (a deployed model sees only those), features prepared as `cfg.prep` says.

@@ -4,7 +4,7 @@
 //! The model sees `f32` rows of a fixed width and nothing of packets or flows. `mnpwad` holds
 //! the network (burn modules), `loss` the training losses, `kmeans` the prototype
 //! initialisation, `train` the training procedure, `score` batched inference with
-//! explanations, `artifact` the self-describing model file, `eval` the metrics and the
+//! explanations, `reasons` those explanations in traffic terms, `artifact` the self-describing model file, `eval` the metrics and the
 //! paper's evaluation protocol, `slot` the swap point where the learning loop publishes a
 //! new scorer while the pipeline keeps scoring, and `device` the CPU or GPU backend (opening a
 //! GPU fallibly, with a fallback to the CPU), and `denormal` the flush-to-zero mode that keeps
@@ -21,6 +21,7 @@ pub mod gemm;
 pub mod kmeans;
 pub mod loss;
 pub mod mnpwad;
+pub mod reasons;
 pub mod score;
 pub mod slot;
 pub mod train;

@@ -322,6 +322,7 @@ pub fn train_on_rows(
     );
     artifact.cut = Some(budget.floor);
     artifact.budget = Some(budget);
+    artifact.profiles = fit.profiles();
     Ok(Bootstrapped {
         artifact,
         cut: budget.floor,

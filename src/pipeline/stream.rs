@@ -71,6 +71,7 @@ use crate::flow::{
 use crate::model::artifact::Artifact;
 use crate::model::device::Compute;
 use crate::model::mnpwad::Mnpwad;
+use crate::model::reasons::{self, Described, Profiles, Reasons};
 use crate::model::score::Scorer;
 use crate::model::slot::ModelSlot;
 use crate::output::RecordWriter;
@@ -163,6 +164,20 @@ pub struct Scoring {
     pub cut: Option<f32>,
     /// The model's false-positive budget ([`Artifact::budget`]), preferred over `cut`.
     pub budget: Option<crate::alert::threshold::BudgetCut>,
+    /// Typical inputs per prototype, for alerts' reasons ([`Artifact::profiles`]).
+    pub profiles: Option<Profiles>,
+    /// The layout's input names, for those reasons.
+    pub columns: Vec<String>,
+}
+
+impl Scoring {
+    /// An alert's reasons in the schema's words and units (`raw`: its unscaled row).
+    pub fn describe(&self, why: &Explanation, raw: &[f32]) -> Vec<Described> {
+        match &self.profiles {
+            Some(p) => p.describe(&why.reasons, why.prototype, raw, &self.columns, &self.scaler),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Scoring {
@@ -195,6 +210,8 @@ impl Scoring {
             model: ModelInfo { version, schema: art.layout.name.clone(), registry_version },
             cut,
             budget: art.budget,
+            profiles: art.profiles.clone(),
+            columns: art.layout.columns.clone(),
         }
     }
 }
@@ -794,6 +811,7 @@ fn score_stage(
     metrics: &Metrics,
 ) -> (ThresholdCalibrator, RangeCheck) {
     let mut scaled: Vec<f32> = Vec::new();
+    let (mut alerted, mut reasons): (Vec<usize>, Vec<Reasons>) = (Vec::new(), Vec::new());
     let mut range = RangeCheck::default();
     let mut busy = Duration::ZERO;
     let mut model = slot.reader();
@@ -826,7 +844,23 @@ fn score_stage(
                 recon_error: s.recon[i],
                 prototype: s.prototype[i],
                 similarity: s.similarity[i],
+                reasons: Reasons::default(),
             });
+        }
+        if let Some(profiles) = &scoring.profiles {
+            alerted.clear();
+            alerted.extend((0..s.score.len()).filter(|&i| s.score[i] >= batch.cuts[i]));
+            profiles.reasons(
+                &scoring.scorer,
+                &scaled,
+                &s.score,
+                &s.prototype,
+                &alerted,
+                &mut reasons,
+            );
+            for (&i, r) in alerted.iter().zip(&reasons) {
+                batch.why[i].reasons = *r;
+            }
         }
         batch.scores = s.score;
         batch.model = Some(scoring.clone());
@@ -974,13 +1008,15 @@ fn writer_stage(
                     suppressed += 1;
                 } else if alert {
                     line.clear();
+                    let described =
+                        scoring.describe(&batch.why[i], &batch.rows[i * width..(i + 1) * width]);
                     eve::write_alert(
                         &mut line,
                         rec,
                         &cid,
                         score,
                         cut,
-                        &batch.why[i],
+                        &eve::Why { explanation: &batch.why[i], reasons: &described },
                         model,
                         indicator,
                     );
@@ -1012,6 +1048,8 @@ fn writer_stage(
                                 recon_error: why.recon_error,
                                 prototype: why.prototype,
                                 similarity: why.similarity,
+                                reason: reasons::text(&described),
+                                reasons: described,
                                 indicator: indicator
                                     .map(|r| format!("{} ({})", r.reason, r.origin)),
                                 label: None,
