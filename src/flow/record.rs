@@ -166,6 +166,11 @@ impl SeqTrack {
         }
     }
 
+    /// Whether a segment of this direction has been seen.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// Payload bytes by sequence numbers (Zeek's orig_bytes / resp_bytes for TCP).
     pub fn size(&self) -> u64 {
         self.end.saturating_sub(self.data_start)
@@ -248,6 +253,11 @@ pub struct FlowRecord {
     pub vlan: u32,
     pub first_ts: Timestamp,
     pub last_ts: Timestamp,
+    /// Zeek's `last_time`: as `last_ts`, except that once both TCP endpoints have closed (sent
+    /// a FIN or RST) later packets still count but no longer move it (the TCP analyzer updates
+    /// the connection's last time only while `! orig->did_close || ! resp->did_close`). Zeek's
+    /// `duration` ends here.
+    pub zeek_last_ts: Timestamp,
     pub orig: Direction,
     pub resp: Direction,
     pub tcp: TcpEndpoints,
@@ -285,6 +295,7 @@ impl FlowRecord {
             vlan: m.vlan,
             first_ts: m.ts,
             last_ts: m.ts,
+            zeek_last_ts: m.ts,
             orig: Direction::default(),
             resp: Direction::default(),
             tcp: TcpEndpoints::default(),
@@ -303,6 +314,9 @@ impl FlowRecord {
     pub fn update(&mut self, m: &PacketMeta<'_>, from_orig: bool) {
         self.first_ts = self.first_ts.min(m.ts);
         self.last_ts = self.last_ts.max(m.ts);
+        if !self.both_closed() {
+            self.zeek_last_ts = self.zeek_last_ts.max(m.ts);
+        }
         self.tunneled |= m.tunneled;
         let dir = if from_orig { &mut self.orig } else { &mut self.resp };
         dir.count(m);
@@ -360,6 +374,47 @@ impl FlowRecord {
         dir.wire_bytes += wire_bytes;
         dir.ip_bytes += ip_bytes;
         dir.payload_bytes += payload_bytes;
+    }
+
+    /// Whether each TCP endpoint has closed in Zeek's sense (`did_close`: it sent a FIN or a
+    /// RST). Returns (orig, resp); false for other protocols.
+    pub fn did_close(&self) -> (bool, bool) {
+        const CLOSING: u8 = TcpFlags::FIN | TcpFlags::RST;
+        (self.orig.tcp_flags & CLOSING != 0, self.resp.tcp_flags & CLOSING != 0)
+    }
+
+    fn both_closed(&self) -> bool {
+        let (o, r) = self.did_close();
+        o && r
+    }
+
+    /// Zeek's `duration`: from the first packet to [`FlowRecord::zeek_last_ts`].
+    pub fn zeek_duration_secs(&self) -> f64 {
+        self.zeek_last_ts.since(self.first_ts) as f64 / 1e9
+    }
+
+    /// Whether a packet on this connection's 5-tuple starts a new Zeek connection instead
+    /// (the TCP analyzer's `IsReuse`): only a SYN can. A SYN-ACK can only while the originator
+    /// has sent nothing (a half connection; the responder's start is compared then). Once either
+    /// side has closed, any SYN starts a new connection; before, only one whose sequence number
+    /// differs from the originator's initial one (a retransmitted SYN stays, a new attempt does
+    /// not).
+    pub fn zeek_is_reuse(&self, m: &PacketMeta<'_>) -> bool {
+        use super::tcp_state::EndpointState::Inactive;
+        let flags = m.tcp.flags;
+        if self.proto != IPPROTO_TCP || !flags.syn() || matches!(m.frag, Fragment::Later { .. }) {
+            return false;
+        }
+        let side = if flags.ack() {
+            if self.tcp.orig != Inactive {
+                return false;
+            }
+            &self.resp.seq
+        } else {
+            &self.orig.seq
+        };
+        let (oc, rc) = self.did_close();
+        oc || rc || (side.started() && m.tcp.seq != side.base)
     }
 
     /// Whether TCP has ended: FIN from both sides, or a RST from either.
