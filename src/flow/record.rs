@@ -620,7 +620,7 @@ impl FlowRecord {
 
     /// The service as Zeek would log it: only when confirmed from payload.
     pub fn zeek_service(&self) -> Service {
-        self.app.sniffed
+        self.app.sniffed.zeek()
     }
 
     /// The last window each side advertised, scaled when both SYNs negotiated window scaling
