@@ -16,3 +16,4 @@ mod stream;
 mod util;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+mod zeek;
