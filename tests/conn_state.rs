@@ -169,7 +169,25 @@ fn crafted_edge_traces() {
             0,
         ),
         (
+            // Out of order: the segment filling the hole ends below the last sequence number.
             "retransmission",
+            vec![
+                (true, SYN, 100, 0, 0, 0),
+                (false, SYN | ACK, 500, 101, 0, 10),
+                (true, ACK, 101, 501, 0, 20),
+                (true, PSH | ACK, 111, 501, 10, 30),
+                (true, PSH | ACK, 101, 501, 10, 40),
+            ],
+            "ShADT",
+            "S1",
+            "CON",
+            20,
+            0,
+        ),
+        (
+            // An identical resend ends at the last sequence number: IoT-23's Zeek writes no T
+            // (docs/zeek-comparison.md).
+            "identical-resend",
             vec![
                 (true, SYN, 100, 0, 0, 0),
                 (false, SYN | ACK, 500, 101, 0, 10),
@@ -177,7 +195,7 @@ fn crafted_edge_traces() {
                 (true, PSH | ACK, 101, 501, 10, 30),
                 (true, PSH | ACK, 101, 501, 10, 40),
             ],
-            "ShADT",
+            "ShAD",
             "S1",
             "CON",
             10,

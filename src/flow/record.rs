@@ -286,14 +286,8 @@ impl SeqTrack {
         if !self.started {
             return 0;
         }
-        let mut size = self.last.max(self.acked);
-        if size != 0 {
-            size -= 1;
-        }
-        if self.fin_end > 0 && size != 0 {
-            size -= 1;
-        }
-        size
+        let size = self.last.max(self.acked).saturating_sub(1);
+        if self.fin_end > 0 { size.saturating_sub(1) } else { size }
     }
 
     /// Whether a segment of this direction has been seen.

@@ -976,6 +976,83 @@ mod tests {
         assert_eq!((t.stats().fragments_joined_late, t.stats().orphan_fragments), (1, 0));
     }
 
+    fn zeek() -> FlowTable {
+        FlowTable::new(FlowConfig::default().for_cut(CutPolicy::Zeek))
+    }
+
+    fn seq(mut p: PacketMeta<'static>, seq: u32) -> PacketMeta<'static> {
+        p.tcp.seq = seq;
+        p
+    }
+
+    #[test]
+    fn zeek_unanswered_attempt_ends_at_tcp_attempt_delay_and_a_later_syn_starts_anew() {
+        // Linux retries a SYN at 1, 3, 7 s on the same 5-tuple with the same ISN.
+        let syn = |ms| pkt(ms, A, 5000, B, 80, 6, TcpFlags::SYN, 0);
+        let out = run(&mut zeek(), &[syn(0), syn(1000), syn(3000), syn(7000), syn(15_000)]);
+        let rows: Vec<_> = out.iter().map(|f| (f.orig.pkts, f.history.as_str())).collect();
+        assert_eq!(rows, vec![(3, "S"), (1, "S"), (1, "S")]);
+        assert_eq!(out[0].conn_state().as_str(), "S0");
+        // Under Argus's rules the same packets are one flow.
+        assert_eq!(run(&mut FlowTable::new(FlowConfig::default()), &[syn(0), syn(7000)]).len(), 1);
+    }
+
+    #[test]
+    fn zeek_new_syn_on_a_known_5_tuple_is_a_new_connection_a_resent_one_is_not() {
+        let syn = |ms, s| seq(pkt(ms, A, 5000, B, 80, 6, TcpFlags::SYN, 0), s);
+        let synack = seq(pkt(1, B, 80, A, 5000, 6, TcpFlags::SYN | TcpFlags::ACK, 0), 900);
+        // Answered, then a SYN with the same ISN (a resend): same connection.
+        let out = run(&mut zeek(), &[syn(0, 100), synack, syn(2, 100)]);
+        assert_eq!(out.len(), 1);
+        // A SYN with another ISN: a new connection, even while the first is open.
+        let out = run(&mut zeek(), &[syn(0, 100), synack, syn(2, 7777)]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn zeek_closed_connection_ends_tcp_close_delay_after_the_close() {
+        let p = |ms, src, sp, dst, dp, f| pkt(ms, src, sp, dst, dp, 6, f, 0);
+        const SA: u8 = TcpFlags::SYN | TcpFlags::ACK;
+        const FA: u8 = TcpFlags::FIN | TcpFlags::ACK;
+        let out = run(
+            &mut zeek(),
+            &[
+                p(0, A, 1, B, 80, TcpFlags::SYN),
+                p(1, B, 80, A, 1, SA),
+                p(2, A, 1, B, 80, TcpFlags::ACK),
+                p(3, A, 1, B, 80, FA),
+                p(4, B, 80, A, 1, FA),
+                // After both sides closed: counted, but Zeek's duration stops at the close.
+                p(3000, A, 1, B, 80, TcpFlags::ACK),
+                // 5 s after the close: a new connection.
+                p(5004, A, 1, B, 80, TcpFlags::ACK),
+            ],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].orig.pkts, out[0].end_reason), (4, EndReason::TcpClose));
+        assert!((out[0].zeek_duration_secs() - 0.004).abs() < 1e-9);
+        assert_eq!(out[0].conn_state().as_str(), "SF");
+    }
+
+    #[test]
+    fn zeek_dns_session_timer_and_udp_inactivity() {
+        let q = |ms| pkt(ms, A, 5353, B, 53, 17, 0, 30);
+        // Idle 12 s on a DNS port: the DNS analyzer's 10 s check ends it (idle >= 9 s).
+        assert_eq!(run(&mut zeek(), &[q(0), q(12_000)]).len(), 2);
+        // The same gap on another UDP port stays within udp_inactivity_timeout (1 min).
+        let u = |ms| pkt(ms, A, 5000, B, 9999, 17, 0, 30);
+        assert_eq!(run(&mut zeek(), &[u(0), u(12_000), u(71_000)]).len(), 1);
+        assert_eq!(run(&mut zeek(), &[u(0), u(60_000)]).len(), 2);
+    }
+
+    #[test]
+    fn zeek_likely_server_port_is_the_responder() {
+        // A DNS reply seen first: Zeek makes port 53 the responder ('^').
+        let out = run(&mut zeek(), &[pkt(0, B, 53, A, 40000, 17, 0, 60)]);
+        assert_eq!((out[0].orig_addr, out[0].resp_port), (IpAddr::from(A), 53));
+        assert_eq!(out[0].history.as_str(), "^d");
+    }
+
     #[test]
     fn every_flow_is_exported_exactly_once() {
         let mut t = FlowTable::new(FlowConfig { max_flows: 50, ..FlowConfig::default() });
