@@ -149,9 +149,12 @@ fn looks_like_dns(p: &[u8]) -> bool {
     opcode <= 5 && (1..=16).contains(&qd) && an <= 256
 }
 
-/// Payloads of a flow looked at for service recognition: every protocol we know shows itself
-/// in its first exchanges, and this keeps unknown bulk flows off the per-packet path.
-const SNIFF_LIMIT: u8 = 8;
+/// Payloads of each side looked at for service recognition. Zeek's signatures match the
+/// first bytes of each direction's stream (`dpd_buffer_size`, 1 KB): an opening such as a
+/// request line or a greeting is the side's first payload; line-based patterns (IRC, FTP and
+/// SMTP client commands) may come a few payloads in. This also keeps unknown bulk flows off
+/// the per-packet path.
+const SNIFF_LIMIT: u8 = 4;
 
 /// What a payload showed (bits of [`AppState`]'s evidence).
 mod ev {
@@ -177,8 +180,9 @@ mod ev {
 pub struct AppState {
     /// Service recognised from payload.
     pub sniffed: Service,
-    /// Payloads examined while no service was recognised; sniffing stops at `SNIFF_LIMIT`.
-    sniff_tries: u8,
+    /// Payloads examined per side (originator, responder) while no service was recognised;
+    /// sniffing stops at `SNIFF_LIMIT`.
+    sniff_tries: [u8; 2],
     /// What the examined payloads showed, per side ([`ev`]).
     evidence: u16,
     /// HTTP requests seen from the originator (UNSW trans_depth).
@@ -199,10 +203,12 @@ impl AppState {
         if payload.is_empty() {
             return;
         }
-        if self.sniffed == Service::None && self.sniff_tries < SNIFF_LIMIT {
-            self.sniff_tries += 1;
+        let side = !from_orig as usize;
+        if self.sniffed == Service::None && self.sniff_tries[side] < SNIFF_LIMIT {
+            let first = self.sniff_tries[side] == 0;
+            self.sniff_tries[side] += 1;
             self.sniffed = if proto == IPPROTO_TCP {
-                self.evidence |= tcp_evidence(from_orig, resp_port, payload);
+                self.evidence |= tcp_evidence(from_orig, first, resp_port, payload);
                 tcp_service(resp_port, self.evidence)
             } else if proto == IPPROTO_UDP {
                 udp_service(resp_port, payload)
@@ -269,59 +275,66 @@ fn irc_numeric_reply(line: &[u8]) -> bool {
 }
 
 /// What one TCP payload shows, by side, as the opening patterns of Zeek's DPD signatures.
-fn tcp_evidence(from_orig: bool, port: u16, p: &[u8]) -> u16 {
+/// `first`: the side's first payload, where the anchored openings are looked for.
+fn tcp_evidence(from_orig: bool, first: bool, port: u16, p: &[u8]) -> u16 {
     let mut e = 0;
-    // DNS over TCP: a length prefix, then the header (Zeek's DNS analyzer on 53/tcp).
-    if port == 53 && p.len() > 2 && looks_like_dns(&p[2..]) {
-        e |= ev::DNS;
+    match p.first() {
+        // DNS over TCP: a length prefix, then the header (Zeek's DNS analyzer on 53/tcp).
+        _ if first && port == 53 && p.len() > 2 && looks_like_dns(&p[2..]) => e |= ev::DNS,
+        // A TLS handshake record, version 3.x.
+        Some(0x16) if first && p.len() >= 3 && p[1] == 3 && p[2] <= 4 => {
+            e |= if from_orig { ev::TLS_CLIENT } else { ev::TLS_SERVER };
+        }
+        // Telnet option negotiation: IAC (255) then WILL/WONT/DO/DONT.
+        Some(0xff) if first && p.len() >= 3 && (0xfb..=0xfe).contains(&p[1]) => e |= ev::TELNET,
+        // The rest are text protocols: nothing more to look for in binary payloads.
+        Some(b) if (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') => {
+            e |= text_evidence(from_orig, first, p);
+        }
+        _ => {}
     }
-    let tls_record = p.len() >= 3 && p[0] == 0x16 && p[1] == 3 && p[2] <= 4;
-    let ssh = p.len() >= 6 && p[..4].eq_ignore_ascii_case(b"SSH-") && matches!(p[4], b'1' | b'2');
-    // Telnet option negotiation: IAC (255) then WILL/WONT/DO/DONT.
-    if p.len() >= 3 && p[0] == 0xff && (0xfb..=0xfe).contains(&p[1]) {
-        e |= ev::TELNET;
+    e
+}
+
+/// Payload bytes the text patterns look at: Zeek's signatures match the first bytes of each
+/// direction, and this bounds the work per payload.
+const TEXT_PREFIX: usize = 512;
+
+fn text_evidence(from_orig: bool, first: bool, p: &[u8]) -> u16 {
+    let p = &p[..p.len().min(TEXT_PREFIX)];
+    let mut e = 0;
+    if first && p.len() >= 6 && p[..4].eq_ignore_ascii_case(b"SSH-") && matches!(p[4], b'1' | b'2')
+    {
+        e |= if from_orig { ev::SSH_CLIENT } else { ev::SSH_SERVER };
     }
     if from_orig {
-        if is_http_request(p) {
+        if first && is_http_request(p) {
             e |= ev::HTTP_REQUEST;
         }
-        if tls_record {
-            e |= ev::TLS_CLIENT;
-        }
-        if ssh {
-            e |= ev::SSH_CLIENT;
-        }
-        if command(p, b"USER") {
-            e |= ev::FTP_USER;
-        }
-        if command(p, b"EHLO") || command(p, b"HELO") {
-            e |= ev::SMTP_HELO;
-        }
-        // Zeek's irc_client1/irc_client2 signatures: a USER and a NICK command, each on a
-        // line of its own, in either order.
+        // Client commands on any line (Zeek's dpd_ftp_client, dpd_smtp_client, and
+        // irc_client1/irc_client2: a USER and a NICK command, in either order).
         for l in lines(p) {
+            if command(l, b"USER") {
+                e |= ev::FTP_USER | ev::IRC_USER;
+            }
             if command(l, b"NICK") {
                 e |= ev::IRC_NICK;
             }
-            if command(l, b"USER") {
-                e |= ev::IRC_USER;
+            if command(l, b"EHLO") || command(l, b"HELO") {
+                e |= ev::SMTP_HELO;
             }
         }
     } else {
-        if is_http_response(p) {
-            e |= ev::HTTP_REPLY;
-        }
-        if tls_record {
-            e |= ev::TLS_SERVER;
-        }
-        if ssh {
-            e |= ev::SSH_SERVER;
-        }
-        if p.len() >= 4 && p.starts_with(b"220") && matches!(p[3], b' ' | b'-') {
-            e |= ev::GREETING_220;
-        }
-        if p.starts_with(b"+OK") {
-            e |= ev::POP3_OK;
+        if first {
+            if is_http_response(p) {
+                e |= ev::HTTP_REPLY;
+            }
+            if p.len() >= 4 && p.starts_with(b"220") && matches!(p[3], b' ' | b'-') {
+                e |= ev::GREETING_220;
+            }
+            if p.starts_with(b"+OK") {
+                e |= ev::POP3_OK;
+            }
         }
         if lines(p).any(irc_numeric_reply) {
             e |= ev::IRC_SERVER;

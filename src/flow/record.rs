@@ -280,6 +280,11 @@ impl SeqTrack {
         holes
     }
 
+    /// Payload bytes by the highest data sequence number seen.
+    pub fn data_size(&self) -> u64 {
+        self.end.saturating_sub(1)
+    }
+
     /// Zeek's `TCP_Endpoint::Size`: payload bytes from the highest sequence number seen or
     /// acknowledged, less the SYN and FIN octets (Zeek's orig_bytes / resp_bytes).
     pub fn zeek_size(&self) -> u64 {
@@ -391,6 +396,10 @@ pub struct FlowRecord {
     /// Zeek's `is_partial`: the originator's first packet was not a plain SYN, or the
     /// responder's first packet not a SYN.
     pub zeek_partial: bool,
+    /// Kept under Zeek's cut rules ([`super::CutPolicy::Zeek`]): Zeek's sequence bookkeeping
+    /// (retransmissions, gaps, missed bytes, byte counts from acknowledgments) runs only then,
+    /// keeping it off the per-packet path of Argus's records.
+    pub zeek_rules: bool,
     pub end_reason: EndReason,
     /// The capture clock at the flow's last packet (its `ltime` unless that packet came out of
     /// order), within the clock epoch: what the window order sorts by ([`super::order`]). Set
@@ -428,6 +437,7 @@ impl FlowRecord {
             ack_ts: None,
             tunneled: false,
             zeek_partial: false,
+            zeek_rules: false,
             end_reason: EndReason::Idle,
             last_clock: StreamTime { epoch: 0, clock: m.ts },
         }
@@ -462,8 +472,14 @@ impl FlowRecord {
             } else {
                 (self.tcp.resp, self.tcp.orig)
             };
-            let (rel, _) = dir.seq.observe(m.tcp.seq, flags, m.payload_len);
-            let rxmit = dir.seq.zeek_segment(rel, flags, m.payload_len, me == EndpointState::Reset);
+            let (rel, event) = dir.seq.observe(m.tcp.seq, flags, m.payload_len);
+            // Zeek's sequence bookkeeping runs under Zeek's rules only; Argus's records keep
+            // their retransmission count as the history's T.
+            let rxmit = if self.zeek_rules {
+                dir.seq.zeek_segment(rel, flags, m.payload_len, me == EndpointState::Reset)
+            } else {
+                event == SeqEvent::Retransmit
+            };
             // Zeek's order within a packet: the flag letter (update_history), a zero window
             // (update_window: not with a RST, nor once the peer closed or this side reset),
             // a retransmission (update_last_seq), then gaps the acknowledgment reveals.
@@ -479,7 +495,7 @@ impl FlowRecord {
                 self.history.scaled(from_orig, Scaled::Retransmit);
             }
             self.tcp.update(from_orig, flags, m.payload_len);
-            if flags.ack() {
+            if self.zeek_rules && flags.ack() {
                 // The peer's data acknowledged: Zeek's AckReceived, after the state machine.
                 use EndpointState::{Closed, Established};
                 let clean = |e| e == Established || (e == Closed && self.ack_ts.is_some());
@@ -584,13 +600,22 @@ impl FlowRecord {
         self.last_ts.since(self.first_ts) as f64 / 1e9
     }
 
-    /// Zeek's orig_bytes: TCP by sequence numbers, others by payload lengths.
+    /// Zeek's orig_bytes: TCP by sequence numbers (and, under Zeek's rules, acknowledgments),
+    /// others by payload lengths.
     pub fn orig_bytes(&self) -> u64 {
-        if self.proto == IPPROTO_TCP { self.orig.seq.zeek_size() } else { self.orig.payload_bytes }
+        self.bytes_of(&self.orig)
     }
 
     pub fn resp_bytes(&self) -> u64 {
-        if self.proto == IPPROTO_TCP { self.resp.seq.zeek_size() } else { self.resp.payload_bytes }
+        self.bytes_of(&self.resp)
+    }
+
+    fn bytes_of(&self, d: &Direction) -> u64 {
+        match (self.proto, self.zeek_rules) {
+            (IPPROTO_TCP, true) => d.seq.zeek_size(),
+            (IPPROTO_TCP, false) => d.seq.data_size(),
+            _ => d.payload_bytes,
+        }
     }
 
     /// Zeek's conn_state at export.

@@ -714,7 +714,8 @@ impl FlowTable {
         let mut meta = *m;
         meta.sport = sport;
         meta.dport = dport;
-        let rec = FlowRecord::new(self.next_id, &meta, flip);
+        let mut rec = FlowRecord::new(self.next_id, &meta, flip);
+        rec.zeek_rules = self.config.cut == CutPolicy::Zeek;
         self.next_id += self.id_stride;
         let slot = Slot {
             rec,
