@@ -344,8 +344,9 @@ fn text_evidence(from_orig: bool, first: bool, p: &[u8]) -> u16 {
 }
 
 /// A TCP service from the evidence so far: by the protocol's registered ports (Zeek's
-/// `Analyzer::register_for_ports` in each `base/protocols/*/main.zeek`) one side suffices;
-/// elsewhere both sides must have shown it (DPD's client and server signatures).
+/// `Analyzer::register_for_ports` in each `base/protocols/*/main.zeek`) one side suffices
+/// (for FTP and IRC the client's: their analyzers confirm on a client command); elsewhere
+/// both sides must have shown it (DPD's client and server signatures).
 fn tcp_service(port: u16, e: u16) -> Service {
     let both = |c: u16, s: u16| e & c != 0 && e & s != 0;
     let any = |bits: u16| e & bits != 0;
@@ -365,13 +366,11 @@ fn tcp_service(port: u16, e: u16) -> Service {
         || matches!(port, 25 | 587) && any(ev::SMTP_HELO | ev::GREETING_220)
     {
         Service::Smtp
-    } else if both(ev::FTP_USER, ev::GREETING_220)
-        || matches!(port, 21 | 2811) && any(ev::FTP_USER | ev::GREETING_220)
+    } else if both(ev::FTP_USER, ev::GREETING_220) || matches!(port, 21 | 2811) && any(ev::FTP_USER)
     {
         Service::Ftp
     } else if both(ev::IRC_NICK, ev::IRC_USER) && any(ev::IRC_SERVER)
-        || (6666..=6669).contains(&port)
-            && (both(ev::IRC_NICK, ev::IRC_USER) || any(ev::IRC_SERVER))
+        || (6666..=6669).contains(&port) && any(ev::IRC_NICK | ev::IRC_USER)
     {
         Service::Irc
     } else if any(ev::DNS) {
@@ -455,9 +454,12 @@ mod tests {
         assert_eq!(a.sniffed, Service::None);
         a.observe(6, false, 2323, b":irc.example.net 001 bot123 :Welcome\r\n");
         assert_eq!(a.sniffed, Service::Irc);
-        // On IRC's registered ports, one side suffices.
+        // On IRC's registered ports, the client's command suffices (Zeek's IRC analyzer
+        // confirms on a line from the originator), a server line alone does not.
         let mut b = AppState::default();
         b.observe(6, false, 6667, b":srv 433 * bot :Nickname is already in use\r\n");
+        assert_eq!(b.sniffed, Service::None);
+        b.observe(6, true, 6667, b"NICK bot2\r\n");
         assert_eq!(b.sniffed, Service::Irc);
         // A server that only sends NOTICE, PING and ERROR (a refused bot, as on the shared
         // IoT-23 capture's port 4975) never matches Zeek's server signature.
