@@ -17,3 +17,4 @@ mod tables;
 mod util;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+mod zeek;

@@ -47,7 +47,9 @@ pub fn run(args: FlowsArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let mut writer = RecordWriter::new(out, args.format, extractor.columns(), "conn")?;
     let mut cells = Vec::new();
     let mut write_error: Option<io::Error> = None;
-    let stats = offline::run_files(&captures, &config.flow, |rec| {
+    // The vocabulary chooses the cut rules: Argus's for UNSW-NB15, Zeek's for conn.log.
+    let flow = config.flow.for_cut(args.schema.cut_policy());
+    let stats = offline::run_files(&captures, &flow, |rec| {
         if write_error.is_some() {
             return;
         }

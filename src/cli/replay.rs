@@ -444,9 +444,10 @@ pub fn detect(
     };
     crate::pipeline::catch_interrupt();
     let m = Metrics::new();
+    let flow_cfg = config.flow.for_cut(loaded.schema.cut_policy());
     let setup = Setup {
         stream: &stream_cfg,
-        flow: &config.flow,
+        flow: &flow_cfg,
         speed,
         default_backpressure,
         stats_interval,

@@ -45,6 +45,15 @@ impl SchemaKind {
         [SchemaKind::Unsw, SchemaKind::Zeek].into_iter().find(|k| k.schema().name == name)
     }
 
+    /// The rules that cut packets into this vocabulary's records: Argus's for UNSW-NB15
+    /// (whose features 1-35 Argus computed), Zeek's for the IoT-23 conn.log.
+    pub fn cut_policy(self) -> crate::flow::CutPolicy {
+        match self {
+            SchemaKind::Unsw => crate::flow::CutPolicy::Argus,
+            SchemaKind::Zeek => crate::flow::CutPolicy::Zeek,
+        }
+    }
+
     /// The schema shipped with the binary for this vocabulary.
     pub fn schema(self) -> Schema {
         let file = self.bundled_file();

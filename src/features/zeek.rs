@@ -82,8 +82,8 @@ impl RecordExtractor for ZeekExtractor {
 
     fn extract(&mut self, r: &FlowRecord, out: &mut Vec<Cell>) {
         out.clear();
-        let dur = r.duration_secs();
-        let timed = r.last_ts > r.first_ts;
+        let dur = r.zeek_duration_secs();
+        let timed = r.zeek_last_ts > r.first_ts;
         let opt_count = |v: u64| if timed { Cell::Count(v) } else { Cell::Unset };
         out.extend([
             Cell::Time(r.first_ts),

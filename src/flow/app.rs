@@ -1,6 +1,13 @@
 //! Application layer: which service a flow carries, and the few HTTP and FTP facts the
 //! UNSW-NB15 features need (request depth, methods, response body length, FTP logins and
-//! commands). Looks only at the first bytes of each payload; keeps a fixed-size state.
+//! commands). Looks only at the first bytes of the first payloads; keeps a fixed-size state.
+//!
+//! The detector follows Zeek's: a protocol is named when its parser would accept what was
+//! seen, either because the connection is on one of the protocol's registered ports (Zeek
+//! attaches the analyzer by port; one side's message suffices) or, on any port, because both
+//! sides showed the protocol's opening (Zeek's dynamic protocol detection: each
+//! `base/protocols/*/dpd.sig` pairs a client pattern with the server's reply through
+//! `requires-reverse-signature`). The same detector feeds both vocabularies.
 
 use std::fmt;
 
@@ -24,6 +31,7 @@ pub enum Service {
     Pop3,
     Snmp,
     Radius,
+    Telnet,
 }
 
 impl Service {
@@ -44,6 +52,17 @@ impl Service {
             Service::Pop3 => "pop3",
             Service::Snmp => "snmp",
             Service::Radius => "radius",
+            Service::Telnet => "telnet",
+        }
+    }
+
+    /// The name Zeek's conn.log gives the service, as IoT-23's Zeek (2.6) wrote it: that
+    /// version has no NTP analyzer, and no port or signature starts its Telnet analyzer, so
+    /// both are unnamed (`-`) there, as the IoT-23 conn.logs show.
+    pub fn zeek(self) -> Service {
+        match self {
+            Service::Ntp | Service::Telnet => Service::None,
+            s => s,
         }
     }
 
@@ -130,17 +149,42 @@ fn looks_like_dns(p: &[u8]) -> bool {
     opcode <= 5 && (1..=16).contains(&qd) && an <= 256
 }
 
-/// Payloads of a flow looked at for service recognition: every protocol we know shows itself
-/// in its first exchanges, and this keeps unknown bulk flows off the per-packet path.
+/// Payloads of each side looked at for service recognition. Zeek's signatures match the
+/// first bytes of each direction's stream (`dpd_buffer_size`, 1 KB): an opening such as a
+/// request line or a greeting is the side's first payload; line-based patterns (IRC, FTP and
+/// SMTP client commands) may come a few payloads in. This also keeps unknown bulk flows off
+/// the per-packet path.
 const SNIFF_LIMIT: u8 = 4;
 
-/// What the application layer of a flow has shown so far.
+/// What a payload showed (bits of [`AppState`]'s evidence).
+mod ev {
+    pub const HTTP_REQUEST: u16 = 1;
+    pub const HTTP_REPLY: u16 = 1 << 1;
+    pub const TLS_CLIENT: u16 = 1 << 2;
+    pub const TLS_SERVER: u16 = 1 << 3;
+    pub const SSH_CLIENT: u16 = 1 << 4;
+    pub const SSH_SERVER: u16 = 1 << 5;
+    pub const GREETING_220: u16 = 1 << 6;
+    pub const FTP_USER: u16 = 1 << 7;
+    pub const SMTP_HELO: u16 = 1 << 8;
+    pub const IRC_NICK: u16 = 1 << 9;
+    pub const IRC_SERVER: u16 = 1 << 10;
+    pub const TELNET: u16 = 1 << 11;
+    pub const POP3_OK: u16 = 1 << 12;
+    pub const DNS: u16 = 1 << 13;
+    pub const IRC_USER: u16 = 1 << 14;
+}
+
+/// What a flow's application layer has shown so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppState {
-    /// Service confirmed from payload (what Zeek would log).
+    /// Service recognised from payload.
     pub sniffed: Service,
-    /// Payloads examined while no service was recognised; sniffing stops at `SNIFF_LIMIT`.
-    sniff_tries: u8,
+    /// Payloads examined per side (originator, responder) while no service was recognised;
+    /// sniffing stops at `SNIFF_LIMIT`.
+    sniff_tries: [u8; 2],
+    /// What the examined payloads showed, per side ([`ev`]).
+    evidence: u16,
     /// HTTP requests seen from the originator (UNSW trans_depth).
     pub http_requests: u32,
     /// HTTP requests carrying a method, GET/POST... (UNSW ct_flw_http_mthd).
@@ -159,9 +203,18 @@ impl AppState {
         if payload.is_empty() {
             return;
         }
-        if self.sniffed == Service::None && self.sniff_tries < SNIFF_LIMIT {
-            self.sniff_tries += 1;
-            self.sniffed = sniff(proto, from_orig, resp_port, payload);
+        let side = !from_orig as usize;
+        if self.sniffed == Service::None && self.sniff_tries[side] < SNIFF_LIMIT {
+            let first = self.sniff_tries[side] == 0;
+            self.sniff_tries[side] += 1;
+            self.sniffed = if proto == IPPROTO_TCP {
+                self.evidence |= tcp_evidence(from_orig, first, resp_port, payload);
+                tcp_service(resp_port, self.evidence)
+            } else if proto == IPPROTO_UDP {
+                udp_service(resp_port, payload)
+            } else {
+                Service::None
+            };
         }
         match self.sniffed {
             Service::Http => {
@@ -195,51 +248,154 @@ impl AppState {
     }
 }
 
-/// Recognises a service from the first payload bytes.
-fn sniff(proto: u8, from_orig: bool, resp_port: u16, p: &[u8]) -> Service {
-    if proto == IPPROTO_TCP {
-        if is_http_request(p) || is_http_response(p) {
-            return Service::Http;
+/// Whether `line` begins, after optional blanks, with `word` in any case, followed by a blank.
+fn command(p: &[u8], word: &[u8]) -> bool {
+    let p = &p[p.iter().take_while(|b| **b == b' ' || **b == b'\t').count()..];
+    p.len() > word.len()
+        && p[..word.len()].eq_ignore_ascii_case(word)
+        && matches!(p[word.len()], b' ' | b'\t')
+}
+
+/// The lines of a payload (split at CR and LF), as IRC's DPD patterns look at any line.
+fn lines(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    p.split(|b| *b == b'\r' || *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// A line of an IRC server's numeric reply (Zeek's `irc_server_reply` signature):
+/// `[:prefix ]NNN ` at the start of a line.
+fn irc_numeric_reply(line: &[u8]) -> bool {
+    let rest = match line.strip_prefix(b":") {
+        Some(r) => match r.iter().position(|b| *b == b' ') {
+            Some(i) if i > 0 => &r[i + 1..],
+            _ => return false,
+        },
+        None => line,
+    };
+    rest.len() > 3 && rest[..3].iter().all(u8::is_ascii_digit) && rest[3] == b' '
+}
+
+/// What one TCP payload shows, by side, as the opening patterns of Zeek's DPD signatures.
+/// `first`: the side's first payload, where the anchored openings are looked for.
+fn tcp_evidence(from_orig: bool, first: bool, port: u16, p: &[u8]) -> u16 {
+    let mut e = 0;
+    match p.first() {
+        // DNS over TCP: a length prefix, then the header (Zeek's DNS analyzer on 53/tcp).
+        _ if first && port == 53 && p.len() > 2 && looks_like_dns(&p[2..]) => e |= ev::DNS,
+        // A TLS handshake record, version 3.x.
+        Some(0x16) if first && p.len() >= 3 && p[1] == 3 && p[2] <= 4 => {
+            e |= if from_orig { ev::TLS_CLIENT } else { ev::TLS_SERVER };
         }
-        if p.starts_with(b"SSH-") {
-            return Service::Ssh;
+        // Telnet option negotiation: IAC (255) then WILL/WONT/DO/DONT.
+        Some(0xff) if first && p.len() >= 3 && (0xfb..=0xfe).contains(&p[1]) => e |= ev::TELNET,
+        // The rest are text protocols: nothing more to look for in binary payloads.
+        Some(b) if (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') => {
+            e |= text_evidence(from_orig, first, p);
         }
-        // TLS record: handshake (22), version 3.x.
-        if p.len() >= 3 && p[0] == 0x16 && p[1] == 3 && p[2] <= 4 {
-            return Service::Ssl;
+        _ => {}
+    }
+    e
+}
+
+/// Payload bytes the text patterns look at: Zeek's signatures match the first bytes of each
+/// direction, and this bounds the work per payload.
+const TEXT_PREFIX: usize = 512;
+
+fn text_evidence(from_orig: bool, first: bool, p: &[u8]) -> u16 {
+    let p = &p[..p.len().min(TEXT_PREFIX)];
+    let mut e = 0;
+    if first && p.len() >= 6 && p[..4].eq_ignore_ascii_case(b"SSH-") && matches!(p[4], b'1' | b'2')
+    {
+        e |= if from_orig { ev::SSH_CLIENT } else { ev::SSH_SERVER };
+    }
+    if from_orig {
+        if first && is_http_request(p) {
+            e |= ev::HTTP_REQUEST;
         }
-        if !from_orig && p.starts_with(b"220") {
-            let line_end = p.iter().position(|b| *b == b'\n').unwrap_or(p.len());
-            let line = &p[..line_end];
-            let has = |w: &[u8]| line.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
-            if has(b"smtp") || has(b"mail") || resp_port == 25 || resp_port == 587 {
-                return Service::Smtp;
+        // Client commands on any line (Zeek's dpd_ftp_client, dpd_smtp_client, and
+        // irc_client1/irc_client2: a USER and a NICK command, in either order).
+        for l in lines(p) {
+            if command(l, b"USER") {
+                e |= ev::FTP_USER | ev::IRC_USER;
             }
-            if has(b"ftp") || resp_port == 21 {
-                return Service::Ftp;
+            if command(l, b"NICK") {
+                e |= ev::IRC_NICK;
+            }
+            if command(l, b"EHLO") || command(l, b"HELO") {
+                e |= ev::SMTP_HELO;
             }
         }
-        if from_orig && (p.starts_with(b"EHLO ") || p.starts_with(b"HELO ")) {
-            return Service::Smtp;
+    } else {
+        if first {
+            if is_http_response(p) {
+                e |= ev::HTTP_REPLY;
+            }
+            if p.len() >= 4 && p.starts_with(b"220") && matches!(p[3], b' ' | b'-') {
+                e |= ev::GREETING_220;
+            }
+            if p.starts_with(b"+OK") {
+                e |= ev::POP3_OK;
+            }
         }
-        if from_orig && p.starts_with(b"USER ") && resp_port == 21 {
-            return Service::Ftp;
-        }
-        if resp_port == 53 && p.len() > 2 && looks_like_dns(&p[2..]) {
-            return Service::Dns;
-        }
-    } else if proto == IPPROTO_UDP {
-        if (resp_port == 53 || resp_port == 5353) && looks_like_dns(p) {
-            return Service::Dns;
-        }
-        if resp_port == 123 && p.len() >= 48 && matches!((p[0] >> 3) & 7, 1..=4) {
-            return Service::Ntp;
-        }
-        if matches!(resp_port, 67 | 68) && p.len() >= 240 && p[236..240] == [99, 130, 83, 99] {
-            return Service::Dhcp;
+        if lines(p).any(irc_numeric_reply) {
+            e |= ev::IRC_SERVER;
         }
     }
-    Service::None
+    e
+}
+
+/// A TCP service from the evidence so far: by the protocol's registered ports (Zeek's
+/// `Analyzer::register_for_ports` in each `base/protocols/*/main.zeek`) one side suffices
+/// (for FTP and IRC the client's: their analyzers confirm on a client command); elsewhere
+/// both sides must have shown it (DPD's client and server signatures).
+fn tcp_service(port: u16, e: u16) -> Service {
+    let both = |c: u16, s: u16| e & c != 0 && e & s != 0;
+    let any = |bits: u16| e & bits != 0;
+    if both(ev::SSH_CLIENT, ev::SSH_SERVER) || port == 22 && any(ev::SSH_CLIENT | ev::SSH_SERVER) {
+        Service::Ssh
+    } else if both(ev::HTTP_REQUEST, ev::HTTP_REPLY)
+        || matches!(port, 80 | 81 | 631 | 1080 | 3128 | 8000 | 8080 | 8888)
+            && any(ev::HTTP_REQUEST | ev::HTTP_REPLY)
+    {
+        Service::Http
+    } else if both(ev::TLS_CLIENT, ev::TLS_SERVER)
+        || matches!(port, 443 | 563 | 585 | 614 | 636 | 989 | 990 | 992 | 993 | 995 | 5223)
+            && any(ev::TLS_CLIENT | ev::TLS_SERVER)
+    {
+        Service::Ssl
+    } else if both(ev::SMTP_HELO, ev::GREETING_220)
+        || matches!(port, 25 | 587) && any(ev::SMTP_HELO | ev::GREETING_220)
+    {
+        Service::Smtp
+    } else if both(ev::FTP_USER, ev::GREETING_220) || matches!(port, 21 | 2811) && any(ev::FTP_USER)
+    {
+        Service::Ftp
+    } else if both(ev::IRC_NICK, ev::IRC_USER) && any(ev::IRC_SERVER)
+        || (6666..=6669).contains(&port) && any(ev::IRC_NICK | ev::IRC_USER)
+    {
+        Service::Irc
+    } else if any(ev::DNS) {
+        Service::Dns
+    } else if port == 110 && any(ev::POP3_OK) {
+        Service::Pop3
+    } else if any(ev::TELNET) {
+        Service::Telnet
+    } else {
+        Service::None
+    }
+}
+
+/// A UDP service from one datagram. Zeek finds these by port only (no DPD signatures for
+/// them): DNS on the DNS analyzer's ports (DNS, NetBIOS name service, mDNS, LLMNR) when the
+/// header parses, DHCP with its magic cookie, NTP with a sane header, SNMP with a BER
+/// sequence.
+fn udp_service(port: u16, p: &[u8]) -> Service {
+    match port {
+        53 | 137 | 5353 | 5355 if looks_like_dns(p) => Service::Dns,
+        123 if p.len() >= 48 && matches!((p[0] >> 3) & 7, 1..=4) => Service::Ntp,
+        67 | 68 if p.len() >= 240 && p[236..240] == [99, 130, 83, 99] => Service::Dhcp,
+        161 | 162 if p.first() == Some(&0x30) => Service::Snmp,
+        _ => Service::None,
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +434,8 @@ mod tests {
     fn sniffing_beats_ports_and_ports_fill_in() {
         let mut a = AppState::default();
         a.observe(6, true, 8443, b"SSH-2.0-OpenSSH_9.0\r\n");
+        assert_eq!(a.sniffed, Service::None, "off its port, one side is not enough");
+        a.observe(6, false, 8443, b"SSH-2.0-dropbear\r\n");
         assert_eq!(a.service(6, 8443), Service::Ssh);
         let b = AppState::default();
         assert_eq!(b.service(6, 443), Service::Ssl);
@@ -285,6 +443,74 @@ mod tests {
         let mut d = AppState::default();
         d.observe(17, true, 53, &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w']);
         assert_eq!(d.sniffed, Service::Dns);
+    }
+
+    #[test]
+    fn irc_by_payload_whatever_the_port() {
+        // A bot's C&C on an unregistered port: the client's NICK/USER and the server's
+        // numeric reply (Zeek's dpd_irc_client / dpd_irc_server_reply).
+        let mut a = AppState::default();
+        a.observe(6, true, 2323, b"NICK bot123\r\nUSER bot 0 * :bot\r\n");
+        assert_eq!(a.sniffed, Service::None);
+        a.observe(6, false, 2323, b":irc.example.net 001 bot123 :Welcome\r\n");
+        assert_eq!(a.sniffed, Service::Irc);
+        // On IRC's registered ports, the client's command suffices (Zeek's IRC analyzer
+        // confirms on a line from the originator), a server line alone does not.
+        let mut b = AppState::default();
+        b.observe(6, false, 6667, b":srv 433 * bot :Nickname is already in use\r\n");
+        assert_eq!(b.sniffed, Service::None);
+        b.observe(6, true, 6667, b"NICK bot2\r\n");
+        assert_eq!(b.sniffed, Service::Irc);
+        // A server that only sends NOTICE, PING and ERROR (a refused bot, as on the shared
+        // IoT-23 capture's port 4975) never matches Zeek's server signature.
+        let mut d = AppState::default();
+        d.observe(6, false, 4975, b":irc.x NOTICE AUTH :*** Looking up your hostname...\r\n");
+        d.observe(6, true, 4975, b"NICK MYDWOA\nUSER PUFS localhost localhost :W\n");
+        d.observe(6, false, 4975, b"PING :B31EBA19\r\nERROR :Closing Link\r\n");
+        assert_eq!(d.sniffed, Service::None);
+        // A plain USER on another port is not IRC without the server's reply.
+        let mut c = AppState::default();
+        c.observe(6, true, 4975, b"USER x\r\n");
+        c.observe(6, false, 4975, b"\x00\x01binary");
+        assert_eq!(c.sniffed, Service::None);
+    }
+
+    #[test]
+    fn http_tls_smtp_ftp_telnet_off_their_ports() {
+        let run = |pairs: &[(bool, &[u8])]| {
+            let mut a = AppState::default();
+            for (o, p) in pairs {
+                a.observe(6, *o, 40000, p);
+            }
+            a.sniffed
+        };
+        assert_eq!(
+            run(&[(true, b"GET / HTTP/1.1\r\n\r\n"), (false, b"HTTP/1.1 200 OK\r\n\r\n")]),
+            Service::Http
+        );
+        assert_eq!(run(&[(true, b"GET / HTTP/1.1\r\n\r\n")]), Service::None);
+        assert_eq!(run(&[(true, &[0x16, 3, 1, 0, 5]), (false, &[0x16, 3, 3, 0, 9])]), Service::Ssl);
+        assert_eq!(run(&[(false, b"220 mx ESMTP\r\n"), (true, b"EHLO me\r\n")]), Service::Smtp);
+        assert_eq!(
+            run(&[(false, b"220 ftpd ready\r\n"), (true, b"USER anonymous\r\n")]),
+            Service::Ftp
+        );
+        assert_eq!(run(&[(false, &[0xff, 0xfd, 0x18, 0xff, 0xfd, 0x20])]), Service::Telnet);
+        // Telnet and NTP are recognised, but IoT-23's Zeek names neither.
+        assert_eq!(Service::Telnet.zeek(), Service::None);
+        assert_eq!(Service::Ntp.zeek(), Service::None);
+        assert_eq!(Service::Irc.zeek(), Service::Irc);
+    }
+
+    #[test]
+    fn udp_services_by_their_ports() {
+        let mut ntp = [0u8; 48];
+        ntp[0] = 0x23; // version 4, mode 3
+        assert_eq!(udp_service(123, &ntp), Service::Ntp);
+        assert_eq!(udp_service(9999, &ntp), Service::None);
+        let dns = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w'];
+        assert_eq!(udp_service(5353, &dns), Service::Dns);
+        assert_eq!(udp_service(161, &[0x30, 0x26, 2, 1, 1]), Service::Snmp);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Flow table settings. Defaults follow Argus 3's `argus.conf` where we claim Argus semantics
 //! (idle timeouts), and UNSW-NB15's capture set-up for the active timeout (its durations
-//! never reach 60 s: records were cut at a 60 s status interval).
+//! never reach 60 s: records were cut at a 60 s status interval). The Zeek vocabulary cuts
+//! connections by Zeek's own rules instead ([`CutPolicy::Zeek`], timers in [`ZeekTimers`]).
 
 use std::time::Duration;
 
@@ -20,6 +21,70 @@ pub mod secs {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v)
             .map_err(|_| D::Error::custom(format!("{v} is not a valid number of seconds")))
+    }
+}
+
+/// Whose rules decide where one flow ends and the next begins. One flow table runs either; the
+/// record vocabulary (`--schema`) chooses, so that each vocabulary's records are cut the way the
+/// data set it describes was cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CutPolicy {
+    /// Argus 3 as UNSW-NB15 ran it: idle timeouts per protocol from `argus.conf`, the 60 s
+    /// active timeout, TCP closed by FIN both ways or a RST plus `close_linger`.
+    #[default]
+    Argus,
+    /// Zeek as IoT-23 ran it: the connection timers of `init-bare.zeek` ([`ZeekTimers`]), no
+    /// active timeout, unanswered attempts ended by `tcp_attempt_delay`, closed connections
+    /// removed `tcp_close_delay` after the close, a SYN with a new sequence number on a known
+    /// 5-tuple starting a new connection (the TCP analyzer's `IsReuse`), and the originator
+    /// guessed from `likely_server_ports` when the first packet is not a SYN.
+    Zeek,
+}
+
+/// Zeek's connection timers, named and defaulted as in Zeek's `scripts/base/init-bare.zeek`
+/// (and `dns_session_timeout` of the DNS analyzer). Used by [`CutPolicy::Zeek`] only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZeekTimers {
+    /// `tcp_inactivity_timeout` (5 min): a TCP connection past its handshake with no packet
+    /// this long is removed.
+    #[serde(with = "secs")]
+    pub tcp_inactivity_timeout: Duration,
+    /// `udp_inactivity_timeout` (1 min).
+    #[serde(with = "secs")]
+    pub udp_inactivity_timeout: Duration,
+    /// `icmp_inactivity_timeout` (1 min).
+    #[serde(with = "secs")]
+    pub icmp_inactivity_timeout: Duration,
+    /// `unknown_ip_inactivity_timeout` (1 min), for other IP protocols.
+    #[serde(with = "secs")]
+    pub unknown_ip_inactivity_timeout: Duration,
+    /// `tcp_attempt_delay` (5 s): this long after the originator's first SYN, a connection
+    /// whose responder has sent nothing is removed (`connection_attempt`, conn_state S0).
+    #[serde(with = "secs")]
+    pub tcp_attempt_delay: Duration,
+    /// `tcp_close_delay` (5 s): a connection closed (FIN both ways, a RST, or a FIN with a
+    /// silent peer) is removed this long after the packet that closed it.
+    #[serde(with = "secs")]
+    pub tcp_close_delay: Duration,
+    /// `dns_session_timeout` (10 s): a UDP connection given to the DNS analyzer (by its port)
+    /// is checked this long after it began, then every such interval, and removed once it has
+    /// been idle for this less one second.
+    #[serde(with = "secs")]
+    pub dns_session_timeout: Duration,
+}
+
+impl Default for ZeekTimers {
+    fn default() -> Self {
+        ZeekTimers {
+            tcp_inactivity_timeout: Duration::from_secs(300),
+            udp_inactivity_timeout: Duration::from_secs(60),
+            icmp_inactivity_timeout: Duration::from_secs(60),
+            unknown_ip_inactivity_timeout: Duration::from_secs(60),
+            tcp_attempt_delay: Duration::from_secs(5),
+            tcp_close_delay: Duration::from_secs(5),
+            dns_session_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -67,6 +132,19 @@ pub struct FlowConfig {
     pub max_held_records: usize,
     /// Seed of the community ID (0 unless every tool in the deployment uses another).
     pub community_id_seed: u16,
+    /// Zeek's timers, for records in the Zeek vocabulary.
+    pub zeek: ZeekTimers,
+    /// Whose cut rules apply: set from the record vocabulary ([`FlowConfig::for_cut`]), not
+    /// from the configuration file. The Argus timeouts above apply to [`CutPolicy::Argus`].
+    #[serde(skip)]
+    pub cut: CutPolicy,
+}
+
+impl FlowConfig {
+    /// This configuration with `cut` as the cut policy.
+    pub fn for_cut(&self, cut: CutPolicy) -> FlowConfig {
+        FlowConfig { cut, ..self.clone() }
+    }
 }
 
 impl Default for FlowConfig {
@@ -84,6 +162,8 @@ impl Default for FlowConfig {
             max_time_regression: Duration::from_secs(300),
             max_held_records: 1 << 20,
             community_id_seed: 0,
+            zeek: ZeekTimers::default(),
+            cut: CutPolicy::Argus,
         }
     }
 }

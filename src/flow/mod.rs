@@ -18,7 +18,7 @@ pub mod table;
 pub mod tcp_state;
 
 pub use app::Service;
-pub use config::FlowConfig;
+pub use config::{CutPolicy, FlowConfig, ZeekTimers};
 pub use key::{FlowKey, community_id};
 pub use order::{OrderKey, Reorder, StreamTime};
 pub use record::{EndReason, FlowRecord};

@@ -72,23 +72,25 @@ impl OrderKey {
     }
 }
 
-struct Held<T> {
+/// A held record's key and where the record waits: the heap moves keys, never records (a flow
+/// record is some 700 bytes; each heap level would copy it).
+struct Held {
     key: OrderKey,
-    item: T,
+    slot: u32,
 }
 
-impl<T> PartialEq for Held<T> {
+impl PartialEq for Held {
     fn eq(&self, o: &Self) -> bool {
         self.key == o.key
     }
 }
-impl<T> Eq for Held<T> {}
-impl<T> PartialOrd for Held<T> {
+impl Eq for Held {}
+impl PartialOrd for Held {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
-impl<T> Ord for Held<T> {
+impl Ord for Held {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.key.cmp(&o.key)
     }
@@ -110,7 +112,10 @@ pub struct ReorderStats {
 /// Holds records from `sources` producers and releases them in [`OrderKey`] order, each once
 /// every source's low mark is past it.
 pub struct Reorder<T> {
-    heap: BinaryHeap<Reverse<Held<T>>>,
+    heap: BinaryHeap<Reverse<Held>>,
+    /// The held records by slot (reused through `free`).
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
     marks: Vec<StreamTime>,
     /// The least of `marks`: records strictly before it are final.
     floor: StreamTime,
@@ -126,6 +131,8 @@ impl<T> Reorder<T> {
     pub fn new(sources: usize, limit: usize) -> Reorder<T> {
         Reorder {
             heap: BinaryHeap::new(),
+            items: Vec::new(),
+            free: Vec::new(),
             marks: vec![StreamTime::MIN; sources.max(1)],
             floor: StreamTime::MIN,
             released: None,
@@ -148,7 +155,17 @@ impl<T> Reorder<T> {
 
     /// Takes a record from a source.
     pub fn push(&mut self, key: OrderKey, item: T) {
-        self.heap.push(Reverse(Held { key, item }));
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.items[s as usize] = Some(item);
+                s
+            }
+            None => {
+                self.items.push(Some(item));
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse(Held { key, slot }));
         self.stats.peak_held = self.stats.peak_held.max(self.heap.len());
     }
 
@@ -194,7 +211,9 @@ impl<T> Reorder<T> {
         } else {
             self.released = Some(h.key);
         }
-        Some(h.item)
+        let item = self.items.get_mut(h.slot as usize)?.take();
+        self.free.push(h.slot);
+        item
     }
 }
 

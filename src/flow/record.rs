@@ -12,7 +12,7 @@ use super::app::{AppState, Service};
 use super::history::{History, Scaled};
 use super::key::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use super::order::StreamTime;
-use super::tcp_state::{ConnState, TcpEndpoints, tcp_conn_state, udp_conn_state};
+use super::tcp_state::{ConnState, EndpointState, TcpEndpoints, tcp_conn_state, udp_conn_state};
 use crate::capture::Timestamp;
 use crate::decode::{Fragment, PacketMeta, TcpFlags};
 
@@ -89,8 +89,10 @@ impl Welford {
     }
 }
 
-/// Sequence-space tracking for one TCP direction: Zeek's byte count from sequence numbers,
-/// retransmissions and gaps (Argus's loss).
+/// Sequence-space tracking for one TCP direction: Argus's retransmissions (its loss), and
+/// Zeek's view of the same direction (`TCP_Endpoint` and its `TCP_Reassembler`): the last
+/// sequence number, the peer's acknowledgments, retransmissions (history `T`), content gaps
+/// (history `G`, `missed_bytes`) and the byte count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SeqTrack {
     started: bool,
@@ -99,14 +101,23 @@ pub struct SeqTrack {
     /// Origin of the relative sequence space: the SYN's number, or one before the first
     /// segment when no SYN was seen (as Zeek assumes).
     pub base: u32,
-    /// Offset (from `base`) where data starts: 1 after a SYN, as Zeek assumes for partial
-    /// connections too.
-    data_start: u64,
     /// Highest offset reached by data (unwrapped 64-bit sequence space).
     end: u64,
+    /// Data segments entirely below `end` (Argus's retransmissions).
     pub retransmits: u32,
-    pub gaps: u32,
-    /// Bytes never seen in sequence-space holes (Zeek's missed_bytes, without refilling).
+    /// Zeek's `LastSeq`: one past the highest segment, SYN and FIN counted (offset).
+    last: u64,
+    /// Zeek's `AckSeq`: the highest acknowledgment the peer sent for this direction (offset).
+    acked: u64,
+    /// Zeek's `FIN_seq`: one past this direction's FIN, 0 before any FIN (offset).
+    fin_end: u64,
+    /// Zeek's reassembly point (`last_reassem_seq`): data below it was delivered or given up
+    /// as a gap (offset; 1 is the first data byte after the SYN).
+    contig: u64,
+    /// Data seen above `contig`, waiting for the hole below it (lo, hi; hi 0 when none).
+    /// Several out-of-order blocks merge into one range: fixed-size state.
+    above: (u64, u64),
+    /// Zeek's `missed_bytes`: bytes the peer acknowledged that were never seen.
     pub missed_bytes: u64,
 }
 
@@ -115,8 +126,10 @@ pub struct SeqTrack {
 pub enum SeqEvent {
     New,
     Retransmit,
-    Gap,
 }
+
+/// Zeek's `TOO_LARGE_SEQ_DELTA`: SYN and RST sequence numbers this far off are not trusted.
+const TOO_LARGE_SEQ_DELTA: i64 = 1_048_576;
 
 impl SeqTrack {
     /// Unwraps a 32-bit offset near the current end.
@@ -133,14 +146,17 @@ impl SeqTrack {
         }
     }
 
-    /// Observes a segment; returns its unwrapped offset and what it did.
+    /// Observes a segment; returns its unwrapped offset and what it did (Argus's view).
     pub fn observe(&mut self, seq: u32, flags: TcpFlags, payload_len: u32) -> (u64, SeqEvent) {
         if !self.started {
             self.started = true;
             self.first_seq = seq;
             self.base = seq;
-            self.data_start = 1;
             self.end = 1;
+            self.contig = 1;
+            // Zeek's init_endpoint: after a SYN the last sequence number is the SYN's; without
+            // one, the first segment's, as though a SYN had preceded it.
+            self.last = if flags.syn() { 0 } else { 1 };
             if !flags.syn() {
                 // No SYN seen: pretend one preceded this segment, as Zeek does.
                 self.base = seq.wrapping_sub(1);
@@ -155,20 +171,133 @@ impl SeqTrack {
         if seg_end <= self.end {
             self.retransmits += 1;
             (rel, SeqEvent::Retransmit)
-        } else if start > self.end {
-            self.gaps += 1;
-            self.missed_bytes += start - self.end;
-            self.end = seg_end;
-            (rel, SeqEvent::Gap)
         } else {
             self.end = seg_end;
             (rel, SeqEvent::New)
         }
     }
 
-    /// Payload bytes by sequence numbers (Zeek's orig_bytes / resp_bytes for TCP).
-    pub fn size(&self) -> u64 {
-        self.end.saturating_sub(self.data_start)
+    /// Zeek's view of the segment at offset `rel` (after [`SeqTrack::observe`]): the TCP
+    /// analyzer's `update_last_seq` and the reassembler's `DataSent`. `was_reset`: this side
+    /// had sent a RST before (Zeek no longer trusts its sequence numbers). Returns whether
+    /// Zeek counts it a retransmission (`DidRxmit`, history `T`): data ending below the last
+    /// sequence number seen, which includes out-of-order segments filling a hole.
+    pub fn zeek_segment(&mut self, rel: u64, flags: TcpFlags, len: u32, was_reset: bool) -> bool {
+        let len64 = len as u64;
+        let seg_len = if flags.rst() { 0 } else { len64 } + flags.syn() as u64 + flags.fin() as u64;
+        let one_past = rel + seg_len;
+        let delta = one_past as i64 - self.last as i64;
+        let rxmit = if (flags.syn() || flags.rst()) && delta.abs() > TOO_LARGE_SEQ_DELTA {
+            false
+        } else if flags.fin() && self.last == 1 {
+            self.last = one_past;
+            false
+        } else if was_reset {
+            false
+        } else if delta > 0 {
+            self.last = one_past;
+            false
+        } else {
+            // A segment ending before the last sequence number. IoT-23's Zeek (2.6) does not
+            // count one ending exactly at it (an identical resend, a keep-alive); today's
+            // `update_last_seq` does (`delta_last <= 0`). The shared conn.log shows the
+            // former on every such connection (docs/zeek-comparison.md).
+            delta < 0 && len > 0
+        };
+        if flags.fin() {
+            self.fin_end = one_past;
+        }
+        if len > 0 && !flags.rst() {
+            self.deliver(rel + flags.syn() as u64, len64);
+        }
+        rxmit
+    }
+
+    /// The reassembler taking data [start, start + len): already acknowledged data is
+    /// dropped (`DataSent`), data at the reassembly point moves it (`BlockInserted`), data
+    /// above it waits.
+    fn deliver(&mut self, start: u64, len: u64) {
+        let (mut s, e) = (start, start + len);
+        if s < self.acked {
+            if e <= self.acked {
+                return;
+            }
+            s = self.acked;
+        }
+        if e <= self.contig {
+            return;
+        }
+        if s <= self.contig {
+            self.contig = e;
+            if self.above.1 > 0 && self.above.0 <= self.contig {
+                self.contig = self.contig.max(self.above.1);
+                self.above = (0, 0);
+            }
+        } else if self.above.1 == 0 {
+            self.above = (s, e);
+        } else {
+            self.above = (self.above.0.min(s), self.above.1.max(e));
+        }
+    }
+
+    /// The peer acknowledged `ack` (of this direction's sequence space): Zeek's
+    /// `update_ack_seq` (not from RSTs) and `TCP_Reassembler::AckReceived`. Acknowledged
+    /// data never seen is a content gap: returns how many holes were given up; their bytes
+    /// count in `missed_bytes` when `report` (Zeek reports gaps only while both endpoints are
+    /// established or closing cleanly). `partial`: the connection began without a handshake
+    /// (Zeek ignores a gap of the first octet or two there).
+    pub fn zeek_ack(&mut self, ack: u32, rst: bool, partial: bool, report: bool) -> u32 {
+        if !self.started {
+            return 0;
+        }
+        let rel = self.unwrap(ack);
+        if !rst && rel > self.acked {
+            self.acked = rel;
+        }
+        let mut a = rel;
+        if self.fin_end > 0 && a >= self.fin_end {
+            a = self.fin_end - 1;
+        }
+        if a <= self.contig || (a <= 2 && partial) {
+            return 0;
+        }
+        let mut holes = 0;
+        let mut gap = |from: u64, to: u64, missed: &mut u64| {
+            if to > from {
+                holes += 1;
+                if report {
+                    *missed += to - from;
+                }
+            }
+        };
+        if self.above.1 > 0 && self.above.0 < a {
+            gap(self.contig, self.above.0, &mut self.missed_bytes);
+            self.contig = self.above.1;
+            self.above = (0, 0);
+        }
+        gap(self.contig, a, &mut self.missed_bytes);
+        self.contig = self.contig.max(a);
+        holes
+    }
+
+    /// Payload bytes by the highest data sequence number seen.
+    pub fn data_size(&self) -> u64 {
+        self.end.saturating_sub(1)
+    }
+
+    /// Zeek's `TCP_Endpoint::Size`: payload bytes from the highest sequence number seen or
+    /// acknowledged, less the SYN and FIN octets (Zeek's orig_bytes / resp_bytes).
+    pub fn zeek_size(&self) -> u64 {
+        if !self.started {
+            return 0;
+        }
+        let size = self.last.max(self.acked).saturating_sub(1);
+        if self.fin_end > 0 { size.saturating_sub(1) } else { size }
+    }
+
+    /// Whether a segment of this direction has been seen.
+    pub fn started(&self) -> bool {
+        self.started
     }
 }
 
@@ -248,6 +377,11 @@ pub struct FlowRecord {
     pub vlan: u32,
     pub first_ts: Timestamp,
     pub last_ts: Timestamp,
+    /// Zeek's `last_time`: as `last_ts`, except that once both TCP endpoints have closed (sent
+    /// a FIN or RST) later packets still count but no longer move it (the TCP analyzer updates
+    /// the connection's last time only while `! orig->did_close || ! resp->did_close`). Zeek's
+    /// `duration` ends here.
+    pub zeek_last_ts: Timestamp,
     pub orig: Direction,
     pub resp: Direction,
     pub tcp: TcpEndpoints,
@@ -259,6 +393,13 @@ pub struct FlowRecord {
     pub ack_ts: Option<Timestamp>,
     /// Some packet of the flow was decapsulated from a tunnel.
     pub tunneled: bool,
+    /// Zeek's `is_partial`: the originator's first packet was not a plain SYN, or the
+    /// responder's first packet not a SYN.
+    pub zeek_partial: bool,
+    /// Kept under Zeek's cut rules ([`super::CutPolicy::Zeek`]): Zeek's sequence bookkeeping
+    /// (retransmissions, gaps, missed bytes, byte counts from acknowledgments) runs only then,
+    /// keeping it off the per-packet path of Argus's records.
+    pub zeek_rules: bool,
     pub end_reason: EndReason,
     /// The capture clock at the flow's last packet (its `ltime` unless that packet came out of
     /// order), within the clock epoch: what the window order sorts by ([`super::order`]). Set
@@ -285,6 +426,7 @@ impl FlowRecord {
             vlan: m.vlan,
             first_ts: m.ts,
             last_ts: m.ts,
+            zeek_last_ts: m.ts,
             orig: Direction::default(),
             resp: Direction::default(),
             tcp: TcpEndpoints::default(),
@@ -294,6 +436,8 @@ impl FlowRecord {
             synack_ts: None,
             ack_ts: None,
             tunneled: false,
+            zeek_partial: false,
+            zeek_rules: false,
             end_reason: EndReason::Idle,
             last_clock: StreamTime { epoch: 0, clock: m.ts },
         }
@@ -303,28 +447,68 @@ impl FlowRecord {
     pub fn update(&mut self, m: &PacketMeta<'_>, from_orig: bool) {
         self.first_ts = self.first_ts.min(m.ts);
         self.last_ts = self.last_ts.max(m.ts);
+        if !self.both_closed() {
+            self.zeek_last_ts = self.zeek_last_ts.max(m.ts);
+        }
         self.tunneled |= m.tunneled;
         let dir = if from_orig { &mut self.orig } else { &mut self.resp };
+        let first_of_side = dir.pkts == 0;
         dir.count(m);
         let later_fragment = matches!(m.frag, Fragment::Later { .. });
         if self.proto == IPPROTO_TCP && !later_fragment {
             let flags = m.tcp.flags;
+            if first_of_side {
+                // Zeek's SetPartialStatus.
+                self.zeek_partial |=
+                    if from_orig { !flags.syn() || flags.ack() } else { !flags.syn() };
+            }
             dir.tcp_flags |= flags.0;
             dir.note_window(flags, m.tcp.window);
             if flags.syn() {
                 dir.wscale = m.tcp.wscale;
             }
+            let (me, peer) = if from_orig {
+                (self.tcp.orig, self.tcp.resp)
+            } else {
+                (self.tcp.resp, self.tcp.orig)
+            };
             let (rel, event) = dir.seq.observe(m.tcp.seq, flags, m.payload_len);
+            // Zeek's sequence bookkeeping runs under Zeek's rules only; Argus's records keep
+            // their retransmission count as the history's T.
+            let rxmit = if self.zeek_rules {
+                dir.seq.zeek_segment(rel, flags, m.payload_len, me == EndpointState::Reset)
+            } else {
+                event == SeqEvent::Retransmit
+            };
+            // Zeek's order within a packet: the flag letter (update_history), a zero window
+            // (update_window: not with a RST, nor once the peer closed or this side reset),
+            // a retransmission (update_last_seq), then gaps the acknowledgment reveals.
             self.history.tcp_packet(from_orig, flags, rel, m.payload_len);
-            match event {
-                SeqEvent::Retransmit => self.history.scaled(from_orig, Scaled::Retransmit),
-                SeqEvent::Gap => self.history.scaled(from_orig, Scaled::Gap),
-                SeqEvent::New => {}
-            }
-            if m.tcp.window == 0 && !flags.rst() && !flags.syn() {
+            if m.tcp.window == 0
+                && !flags.rst()
+                && peer != EndpointState::Closed
+                && me != EndpointState::Reset
+            {
                 self.history.scaled(from_orig, Scaled::ZeroWindow);
             }
+            if rxmit {
+                self.history.scaled(from_orig, Scaled::Retransmit);
+            }
             self.tcp.update(from_orig, flags, m.payload_len);
+            if self.zeek_rules && flags.ack() {
+                // The peer's data acknowledged: Zeek's AckReceived, after the state machine.
+                use EndpointState::{Closed, Established};
+                let clean = |e| e == Established || (e == Closed && self.ack_ts.is_some());
+                let report = clean(self.tcp.orig) && clean(self.tcp.resp);
+                let partial = self.zeek_partial;
+                let peer_dir = if from_orig { &mut self.resp } else { &mut self.orig };
+                let holes = peer_dir.seq.zeek_ack(m.tcp.ack, flags.rst(), partial, report);
+                if report {
+                    for _ in 0..holes {
+                        self.history.scaled(!from_orig, Scaled::Gap);
+                    }
+                }
+            }
             match (from_orig, flags.syn(), flags.ack()) {
                 // The last SYN before the SYN-ACK: a retransmitted SYN is the one answered
                 // (Argus measures synack from it too).
@@ -362,6 +546,47 @@ impl FlowRecord {
         dir.payload_bytes += payload_bytes;
     }
 
+    /// Whether each TCP endpoint has closed in Zeek's sense (`did_close`: it sent a FIN or a
+    /// RST). Returns (orig, resp); false for other protocols.
+    pub fn did_close(&self) -> (bool, bool) {
+        const CLOSING: u8 = TcpFlags::FIN | TcpFlags::RST;
+        (self.orig.tcp_flags & CLOSING != 0, self.resp.tcp_flags & CLOSING != 0)
+    }
+
+    fn both_closed(&self) -> bool {
+        let (o, r) = self.did_close();
+        o && r
+    }
+
+    /// Zeek's `duration`: from the first packet to [`FlowRecord::zeek_last_ts`].
+    pub fn zeek_duration_secs(&self) -> f64 {
+        self.zeek_last_ts.since(self.first_ts) as f64 / 1e9
+    }
+
+    /// Whether a packet on this connection's 5-tuple starts a new Zeek connection instead
+    /// (the TCP analyzer's `IsReuse`): only a SYN can. A SYN-ACK can only while the originator
+    /// has sent nothing (a half connection; the responder's start is compared then). Once either
+    /// side has closed, any SYN starts a new connection; before, only one whose sequence number
+    /// differs from the originator's initial one (a retransmitted SYN stays, a new attempt does
+    /// not).
+    pub fn zeek_is_reuse(&self, m: &PacketMeta<'_>) -> bool {
+        use super::tcp_state::EndpointState::Inactive;
+        let flags = m.tcp.flags;
+        if self.proto != IPPROTO_TCP || !flags.syn() || matches!(m.frag, Fragment::Later { .. }) {
+            return false;
+        }
+        let side = if flags.ack() {
+            if self.tcp.orig != Inactive {
+                return false;
+            }
+            &self.resp.seq
+        } else {
+            &self.orig.seq
+        };
+        let (oc, rc) = self.did_close();
+        oc || rc || (side.started() && m.tcp.seq != side.base)
+    }
+
     /// Whether TCP has ended: FIN from both sides, or a RST from either.
     pub fn tcp_finished(&self) -> bool {
         use super::tcp_state::EndpointState::{Closed, Reset};
@@ -375,13 +600,22 @@ impl FlowRecord {
         self.last_ts.since(self.first_ts) as f64 / 1e9
     }
 
-    /// Zeek's orig_bytes: TCP by sequence numbers, others by payload lengths.
+    /// Zeek's orig_bytes: TCP by sequence numbers (and, under Zeek's rules, acknowledgments),
+    /// others by payload lengths.
     pub fn orig_bytes(&self) -> u64 {
-        if self.proto == IPPROTO_TCP { self.orig.seq.size() } else { self.orig.payload_bytes }
+        self.bytes_of(&self.orig)
     }
 
     pub fn resp_bytes(&self) -> u64 {
-        if self.proto == IPPROTO_TCP { self.resp.seq.size() } else { self.resp.payload_bytes }
+        self.bytes_of(&self.resp)
+    }
+
+    fn bytes_of(&self, d: &Direction) -> u64 {
+        match (self.proto, self.zeek_rules) {
+            (IPPROTO_TCP, true) => d.seq.zeek_size(),
+            (IPPROTO_TCP, false) => d.seq.data_size(),
+            _ => d.payload_bytes,
+        }
     }
 
     /// Zeek's conn_state at export.
@@ -405,7 +639,7 @@ impl FlowRecord {
 
     /// The service as Zeek would log it: only when confirmed from payload.
     pub fn zeek_service(&self) -> Service {
-        self.app.sniffed
+        self.app.sniffed.zeek()
     }
 
     /// The last window each side advertised, scaled when both SYNs negotiated window scaling
@@ -462,27 +696,55 @@ mod tests {
         TcpFlags(b)
     }
 
-    #[test]
-    fn seq_size_counts_data_not_syn_or_fin() {
-        let mut s = SeqTrack::default();
-        s.observe(1000, flags(TcpFlags::SYN), 0);
-        s.observe(1001, flags(TcpFlags::ACK), 100);
-        s.observe(1101, flags(TcpFlags::ACK), 50);
-        s.observe(1151, flags(TcpFlags::FIN | TcpFlags::ACK), 0);
-        assert_eq!(s.size(), 150);
-        assert_eq!((s.retransmits, s.gaps), (0, 0));
+    /// Feeds a segment to both views, as FlowRecord::update does; returns Zeek's rxmit.
+    fn seg(s: &mut SeqTrack, seq: u32, f: u8, len: u32) -> bool {
+        let (rel, _) = s.observe(seq, flags(f), len);
+        s.zeek_segment(rel, flags(f), len, false)
     }
 
     #[test]
-    fn seq_retransmit_gap_and_wraparound() {
+    fn seq_size_counts_data_not_syn_or_fin() {
         let mut s = SeqTrack::default();
-        s.observe(u32::MAX - 10, flags(TcpFlags::SYN), 0);
-        assert_eq!(s.observe(u32::MAX - 9, flags(TcpFlags::ACK), 100).1, SeqEvent::New);
-        assert_eq!(s.observe(u32::MAX - 9, flags(TcpFlags::ACK), 100).1, SeqEvent::Retransmit);
-        // Skip 20 bytes, across the 2^32 wrap.
+        seg(&mut s, 1000, TcpFlags::SYN, 0);
+        seg(&mut s, 1001, TcpFlags::ACK, 100);
+        seg(&mut s, 1101, TcpFlags::ACK, 50);
+        seg(&mut s, 1151, TcpFlags::FIN | TcpFlags::ACK, 0);
+        assert_eq!(s.zeek_size(), 150);
+        assert_eq!(s.retransmits, 0);
+    }
+
+    #[test]
+    fn seq_retransmit_and_wraparound() {
+        let mut s = SeqTrack::default();
+        seg(&mut s, u32::MAX - 10, TcpFlags::SYN, 0);
+        assert!(!seg(&mut s, u32::MAX - 9, TcpFlags::ACK, 100));
+        // An identical resend: Argus counts it; IoT-23's Zeek does not (it ends at the last
+        // sequence number, not before it).
+        assert!(!seg(&mut s, u32::MAX - 9, TcpFlags::ACK, 100));
+        assert_eq!(s.retransmits, 1);
+        // Skip 20 bytes, across the 2^32 wrap, then fill the hole: Zeek's T.
         let next = (u32::MAX - 9).wrapping_add(120);
-        assert_eq!(s.observe(next, flags(TcpFlags::ACK), 10).1, SeqEvent::Gap);
-        assert_eq!((s.size(), s.missed_bytes, s.retransmits, s.gaps), (130, 20, 1, 1));
+        assert!(!seg(&mut s, next, TcpFlags::ACK, 10));
+        assert!(seg(&mut s, (u32::MAX - 9).wrapping_add(100), TcpFlags::ACK, 20));
+        assert_eq!(s.zeek_size(), 130);
+    }
+
+    #[test]
+    fn a_gap_is_data_acknowledged_but_never_seen() {
+        let mut s = SeqTrack::default();
+        seg(&mut s, 1000, TcpFlags::SYN, 0);
+        seg(&mut s, 1001, TcpFlags::ACK, 100);
+        // 50 bytes at 1101 never seen; the next segment arrives and the peer acks past it.
+        seg(&mut s, 1151, TcpFlags::ACK, 50);
+        assert_eq!(s.zeek_ack(1101, false, false, true), 0, "nothing missing below 1101");
+        assert_eq!(s.zeek_ack(1201, false, false, true), 1);
+        assert_eq!((s.missed_bytes, s.zeek_size()), (50, 200));
+        // Out of order but filled before the ack: no gap.
+        let mut t = SeqTrack::default();
+        seg(&mut t, 1000, TcpFlags::SYN, 0);
+        seg(&mut t, 1101, TcpFlags::ACK, 50);
+        assert!(seg(&mut t, 1001, TcpFlags::ACK, 100));
+        assert_eq!((t.zeek_ack(1151, false, false, true), t.missed_bytes), (0, 0));
     }
 
     #[test]
@@ -523,8 +785,8 @@ mod tests {
     #[test]
     fn partial_connection_counts_from_first_segment() {
         let mut s = SeqTrack::default();
-        s.observe(5000, flags(TcpFlags::ACK), 10);
-        s.observe(5010, flags(TcpFlags::ACK), 10);
-        assert_eq!(s.size(), 20);
+        seg(&mut s, 5000, TcpFlags::ACK, 10);
+        seg(&mut s, 5010, TcpFlags::ACK, 10);
+        assert_eq!(s.zeek_size(), 20);
     }
 }

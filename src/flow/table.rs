@@ -2,9 +2,15 @@
 //!
 //! Flows live in a slab (`Vec` of slots, reused through a free list) indexed by a keyed hash
 //! map; nothing is allocated per packet once the slab has grown to the working set. Each flow
-//! is on one of five intrusive lists, one per timeout class (TCP, UDP, ICMP, other, closing),
-//! ordered by last activity; since every flow on a list shares one timeout, expiry only ever
-//! looks at list heads.
+//! is on one of seven intrusive lists, one per timeout class (TCP, UDP, ICMP, other, closing,
+//! and for Zeek's rules TCP attempts and DNS sessions), ordered by the time its timer started
+//! (`since`); since every flow on a list shares one timeout, expiry only ever looks at list
+//! heads.
+//!
+//! Where one flow ends and the next begins is the [`CutPolicy`]'s: Argus's (idle timeouts per
+//! protocol, the active timeout, FIN both ways or a RST plus a linger; `since` is the last
+//! packet) or Zeek's (the timers of `init-bare.zeek` and the TCP analyzer's rules, each named
+//! where it is applied below; `since` is when Zeek would have started the timer).
 //!
 //! Time is the capture clock: the largest packet timestamp seen. A packet older than the
 //! clock (reordering, `ndpi/malware.pcap`) updates its flow but never moves the clock back;
@@ -14,10 +20,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::config::FlowConfig;
+use super::config::{CutPolicy, FlowConfig};
 use super::key::{FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use super::order::StreamTime;
 use super::record::{EndReason, FlowRecord};
+use super::tcp_state::EndpointState;
 use crate::capture::Timestamp;
 use crate::decode::{Fragment, PacketMeta};
 
@@ -30,8 +37,81 @@ enum Class {
     Udp,
     Icmp,
     Other,
-    /// TCP flows that ended, waiting out the close linger.
+    /// TCP flows that ended, waiting out the close linger (Argus) or `tcp_close_delay` (Zeek).
     Closing,
+    /// Zeek: a TCP connection whose originator sent a SYN and whose responder has sent nothing,
+    /// timed from that first SYN (`tcp_attempt_delay`).
+    Attempt,
+    /// Zeek: a UDP connection on a port of the DNS analyzer, checked every
+    /// `dns_session_timeout` from its start.
+    DnsSession,
+}
+
+const CLASSES: usize = 7;
+
+/// UDP ports Zeek gives to its DNS analyzer (`DNS::ports` in `base/protocols/dns/main.zeek`:
+/// DNS, NetBIOS name service, mDNS, LLMNR); that analyzer's session timer cuts their
+/// connections.
+const ZEEK_DNS_UDP_PORTS: [u16; 4] = [53, 137, 5353, 5355];
+
+/// Zeek's `likely_server_ports`: the ports its base protocol scripts register for their
+/// analyzers (`redef likely_server_ports += { ports }` in each `base/protocols/*/main.zeek` of
+/// the Zeek 2.6 that wrote IoT-23). When a connection's first packet is not a SYN, Zeek makes
+/// a likely server port the responder (`NetSessions::WantConnection`).
+const ZEEK_LIKELY_SERVER_TCP: [u16; 42] = [
+    21, 22, 25, 53, 80, 81, 88, 110, 135, 139, 143, 443, 445, 502, 563, 585, 587, 614, 631, 636,
+    989, 990, 992, 993, 995, 1080, 1434, 2811, 3128, 3306, 3389, 5222, 5223, 5269, 6666, 6667,
+    6668, 6669, 8000, 8080, 8888, 20000,
+];
+const ZEEK_LIKELY_SERVER_UDP: [u16; 20] = [
+    53, 67, 68, 88, 137, 161, 162, 443, 514, 750, 1812, 2123, 2152, 3544, 4789, 5060, 5072, 5353,
+    5355, 20000,
+];
+
+fn zeek_likely_server(proto: u8, port: u16) -> bool {
+    match proto {
+        IPPROTO_TCP => ZEEK_LIKELY_SERVER_TCP.contains(&port),
+        IPPROTO_UDP => ZEEK_LIKELY_SERVER_UDP.contains(&port),
+        _ => false,
+    }
+}
+
+/// Zeek's choice of originator for a new connection (`NetSessions::WantConnection`): a TCP
+/// connection that does not begin with a plain SYN, or a UDP one, is turned around when its
+/// source port is a likely server port and its destination port is not; when both are, TCP is
+/// turned around only if the packet is not a SYN-ACK and the source port is the lower.
+fn zeek_flip(m: &PacketMeta<'_>, sport: u16, dport: u16) -> bool {
+    match m.proto {
+        IPPROTO_TCP => {
+            let f = m.tcp.flags;
+            if f.syn() && !f.ack() || !zeek_likely_server(IPPROTO_TCP, sport) {
+                return false;
+            }
+            !zeek_likely_server(IPPROTO_TCP, dport) || (!f.syn() && sport < dport)
+        }
+        IPPROTO_UDP => {
+            zeek_likely_server(IPPROTO_UDP, sport) && !zeek_likely_server(IPPROTO_UDP, dport)
+        }
+        _ => false,
+    }
+}
+
+/// Where Zeek's TCP analyzer has a connection: closed and waiting for `tcp_close_delay`
+/// (`TCP_Analyzer::ConnectionClosed`: the closing endpoint sent a RST, or its peer had already
+/// closed, or its peer never sent anything), an attempt waiting for `tcp_attempt_delay`
+/// (`AttemptTimer`: the originator is in SYN_SENT or SYN_ACK_SENT and the responder inactive),
+/// or under `tcp_inactivity_timeout`.
+fn zeek_tcp_class(rec: &FlowRecord) -> Class {
+    use EndpointState::{Inactive, Reset, SynAckSent, SynSent};
+    let (oc, rc) = rec.did_close();
+    let (o, r) = (rec.tcp.orig, rec.tcp.resp);
+    if (oc && rc) || o == Reset || r == Reset || (oc && r == Inactive) || (rc && o == Inactive) {
+        Class::Closing
+    } else if matches!(o, SynSent | SynAckSent) && r == Inactive {
+        Class::Attempt
+    } else {
+        Class::Tcp
+    }
 }
 
 impl Class {
@@ -60,6 +140,10 @@ struct Slot {
     class: Class,
     /// Capture clock at the flow's last packet (never decreases).
     activity: Timestamp,
+    /// When the flow's timer on its list started: its last packet under Argus's rules; under
+    /// Zeek's, the first SYN (attempts), the packet that closed it (closing), the last check
+    /// (DNS sessions) or the last packet (the rest).
+    since: Timestamp,
     prev: u32,
     next: u32,
     live: bool,
@@ -145,8 +229,10 @@ pub struct FlowTable {
     index: HashMap<FlowKey, u32, Hasher>,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    lists: [List; 5],
-    timeouts_ns: [i64; 5],
+    lists: [List; CLASSES],
+    timeouts_ns: [i64; CLASSES],
+    /// Zeek: a DNS session idle this long at a check ends (`dns_session_timeout - 1.0`).
+    dns_idle_ns: i64,
     active_ns: i64,
     regression_ns: i64,
     clock: Option<Timestamp>,
@@ -169,21 +255,47 @@ fn ns(d: std::time::Duration) -> i64 {
 
 impl FlowTable {
     pub fn new(config: FlowConfig) -> FlowTable {
-        let timeouts_ns = [
-            ns(config.tcp_idle),
-            ns(config.udp_idle),
-            ns(config.icmp_idle),
-            ns(config.other_idle),
-            ns(config.close_linger),
-        ];
+        let z = &config.zeek;
+        let (timeouts_ns, active_ns) = match config.cut {
+            CutPolicy::Argus => (
+                [
+                    ns(config.tcp_idle),
+                    ns(config.udp_idle),
+                    ns(config.icmp_idle),
+                    ns(config.other_idle),
+                    ns(config.close_linger),
+                    0,
+                    0,
+                ],
+                ns(config.active_timeout),
+            ),
+            // Zeek's timer manager fires a timer once network time reaches it (`Time() <=
+            // new_t`), where the Argus lists expire strictly after: one nanosecond less makes
+            // the same comparison fire at the deadline. Zeek has no active timeout.
+            CutPolicy::Zeek => (
+                [
+                    ns(z.tcp_inactivity_timeout),
+                    ns(z.udp_inactivity_timeout),
+                    ns(z.icmp_inactivity_timeout),
+                    ns(z.unknown_ip_inactivity_timeout),
+                    ns(z.tcp_close_delay),
+                    ns(z.tcp_attempt_delay),
+                    ns(z.dns_session_timeout),
+                ]
+                .map(|t| (t - 1).max(0)),
+                0,
+            ),
+        };
+        let dns_idle_ns = ns(z.dns_session_timeout).saturating_sub(1_000_000_000).max(0);
         let initial = config.max_flows.min(1 << 16);
         FlowTable {
             index: HashMap::with_capacity_and_hasher(initial, Hasher::default()),
             slots: Vec::with_capacity(initial),
             free: Vec::new(),
-            lists: [List { head: NIL, tail: NIL }; 5],
+            lists: [List { head: NIL, tail: NIL }; CLASSES],
             timeouts_ns,
-            active_ns: ns(config.active_timeout),
+            dns_idle_ns,
+            active_ns,
             regression_ns: ns(config.max_time_regression),
             clock: None,
             epoch: 0,
@@ -239,11 +351,21 @@ impl FlowTable {
         let Some(clock) = self.clock else {
             return StreamTime { epoch: self.epoch, clock: Timestamp(i64::MIN) };
         };
+        // A DNS session's last packet may precede its last check by up to the check interval;
+        // every other list's `since` is at most its flows' activity.
         let oldest = self
             .lists
             .iter()
-            .filter(|l| l.head != NIL)
-            .map(|l| self.slots[l.head as usize].activity)
+            .enumerate()
+            .filter(|(_, l)| l.head != NIL)
+            .map(|(c, l)| {
+                let since = self.slots[l.head as usize].since;
+                if c == Class::DnsSession as usize {
+                    Timestamp(since.0.saturating_sub(self.timeouts_ns[c] + 1))
+                } else {
+                    since
+                }
+            })
             .min()
             .unwrap_or(clock);
         StreamTime { epoch: self.epoch, clock: oldest.min(clock) }
@@ -267,8 +389,8 @@ impl FlowTable {
     }
 
     fn push_tail(&mut self, i: u32, class: Class) {
-        // A flow entering a list can expire no earlier than its activity plus the timeout.
-        let expires = self.slots[i as usize].activity.add_nanos(self.timeouts_ns[class as usize]);
+        // A flow entering a list can expire no earlier than its timer's start plus the timeout.
+        let expires = self.slots[i as usize].since.add_nanos(self.timeouts_ns[class as usize]);
         self.next_expiry = self.next_expiry.min(expires);
         let tail = self.lists[class as usize].tail;
         {
@@ -303,17 +425,36 @@ impl FlowTable {
             return;
         }
         let mut next = Timestamp(i64::MAX);
-        for class in [Class::Tcp, Class::Udp, Class::Icmp, Class::Other, Class::Closing] {
+        for class in [
+            Class::Tcp,
+            Class::Udp,
+            Class::Icmp,
+            Class::Other,
+            Class::Closing,
+            Class::Attempt,
+            Class::DnsSession,
+        ] {
             let timeout = self.timeouts_ns[class as usize];
             loop {
                 let head = self.lists[class as usize].head;
                 if head == NIL {
                     break;
                 }
-                let activity = self.slots[head as usize].activity;
-                if now.since(activity) <= timeout {
-                    next = next.min(activity.add_nanos(timeout));
+                let since = self.slots[head as usize].since;
+                if now.since(since) <= timeout {
+                    next = next.min(since.add_nanos(timeout));
                     break;
+                }
+                // Zeek's DNS analyzer (`DNS_Analyzer::ExpireTimer`) removes its connection
+                // only once idle for `dns_session_timeout - 1.0`; otherwise it checks again
+                // one interval later.
+                if class == Class::DnsSession
+                    && now.since(self.slots[head as usize].activity) < self.dns_idle_ns
+                {
+                    self.unlink(head);
+                    self.slots[head as usize].since = now;
+                    self.push_tail(head, class);
+                    continue;
                 }
                 let reason =
                     if class == Class::Closing { EndReason::TcpClose } else { EndReason::Idle };
@@ -475,6 +616,18 @@ impl FlowTable {
         sink: &mut impl FnMut(&FlowRecord),
     ) -> (u32, bool) {
         let (key, src_is_lo) = FlowKey::new(m.src, sport, m.dst, dport, m.proto, m.vlan);
+        if self.config.cut == CutPolicy::Zeek {
+            if let Some(&i) = self.index.get(&key) {
+                let slot = &self.slots[i as usize];
+                let from_orig = src_is_lo == slot.orig_is_lo;
+                if !slot.rec.zeek_is_reuse(m) {
+                    self.zeek_update(i, m, from_orig, now);
+                    return (i, from_orig);
+                }
+                self.export(i, EndReason::TcpClose, sink);
+            }
+            return self.create(key, src_is_lo, sport, dport, m, now, sink);
+        }
         if let Some(&i) = self.index.get(&key) {
             let slot = &self.slots[i as usize];
             let from_orig = src_is_lo == slot.orig_is_lo;
@@ -489,6 +642,7 @@ impl FlowTable {
                 let slot = &mut self.slots[i as usize];
                 slot.rec.update(m, from_orig);
                 slot.activity = now;
+                slot.since = now;
                 let class = if slot.rec.tcp_finished() { Class::Closing } else { slot.class };
                 // Bursts hit the flow at the tail already: skip touching its neighbours.
                 if class != slot.class || self.lists[class as usize].tail != i {
@@ -501,6 +655,41 @@ impl FlowTable {
             self.export(i, reason, sink);
         }
         self.create(key, src_is_lo, sport, dport, m, now, sink)
+    }
+
+    /// Adds a packet to a known connection under Zeek's rules and moves it between timers
+    /// as Zeek's would: an attempt keeps its first SYN's timer until the responder answers; a
+    /// connection that closes waits `tcp_close_delay` from the packet that closed it (re-armed
+    /// when the other side closes too, `TCP_Analyzer::ConnectionClosed`); a DNS session keeps
+    /// its check schedule; everything else restarts its inactivity timer.
+    fn zeek_update(&mut self, i: u32, m: &PacketMeta<'_>, from_orig: bool, now: Timestamp) {
+        let slot = &mut self.slots[i as usize];
+        let closed_before = slot.rec.did_close();
+        slot.rec.update(m, from_orig);
+        slot.activity = now;
+        let (class, since) = match slot.class {
+            Class::Tcp | Class::Attempt => match zeek_tcp_class(&slot.rec) {
+                Class::Attempt if slot.class == Class::Attempt => (Class::Attempt, slot.since),
+                Class::Closing => (Class::Closing, now),
+                _ => (Class::Tcp, now),
+            },
+            Class::Closing if slot.rec.did_close() != closed_before => (Class::Closing, now),
+            Class::Closing | Class::DnsSession => return,
+            Class::Udp | Class::Icmp | Class::Other => (slot.class, now),
+        };
+        if class == slot.class {
+            if since == slot.since {
+                return;
+            }
+            if self.lists[class as usize].tail == i {
+                // Already last: a later start keeps the list in order.
+                slot.since = since;
+                return;
+            }
+        }
+        self.unlink(i);
+        self.slots[i as usize].since = since;
+        self.push_tail(i, class);
     }
 
     #[allow(clippy::too_many_arguments)] // a new flow's key parts and first packet, all on the hot path: no struct to build per flow
@@ -517,12 +706,16 @@ impl FlowTable {
         if self.index.len() >= self.config.max_flows.max(1) {
             self.evict_oldest(sink);
         }
-        // A first packet that is a SYN-ACK was sent by the responder: flip (Zeek's '^').
-        let flip = m.proto == IPPROTO_TCP && m.tcp.flags.syn() && m.tcp.flags.ack();
+        let flip = match self.config.cut {
+            // A first packet that is a SYN-ACK was sent by the responder: flip (Zeek's '^').
+            CutPolicy::Argus => m.proto == IPPROTO_TCP && m.tcp.flags.syn() && m.tcp.flags.ack(),
+            CutPolicy::Zeek => zeek_flip(m, sport, dport),
+        };
         let mut meta = *m;
         meta.sport = sport;
         meta.dport = dport;
-        let rec = FlowRecord::new(self.next_id, &meta, flip);
+        let mut rec = FlowRecord::new(self.next_id, &meta, flip);
+        rec.zeek_rules = self.config.cut == CutPolicy::Zeek;
         self.next_id += self.id_stride;
         let slot = Slot {
             rec,
@@ -530,6 +723,7 @@ impl FlowTable {
             orig_is_lo: src_is_lo != flip,
             class: Class::Other,
             activity: now,
+            since: now,
             prev: NIL,
             next: NIL,
             live: true,
@@ -547,7 +741,15 @@ impl FlowTable {
         };
         let rec = &mut self.slots[i as usize].rec;
         rec.update(&meta, !flip);
-        let class = if rec.tcp_finished() { Class::Closing } else { Class::of(m.proto) };
+        let class = match self.config.cut {
+            CutPolicy::Argus if rec.tcp_finished() => Class::Closing,
+            CutPolicy::Argus => Class::of(m.proto),
+            CutPolicy::Zeek => match m.proto {
+                IPPROTO_TCP => zeek_tcp_class(rec),
+                IPPROTO_UDP if ZEEK_DNS_UDP_PORTS.contains(&rec.resp_port) => Class::DnsSession,
+                p => Class::of(p),
+            },
+        };
         self.push_tail(i, class);
         self.index.insert(key, i);
         self.stats.flows_created += 1;
@@ -561,7 +763,7 @@ impl FlowTable {
             .iter()
             .filter(|l| l.head != NIL)
             .map(|l| l.head)
-            .min_by_key(|&h| (self.slots[h as usize].activity, self.slots[h as usize].rec.id));
+            .min_by_key(|&h| (self.slots[h as usize].since, self.slots[h as usize].rec.id));
         if let Some(i) = oldest {
             debug_assert!(self.slots[i as usize].live);
             self.export(i, EndReason::Evicted, sink);
@@ -774,6 +976,83 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].orig.pkts, out[0].orig.payload_bytes), (2, 300));
         assert_eq!((t.stats().fragments_joined_late, t.stats().orphan_fragments), (1, 0));
+    }
+
+    fn zeek() -> FlowTable {
+        FlowTable::new(FlowConfig::default().for_cut(CutPolicy::Zeek))
+    }
+
+    fn seq(mut p: PacketMeta<'static>, seq: u32) -> PacketMeta<'static> {
+        p.tcp.seq = seq;
+        p
+    }
+
+    #[test]
+    fn zeek_unanswered_attempt_ends_at_tcp_attempt_delay_and_a_later_syn_starts_anew() {
+        // Linux retries a SYN at 1, 3, 7 s on the same 5-tuple with the same ISN.
+        let syn = |ms| pkt(ms, A, 5000, B, 80, 6, TcpFlags::SYN, 0);
+        let out = run(&mut zeek(), &[syn(0), syn(1000), syn(3000), syn(7000), syn(15_000)]);
+        let rows: Vec<_> = out.iter().map(|f| (f.orig.pkts, f.history.as_str())).collect();
+        assert_eq!(rows, vec![(3, "S"), (1, "S"), (1, "S")]);
+        assert_eq!(out[0].conn_state().as_str(), "S0");
+        // Under Argus's rules the same packets are one flow.
+        assert_eq!(run(&mut FlowTable::new(FlowConfig::default()), &[syn(0), syn(7000)]).len(), 1);
+    }
+
+    #[test]
+    fn zeek_new_syn_on_a_known_5_tuple_is_a_new_connection_a_resent_one_is_not() {
+        let syn = |ms, s| seq(pkt(ms, A, 5000, B, 80, 6, TcpFlags::SYN, 0), s);
+        let synack = seq(pkt(1, B, 80, A, 5000, 6, TcpFlags::SYN | TcpFlags::ACK, 0), 900);
+        // Answered, then a SYN with the same ISN (a resend): same connection.
+        let out = run(&mut zeek(), &[syn(0, 100), synack, syn(2, 100)]);
+        assert_eq!(out.len(), 1);
+        // A SYN with another ISN: a new connection, even while the first is open.
+        let out = run(&mut zeek(), &[syn(0, 100), synack, syn(2, 7777)]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn zeek_closed_connection_ends_tcp_close_delay_after_the_close() {
+        let p = |ms, src, sp, dst, dp, f| pkt(ms, src, sp, dst, dp, 6, f, 0);
+        const SA: u8 = TcpFlags::SYN | TcpFlags::ACK;
+        const FA: u8 = TcpFlags::FIN | TcpFlags::ACK;
+        let out = run(
+            &mut zeek(),
+            &[
+                p(0, A, 1, B, 80, TcpFlags::SYN),
+                p(1, B, 80, A, 1, SA),
+                p(2, A, 1, B, 80, TcpFlags::ACK),
+                p(3, A, 1, B, 80, FA),
+                p(4, B, 80, A, 1, FA),
+                // After both sides closed: counted, but Zeek's duration stops at the close.
+                p(3000, A, 1, B, 80, TcpFlags::ACK),
+                // 5 s after the close: a new connection.
+                p(5004, A, 1, B, 80, TcpFlags::ACK),
+            ],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].orig.pkts, out[0].end_reason), (4, EndReason::TcpClose));
+        assert!((out[0].zeek_duration_secs() - 0.004).abs() < 1e-9);
+        assert_eq!(out[0].conn_state().as_str(), "SF");
+    }
+
+    #[test]
+    fn zeek_dns_session_timer_and_udp_inactivity() {
+        let q = |ms| pkt(ms, A, 5353, B, 53, 17, 0, 30);
+        // Idle 12 s on a DNS port: the DNS analyzer's 10 s check ends it (idle >= 9 s).
+        assert_eq!(run(&mut zeek(), &[q(0), q(12_000)]).len(), 2);
+        // The same gap on another UDP port stays within udp_inactivity_timeout (1 min).
+        let u = |ms| pkt(ms, A, 5000, B, 9999, 17, 0, 30);
+        assert_eq!(run(&mut zeek(), &[u(0), u(12_000), u(71_000)]).len(), 1);
+        assert_eq!(run(&mut zeek(), &[u(0), u(60_000)]).len(), 2);
+    }
+
+    #[test]
+    fn zeek_likely_server_port_is_the_responder() {
+        // A DNS reply seen first: Zeek makes port 53 the responder ('^').
+        let out = run(&mut zeek(), &[pkt(0, B, 53, A, 40000, 17, 0, 60)]);
+        assert_eq!((out[0].orig_addr, out[0].resp_port), (IpAddr::from(A), 53));
+        assert_eq!(out[0].history.as_str(), "^d");
     }
 
     #[test]

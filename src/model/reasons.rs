@@ -120,7 +120,7 @@ impl Profiles {
     /// Fits the profiles on `scaled` training rows (normal and unlabeled flows, the scaler's
     /// width `d`): each row goes to its nearest prototype as the model sees it.
     pub fn fit(scorer: &CpuScorer, scaled: &[f32], d: usize) -> Option<Profiles> {
-        let n = if d == 0 { 0 } else { scaled.len() / d };
+        let n = scaled.len().checked_div(d).unwrap_or(0);
         if n == 0 {
             return None;
         }

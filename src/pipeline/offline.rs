@@ -177,7 +177,7 @@ pub fn encoded_rows(
     let columns = extractor.columns().to_vec();
     let (mut cells, mut row) = (Vec::new(), vec![0.0; encoder.width()]);
     let mut stats = crate::features::encode::EncodeStats::default();
-    run_captures(captures, config, |rec| {
+    run_captures(captures, &config.for_cut(kind.cut_policy()), |rec| {
         extractor.extract(rec, &mut cells);
         encoder.encode(&columns, &cells, &mut row, &mut stats);
         on_row(rec, &row);
