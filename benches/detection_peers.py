@@ -7,18 +7,33 @@ scenario, the same figures as mnpflow's table (mean +- std over seeds):
 - isolation forest (scikit-learn, no labels: the unsupervised peer);
 - random forest (scikit-learn, trained on the labeled attacks against every unlabeled row:
   the supervised baseline with the labels mnpflow gets);
-- DevNet (DeepOD), when `deepod` is importable.
+- DevNet (DeepOD), when `deepod` is importable;
+- the authors' reference MNPWAD (PyTorch), when given `--ref-dir DIR` (or env MNPWAD_REF=DIR):
+  a checkout of Dongzhijin/MNPWAD (MNPWAD.py, model.py, utils.py, utils_pretrain.py,
+  Dataset.py; never part of this repository; torch 1.13, scikit-learn, pandas, numpy<2). Its
+  own defaults and entry points as benches/reference/run_reference.py calls them
+  (`MNPWAD(device="cpu", seed=...)`, `fit(x, semi_y, val_x, val_y)`, `predict`; n_prototypes
+  0: the reference picks 2-10 by silhouette). Early stopping needs a labeled validation set:
+  5 % of each class of the `labeled` flags (at least one row each), drawn by seed, held out
+  of its fit, the flags as the validation labels, as `mnpflow train` holds out its own (the
+  reference's train.py would use truth labels there, which this benchmark gives no method).
+  For one thread, as the published reference figures: OMP_NUM_THREADS=1.
 
 Each peer's alert threshold is the cut that flags 1 % of its own training rows that are not
 labeled attacks (the same budget mnpflow's default threshold holds).
 
 Needs: scikit-learn, numpy (pip install scikit-learn numpy; deepod for DevNet).
-Usage: benches/detection_peers.py DIR
+Usage: benches/detection_peers.py [--ref-dir REF_DIR] DIR
 """
 
+import argparse
+import atexit
 import glob
 import os
+import shutil
 import sys
+import tempfile
+import types
 from collections import defaultdict
 
 import numpy as np
@@ -124,9 +139,53 @@ def devnet(xtr, labeled, xte, seed):
     return m.decision_function(xtr), m.decision_function(xte)
 
 
+def reference_mnpwad(ref_dir):
+    """The authors' MNPWAD from the checkout at `ref_dir`, as a peer function."""
+    sys.path.insert(0, os.path.abspath(ref_dir))
+    # The reference's utils.py imports ipdb and matplotlib and uses neither: empty stand-ins
+    # when they are not installed (nothing of theirs is called).
+    for missing in ("ipdb", "matplotlib", "matplotlib.pyplot"):
+        try:
+            __import__(missing)
+        except ImportError:
+            stub = types.ModuleType(missing)
+            stub.set_trace = lambda *a, **k: None
+            sys.modules[missing] = stub
+            if "." in missing:
+                setattr(sys.modules[missing.split(".")[0]], "pyplot", stub)
+    import utils  # the reference's
+    from MNPWAD import MNPWAD
+
+    out = tempfile.mkdtemp(prefix="mnpwad-ref-")  # its log and early-stopping checkpoints
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+    log = utils.logger(os.path.join(out, "log.txt"))
+
+    def run(xtr, labeled, xte, seed):
+        # 5 % of each class of the labels (at least one row) held out for early stopping.
+        rng = np.random.default_rng(seed)
+        val = np.zeros(len(labeled), dtype=bool)
+        for c in (0, 1):
+            idx = rng.permutation(np.flatnonzero(labeled == c))
+            n = max(1, int(round(0.05 * len(idx)))) if len(idx) > 1 else 0
+            val[idx[:n]] = True
+        fit = ~val
+        m = MNPWAD(device="cpu", seed=seed, logger=log, output_path=out, dataset_name=f"peer{seed}")
+        m.fit(xtr[fit], labeled[fit], val_x=xtr[val], val_y=labeled[val])
+        print(f"reference MNPWAD seed {seed}: {int(m.n_prototypes)} prototypes, fit on {fit.sum()} rows"
+              f" ({int(labeled[fit].sum())} labeled), validation {val.sum()} ({int(labeled[val].sum())} labeled)",
+              file=sys.stderr)
+        return m.predict(xtr), m.predict(xte)
+
+    return run
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", help="the folder `mnpflow eval --scenario ... --export` wrote")
+    ap.add_argument("--ref-dir", default=os.environ.get("MNPWAD_REF") or None,
+                    help="a checkout of the reference MNPWAD (default: env MNPWAD_REF; none: left out)")
+    args = ap.parse_args()
     peers = [("isolation forest (no labels)", iforest), ("random forest (supervised)", random_forest)]
     try:
         import deepod  # noqa: F401
@@ -134,8 +193,10 @@ def main():
         peers.append(("DevNet (DeepOD)", devnet))
     except ImportError:
         print("deepod not importable: DevNet left out", file=sys.stderr)
+    if args.ref_dir:
+        peers.append(("reference MNPWAD (authors' PyTorch)", reference_mnpwad(args.ref_dir)))
     runs = defaultdict(lambda: defaultdict(list))
-    for train_path in sorted(glob.glob(os.path.join(sys.argv[1], "*.train.csv"))):
+    for train_path in sorted(glob.glob(os.path.join(args.dir, "*.train.csv"))):
         base = os.path.basename(train_path)[: -len(".train.csv")]
         name, seed = base.rsplit(".seed", 1)
         seed = int(seed)
