@@ -94,7 +94,7 @@ def budget_cut(train_scores, labeled, budget=0.01):
     return np.nextafter(normal[k], np.inf) if k < len(normal) else -np.inf
 
 
-def judge(y, s, cut, kind):
+def judge(y, s, cut, kind, unseen):
     from sklearn.metrics import roc_auc_score
 
     alert = s >= cut
@@ -108,9 +108,10 @@ def judge(y, s, cut, kind):
         "recall at threshold": tp / int(y.sum()),
         "FPR at threshold": fp / neg,
     }
-    for k in sorted(set(kind[y == 1])):
+    # Seen kinds, then the unseen ones, each by name, as mnpflow's table orders them.
+    for new, k in sorted({(int(u), k) for k, u in zip(kind[y == 1], unseen[y == 1])}):
         m = (kind == k) & (y == 1)
-        out["recall " + k] = float(alert[m].mean())
+        out["recall " + k + (" (unseen)" if new else "")] = float(alert[m].mean())
     return out
 
 
@@ -201,7 +202,7 @@ def main():
         name, seed = base.rsplit(".seed", 1)
         seed = int(seed)
         _, xtr, labeled, _, _, _ = load(train_path)
-        _, xte, _, y, kind, _ = load(train_path.replace(".train.csv", ".test.csv"))
+        _, xte, _, y, kind, unseen = load(train_path.replace(".train.csv", ".test.csv"))
         xtr_s, xte_s = minmax(xtr, xte)
         for peer, fn in peers:
             try:
@@ -209,7 +210,7 @@ def main():
             except Exception as e:  # a peer that cannot run here is named, not fatal
                 print(f"{peer} on {base}: {type(e).__name__}: {e}", file=sys.stderr)
                 continue
-            runs[name][peer].append(judge(y, s_te, budget_cut(s_tr, labeled), kind))
+            runs[name][peer].append(judge(y, s_te, budget_cut(s_tr, labeled), kind, unseen))
     for name, by_peer in runs.items():
         print(f"\nscenario {name} (peers on the same flows)\n")
         cols = ["AUC-PR", "AUC-ROC", "TPR at 1% FPR", "precision at threshold", "recall at threshold", "FPR at threshold"]
@@ -218,7 +219,8 @@ def main():
         for peer, results in by_peer.items():
             cells = [f"{np.mean([r[c] for r in results]):.3f} ± {np.std([r[c] for r in results]):.3f}" for c in cols]
             print(f"| {peer} | " + " | ".join(cells) + " |")
-        kinds = sorted({k for r in next(iter(by_peer.values())) for k in r if k.startswith("recall ") and k != "recall at threshold"})
+        # In judge's order (dicts keep insertion order).
+        kinds = [k for k in next(iter(by_peer.values()))[0] if k.startswith("recall ") and k != "recall at threshold"]
         print("\n| method | " + " | ".join(k[len("recall "):] for k in kinds) + " |")
         print("|---" * (len(kinds) + 1) + "|")
         for peer, results in by_peer.items():
