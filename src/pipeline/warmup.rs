@@ -101,6 +101,8 @@ pub fn record(
 ) -> Warmup {
     let started = Instant::now();
     let mut recording = Recording::default();
+    // The vocabulary's cut rules, as the detector will cut these flows again.
+    let flow = &flow.for_cut(kind.cut_policy());
     let mut table = FlowTable::new(flow.clone());
     let mut order: Reorder<FlowRecord> = Reorder::new(1, flow.max_held_records);
     let mut to_row = Rows::new(kind, flow);
