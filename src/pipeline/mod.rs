@@ -3,8 +3,9 @@
 //! - [`offline`] drives capture -> decode -> flow on the calling thread, for the `flows`
 //!   command and for tests that need every record in order.
 //! - [`stream`] is the streaming detector: capture, N flow workers, features and batcher,
-//!   scorer and alert writer on their own threads, joined by bounded batch queues
-//!   ([`shard`] picks a packet's worker; [`metrics`] measures it all).
+//!   scorer and alert writer on their own threads, joined by bounded batch queues, one file
+//!   per stage under `stream/` and the wiring in its `mod.rs` ([`shard`] picks a packet's
+//!   worker; [`metrics`] measures it all).
 //! - [`learn`] is the learning loop's thread (reservoir, retraining, promotion, following
 //!   the registry and the rules folder); [`web_server`] serves the analysts' page; [`sensor`]
 //!   runs the stream with both beside it.
