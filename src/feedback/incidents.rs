@@ -25,6 +25,9 @@ use super::web::AlertView;
 pub const WINDOW_SECS: f64 = 600.0;
 /// A pair of at most this many alerts may join a scan or a flood across addresses.
 pub const THIN_PAIR: usize = 3;
+/// A source's incident over at least this many ports (or hosts) is called a scan (a client
+/// of a server's http and https is not).
+pub const SCAN_PORTS: usize = 3;
 /// Addresses, ports and services listed per incident (their counts are complete).
 const LISTED: usize = 8;
 
@@ -36,7 +39,7 @@ pub enum Shape {
     Single,
     /// Several flows of one source to one service (a brute force, a beacon).
     Repeated,
-    /// One source, many ports or hosts.
+    /// One source, many ports or hosts ([`SCAN_PORTS`] or more).
     Scan,
     /// Many sources, one destination and port.
     Flood,
@@ -228,7 +231,7 @@ fn summarize(alerts: &[AlertView], m: &mut [usize], pairs: &[Vec<usize>]) -> Inc
         Shape::Single
     } else if one_pair {
         Shape::Repeated
-    } else if n_sources == 1 {
+    } else if n_sources == 1 && n_ports.max(n_destinations) >= SCAN_PORTS {
         Shape::Scan
     } else if n_destinations == 1 && n_ports == 1 {
         Shape::Flood
@@ -393,5 +396,12 @@ mod tests {
         let sizes: Vec<usize> = inc.iter().map(|i| i.flows).collect();
         assert_eq!(sizes, [1, 3], "a chain within the window, then a new incident");
         assert!(incidents(&[]).is_empty());
+        // A client of a server's http and https: one incident, not called a scan.
+        let two = [
+            alert(1, "10.0.0.9", "10.0.1.80", 80, 0.0, 1),
+            alert(2, "10.0.0.9", "10.0.1.80", 443, 1.0, 2),
+        ];
+        let inc = incidents(&two);
+        assert_eq!((inc.len(), inc[0].shape), (1, Shape::Mixed));
     }
 }

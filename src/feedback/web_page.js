@@ -141,8 +141,8 @@ function incidentRow(i) {
   tr.appendChild(t);
   cell(tr, when(i.first) + (i.last > i.first ? " \u2013 " + when(i.last).slice(11) : ""));
   cell(tr, i.flows + " " + (i.flows === 1 ? "flow" : "flows") + ", " + i.shape, "flows");
-  cell(tr, some(i.sources, i.n_sources) + " \u2192 " + some(i.destinations, i.n_destinations));
-  cell(tr, some(i.ports.map(String), i.n_ports) + " (" + i.services.join(", ") + ")");
+  cell(tr, some(i.sources, i.n_sources) + " \u2192 " + some(i.destinations, i.n_destinations), "wrap");
+  cell(tr, some(i.ports.map(String), i.n_ports) + " (" + i.services.join(", ") + ")", "wrap");
   cell(tr, i.peak_score.toFixed(4) + " / " + i.median_score.toFixed(4), "num").title = "peak / median score";
   cell(tr, i.reason, "why").title = "top alert " + i.top + ", prototype " + i.prototype;
   const c = i.labels;
