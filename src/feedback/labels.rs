@@ -21,6 +21,9 @@ pub enum Verdict {
     Attack,
     /// The flow is normal (joins the unlabeled data with full weight).
     Benign,
+    /// Withdraws the flow's earlier verdicts (an undo on the analysts' page): the latest label
+    /// wins, so the flow counts as not labeled.
+    Unlabeled,
 }
 
 impl fmt::Display for Verdict {
@@ -28,6 +31,7 @@ impl fmt::Display for Verdict {
         f.write_str(match self {
             Verdict::Attack => "attack",
             Verdict::Benign => "benign",
+            Verdict::Unlabeled => "unlabeled",
         })
     }
 }
@@ -152,6 +156,40 @@ impl LabelStore {
         self.labels.append(&label)?;
         self.all.push(label.clone());
         Ok(label)
+    }
+
+    /// Labels several flows the caller holds with one sync (an incident on the analysts'
+    /// page): one label per flow, each as [`LabelStore::label_flow`] stores it.
+    pub fn label_flows(
+        &mut self,
+        flows: &[ScoredFlow],
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        now_secs: f64,
+    ) -> Result<Vec<Label>, LogError> {
+        let labels: Vec<Label> = flows
+            .iter()
+            .map(|flow| Label {
+                uid: flow.uid.clone(),
+                community_id: flow.community_id.clone(),
+                verdict,
+                by: by.to_owned(),
+                at: now_secs,
+                note: note.to_owned(),
+                schema: flow.schema.clone(),
+                features: flow.features.clone(),
+            })
+            .collect();
+        self.labels.append_all(&labels)?;
+        self.all.extend(labels.iter().cloned());
+        Ok(labels)
+    }
+
+    /// The latest label of each flow, by uid (a later label wins; an
+    /// [`Verdict::Unlabeled`] one is kept, and says the flow has no verdict).
+    pub fn latest(&self) -> std::collections::HashMap<&str, &Label> {
+        self.all.iter().map(|l| (l.uid.as_str(), l)).collect()
     }
 
     /// Appends a complete label (import); acknowledged once durable.

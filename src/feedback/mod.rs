@@ -2,9 +2,10 @@
 //! flows they refer to ([`labels`]), the registry of promoted models ([`registry`]), both on
 //! durable append-only logs ([`log`]); the sample of recent traffic ([`reservoir`]); one
 //! retraining turn with its promotion rule ([`retrain`]); the analysts' web page and JSON API
-//! ([`web`]). Plain types and functions: the threads that run them live in `pipeline`.
+//! ([`web`]) and its grouping of alerts into incidents ([`incidents`]). Plain types and functions: the threads that run them live in `pipeline`.
 
 pub mod access;
+pub mod incidents;
 pub mod labels;
 pub mod log;
 pub mod registry;

@@ -201,7 +201,8 @@ fn usable_labels<'a>(labels: &'a [Label], fingerprint: &str, width: usize) -> Ve
             latest.insert(&l.uid, l);
         }
     }
-    latest.into_values().collect()
+    // An undo's `unlabeled` withdraws the flow's verdict.
+    latest.into_values().filter(|l| l.verdict != Verdict::Unlabeled).collect()
 }
 
 /// Splits labels into (train, held back): the held-back share by a hash of the uid, at least
@@ -553,6 +554,11 @@ mod tests {
             u.iter().map(|l| (l.uid.as_str(), l.verdict)).collect::<Vec<_>>(),
             vec![("A", Verdict::Benign), ("B", Verdict::Attack)]
         );
+        // An undo: `unlabeled` after a verdict withdraws it; a later verdict wins again.
+        ls.push(label("B".into(), Verdict::Unlabeled, &f));
+        assert_eq!(usable_labels(&ls, "fp", D).len(), 1);
+        ls.push(label("B".into(), Verdict::Attack, &f));
+        assert_eq!(usable_labels(&ls, "fp", D).len(), 2);
         for i in 0..20 {
             ls.push(label(format!("X{i}"), Verdict::Attack, &f));
         }

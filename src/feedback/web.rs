@@ -7,8 +7,14 @@
 //! | `GET /?token=T`      | the first visit: keeps `T` in the page's cookie, 303 to `/`       |
 //! | `GET /page.js`, `/page.css` | its script and style (separate files, so the CSP forbids inline code) |
 //! | `GET /api/alerts`    | recent alerts, newest first (`?limit=N&q=TEXT`)                   |
-//! | `POST /api/labels`   | `{"id": uid or community ID, "verdict": "attack"|"benign", "note", "by"}`; a named token's analyst overrides `by` |
+//! | `GET /api/incidents` | recent alerts grouped into incidents ([`super::incidents`]), the most recently active first, with their members and label state (`?limit=N&q=TEXT`) |
+//! | `POST /api/labels`   | `{"id": uid or community ID, "verdict": "attack"|"benign"|"unlabeled", "note", "by"}`; a named token's analyst overrides `by` |
+//! | `POST /api/labels`   | `{"ids": [uid, ...], "incident": "I...", "verdict", "note"}`: one label per listed flow (all stored with one sync, or none), the note naming the incident |
 //! | `GET /api/labels`    | every label (without feature vectors)                             |
+//!
+//! `unlabeled` withdraws a flow's verdict (the page's undo; the latest label wins). Alerts and
+//! incidents carry their label state: `labeled` is the latest label (`verdict`, `by`, `at`,
+//! `note`) of the flow, or null.
 //! | `GET /api/models`    | the model registry and the current version                        |
 //!
 //! Every reply is JSON except the page. Mistakes get a 4xx with `{"error": "..."}` and store
@@ -18,7 +24,7 @@
 //! not know, 405 for a wrong method, 413 for a huge body. The rules are in [`super::access`].
 //! A label is acknowledged (201) only once it is on stable storage.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -230,8 +236,13 @@ impl AlertFeed {
 
     fn mark(&self, uid: &str, verdict: Verdict) {
         for a in self.lock().0.iter_mut().filter(|a| a.flow.uid == uid) {
-            a.label = Some(verdict);
+            a.label = (verdict != Verdict::Unlabeled).then_some(verdict);
         }
+    }
+
+    /// Every alert held, newest first, whose text contains `filter`.
+    pub fn all(&self, filter: &str) -> Vec<AlertView> {
+        self.recent(self.capacity, filter)
     }
 }
 
@@ -319,7 +330,14 @@ fn url_decode(s: &str) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LabelRequest {
+    #[serde(default)]
     id: String,
+    /// Several flows at once (an incident, an undo), instead of `id`.
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    /// The incident the labels are given for, recorded in their note.
+    #[serde(default)]
+    incident: Option<String>,
     verdict: Verdict,
     #[serde(default)]
     note: String,
@@ -330,6 +348,85 @@ struct LabelRequest {
 /// A label without its feature vector, as the API lists it.
 fn label_json(l: &Label) -> serde_json::Value {
     json!({ "uid": l.uid, "community_id": l.community_id, "verdict": l.verdict, "by": l.by, "at": l.at, "note": l.note })
+}
+
+/// A flow's label state as the page shows it: its latest label, or null.
+fn state_json(latest: &HashMap<&str, &Label>, uid: &str) -> serde_json::Value {
+    latest.get(uid).map_or(
+        serde_json::Value::Null,
+        |l| json!({ "verdict": l.verdict, "by": l.by, "at": l.at, "note": l.note }),
+    )
+}
+
+/// An alert as the API lists it: without its feature vector, with its label state (the
+/// label store's latest label of the flow; `label` its verdict unless withdrawn).
+fn alert_json(
+    a: &AlertView,
+    latest: &HashMap<&str, &Label>,
+    with_reasons: bool,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(a).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("features");
+        if !with_reasons {
+            o.remove("reasons");
+        }
+        if let Some(l) = latest.get(a.flow.uid.as_str()) {
+            let verdict = (l.verdict != Verdict::Unlabeled).then_some(l.verdict);
+            o.insert("label".into(), json!(verdict));
+        }
+        o.insert("labeled".into(), state_json(latest, &a.flow.uid));
+    }
+    v
+}
+
+/// An incident as the API lists it: its summary, members, and label state (`label`:
+/// `attack` or `benign` when every member has that verdict, `unlabeled` when none has one,
+/// else `mixed`; `labels`: counts; `labeled`: its latest member label).
+fn incident_json(
+    i: &super::incidents::Incident,
+    latest: &HashMap<&str, &Label>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(i).unwrap_or_default();
+    let (mut attack, mut benign) = (0usize, 0usize);
+    let mut newest: Option<&Label> = None;
+    for a in &i.members {
+        if let Some(l) = latest.get(a.flow.uid.as_str()) {
+            match l.verdict {
+                Verdict::Attack => attack += 1,
+                Verdict::Benign => benign += 1,
+                Verdict::Unlabeled => {}
+            }
+            if l.verdict != Verdict::Unlabeled && newest.is_none_or(|n| l.at >= n.at) {
+                newest = Some(l);
+            }
+        }
+    }
+    let state = match (attack, benign) {
+        (0, 0) => "unlabeled",
+        (a, 0) if a == i.flows => "attack",
+        (0, b) if b == i.flows => "benign",
+        _ => "mixed",
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("label".into(), json!(state));
+        o.insert(
+            "labels".into(),
+            json!({ "attack": attack, "benign": benign, "unlabeled": i.flows - attack - benign }),
+        );
+        o.insert(
+            "labeled".into(),
+            newest.map_or(
+                serde_json::Value::Null,
+                |l| json!({ "verdict": l.verdict, "by": l.by, "at": l.at, "note": l.note }),
+            ),
+        );
+        o.insert(
+            "members".into(),
+            i.members.iter().map(|a| alert_json(a, latest, false)).collect(),
+        );
+    }
+    v
 }
 
 /// Answers one request: the access checks first ([`super::access`]), then the route.
@@ -406,19 +503,28 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
                 .unwrap_or(200usize)
                 .min(10_000);
             let q = query_param(query, "q").map(url_decode).unwrap_or_default();
-            let alerts: Vec<serde_json::Value> = state
-                .feed
-                .recent(limit, &q)
-                .into_iter()
-                .map(|a| {
-                    let mut v = serde_json::to_value(&a).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.remove("features");
-                    }
-                    v
-                })
-                .collect();
+            let recent = state.feed.recent(limit, &q);
+            let store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let latest = store.latest();
+            let alerts: Vec<serde_json::Value> =
+                recent.iter().map(|a| alert_json(a, &latest, true)).collect();
             Reply::json(200, json!({ "alerts": alerts }))
+        }
+        ("GET", "/api/incidents") => {
+            let limit = query_param(query, "limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100usize)
+                .min(10_000);
+            let q = query_param(query, "q").map(url_decode).unwrap_or_default();
+            let all = super::incidents::incidents(&state.feed.all(&q));
+            let store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let latest = store.latest();
+            let incidents: Vec<serde_json::Value> =
+                all.iter().take(limit).map(|i| incident_json(i, &latest)).collect();
+            Reply::json(
+                200,
+                json!({ "incidents": incidents, "total": all.len(), "window_secs": super::incidents::WINDOW_SECS }),
+            )
         }
         ("POST", "/api/labels") => post_label(state, req.body, who, now_secs),
         ("GET", "/api/labels") => match LabelStore::read(&state.data_dir) {
@@ -437,8 +543,8 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
         },
         (
             _,
-            "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/labels"
-            | "/api/models",
+            "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/incidents"
+            | "/api/labels" | "/api/models",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no such page: {path}")),
     }
@@ -450,25 +556,36 @@ fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Re
     if body.len() > MAX_BODY {
         return Reply::error(413, format!("body of {} bytes; at most {MAX_BODY}", body.len()));
     }
-    let req: LabelRequest = match serde_json::from_slice(body) {
+    let mut req: LabelRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             return Reply::error(
                 400,
                 format!(
-                    "expected {{\"id\": \"C...\" or \"1:...\", \"verdict\": \"attack\" or \"benign\", \"note\": \"...\"}}: {e}"
+                    "expected {{\"id\": \"C...\" or \"1:...\", \"verdict\": \"attack\", \"benign\" or \"unlabeled\", \"note\": \"...\"}} (or \"ids\": [...] for several): {e}"
                 ),
             );
         }
     };
+    let by = match req.by.take().filter(|b| !b.trim().is_empty()) {
+        Some(b) if who == super::access::DEFAULT_ANALYST => b,
+        _ => who.to_string(),
+    };
+    req.note = match req.incident.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+        Some(i) if req.note.is_empty() => format!("incident {i}"),
+        Some(i) => format!("incident {i}: {}", req.note),
+        None => std::mem::take(&mut req.note),
+    };
+    if let Some(ids) = &req.ids {
+        if !req.id.is_empty() {
+            return Reply::error(400, "give either id or ids, not both");
+        }
+        return post_labels(state, ids, req.verdict, &by, &req.note, now_secs);
+    }
     let id = req.id.trim();
     if id.is_empty() {
         return Reply::error(400, "id is empty");
     }
-    let by = match req.by.filter(|b| !b.trim().is_empty()) {
-        Some(b) if who == super::access::DEFAULT_ANALYST => b,
-        _ => who.to_string(),
-    };
     let mut store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The page's alerts first (they carry the feature vector), then the data directory's record.
     let result = match state.feed.find(id) {
@@ -483,6 +600,43 @@ fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Re
             Reply::json(201, label_json(&l))
         }
         Err(e @ LabelError::UnknownFlow { .. }) => Reply::error(404, e.to_string()),
+        Err(e) => Reply::error(500, e.to_string()),
+    }
+}
+
+/// Labels several flows the page lists (an incident's members, an undo): all are stored with
+/// one sync, or none (404 when one is not among the sensor's recent flows).
+fn post_labels(
+    state: &WebState<'_>,
+    ids: &[String],
+    verdict: Verdict,
+    by: &str,
+    note: &str,
+    now_secs: f64,
+) -> Reply {
+    if ids.is_empty() {
+        return Reply::error(400, "ids is empty");
+    }
+    let mut flows = Vec::with_capacity(ids.len());
+    for id in ids {
+        match state.feed.find(id.trim()) {
+            Some(f) => flows.push(f),
+            None => {
+                return Reply::error(
+                    404,
+                    format!("no recent flow has uid or community ID {id:?}; nothing stored"),
+                );
+            }
+        }
+    }
+    let mut store = state.labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match store.label_flows(&flows, verdict, by, note, now_secs) {
+        Ok(labels) => {
+            for l in &labels {
+                state.feed.mark(&l.uid, l.verdict);
+            }
+            Reply::json(201, json!({ "labels": labels.iter().map(label_json).collect::<Vec<_>>() }))
+        }
         Err(e) => Reply::error(500, e.to_string()),
     }
 }
@@ -767,6 +921,100 @@ mod tests {
             !PAGE.contains("<script>") && !PAGE.contains("<style>"),
             "no inline code: the CSP forbids it"
         );
+    }
+
+    /// An incident labeled with one request: one label per member flow, each as a single
+    /// label is stored, its note naming the incident; the state shows who and when; a member
+    /// labeled on its own; an undo withdraws the verdicts.
+    #[test]
+    fn an_incident_is_labeled_in_bulk_and_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = AlertFeed::new(100, 10, 0, "fp");
+        for k in 0..40 {
+            let mut a = alert(&format!("C{k}"));
+            a.flow.ts = 1000.0 + k as f64;
+            feed.push(a);
+        }
+        let mut other = alert("Cx");
+        other.flow.resp_h = "10.9.9.9".into();
+        other.flow.resp_p = 443;
+        feed.push(other);
+        let st = state(&feed, dir.path(), None);
+        let get = |url: &str| -> serde_json::Value {
+            let r = call(&st, "GET", url, None, b"", 0.0);
+            assert_eq!(r.status, 200, "{}", r.body);
+            serde_json::from_str(&r.body).unwrap()
+        };
+        let v = get("/api/incidents");
+        let inc = v["incidents"].as_array().unwrap();
+        assert_eq!(inc.len(), 2);
+        let brute = inc.iter().find(|i| i["flows"] == 40).unwrap();
+        assert_eq!(
+            (brute["id"].as_str(), brute["shape"].as_str()),
+            (Some("IC0"), Some("repeated"))
+        );
+        assert_eq!(
+            (brute["label"].as_str(), brute["labels"]["unlabeled"].as_u64()),
+            (Some("unlabeled"), Some(40))
+        );
+        let members = brute["members"].as_array().unwrap();
+        assert!(members.iter().all(|m| m.get("features").is_none() && m["labeled"].is_null()));
+        let ids: Vec<&str> = members.iter().map(|m| m["uid"].as_str().unwrap()).collect();
+        let body = json!({ "ids": ids, "incident": "IC0", "verdict": "attack" }).to_string();
+        let r = call(&st, "POST", "/api/labels", None, body.as_bytes(), 50.0);
+        assert_eq!(r.status, 201, "{}", r.body);
+        let stored = LabelStore::read(dir.path()).unwrap();
+        assert_eq!(stored.len(), 40, "one label per flow");
+        assert!(stored.iter().all(|l| l.verdict == Verdict::Attack
+            && l.note == "incident IC0"
+            && l.by == "web"
+            && l.features.len() == 3));
+        // A member on its own: benign; the incident is now mixed.
+        let one = br#"{"id": "C7", "verdict": "benign"}"#;
+        assert_eq!(call(&st, "POST", "/api/labels", None, one, 60.0).status, 201);
+        let v = get("/api/incidents?q=10.0.0.2");
+        let brute = &v["incidents"][0];
+        assert_eq!(brute["label"], "mixed");
+        assert_eq!(
+            (brute["labels"]["attack"].as_u64(), brute["labels"]["benign"].as_u64()),
+            (Some(39), Some(1))
+        );
+        assert_eq!(
+            (brute["labeled"]["by"].as_str(), brute["labeled"]["at"].as_f64()),
+            (Some("web"), Some(60.0))
+        );
+        let c7 = get("/api/alerts?q=c7");
+        assert_eq!(
+            (c7["alerts"][0]["label"].as_str(), c7["alerts"][0]["labeled"]["at"].as_f64()),
+            (Some("benign"), Some(60.0))
+        );
+        // Undo: every member back to no verdict.
+        let body = json!({ "ids": ids, "incident": "IC0", "verdict": "unlabeled", "note": "undo" })
+            .to_string();
+        assert_eq!(call(&st, "POST", "/api/labels", None, body.as_bytes(), 70.0).status, 201);
+        let v = get("/api/incidents?q=10.0.0.2");
+        assert_eq!(
+            (v["incidents"][0]["label"].as_str(), v["incidents"][0]["labeled"].is_null()),
+            (Some("unlabeled"), true)
+        );
+        assert!(get("/api/alerts?q=c7")["alerts"][0]["label"].is_null());
+        assert_eq!(
+            LabelStore::read(dir.path()).unwrap().last().unwrap().note,
+            "incident IC0: undo"
+        );
+        // All or nothing: an unknown flow among them stores none.
+        let n = LabelStore::read(dir.path()).unwrap().len();
+        let bad = br#"{"ids": ["C1", "C404"], "verdict": "attack"}"#;
+        assert_eq!(call(&st, "POST", "/api/labels", None, bad, 80.0).status, 404);
+        let both = br#"{"id": "C1", "ids": ["C1"], "verdict": "attack"}"#;
+        assert_eq!(call(&st, "POST", "/api/labels", None, both, 80.0).status, 400);
+        assert_eq!(
+            call(&st, "POST", "/api/labels", None, br#"{"ids": [], "verdict": "attack"}"#, 80.0)
+                .status,
+            400
+        );
+        assert_eq!(LabelStore::read(dir.path()).unwrap().len(), n);
+        assert_eq!(call(&st, "POST", "/api/incidents", None, b"{}", 0.0).status, 405);
     }
 
     #[test]

@@ -9,27 +9,35 @@ python3-selenium), as an analyst would and as other web sites open in the same b
    and form.html auto-submits one as a form; prints what the browser got.
 3. With --rebind NAME (mapped to 127.0.0.1 by chromium's resolver, as DNS rebinding would):
    opens the page under that name, token and all, and prints the answer.
-4. Back on the page: clicks "attack" on the first alert and waits until the page shows the
-   label stored.
+4. Back on the page: opens the first incident, clicks "attack" on its first alert and waits
+   until the page shows the label stored.
+5. With --incident TEXT: types its first word (the source) in the filter, finds the incident
+   whose addresses read TEXT (the demo's SSH brute force, `203.0.113.9 -> 10.0.1.22`), clicks its "attack" (one click for all its flows) and
+   waits until the page shows it labeled, by whom and when.
+6. Filters: "unlabeled" hides that incident, "attack" shows it.
+7. Undo: the incident's flows go back to unlabeled.
 
 Prints one line per step (`cookie ...`, `address ...`, `fetch ORIGIN: ...`, `form ORIGIN:
-...`, `rebound: ...`, `labeled UID`); the Rust test checks them, the sensor's log and the
-label store. Usage: label_click.py URL [--attacker ORIGIN]... [--rebind NAME]"""
+...`, `rebound: ...`, `labeled UID`, `incident ID FLOWS: STATE`, `filter STATE: shown|hidden`,
+`undone ID: STATE`); the Rust test checks them, the sensor's log and the label store. Usage: label_click.py URL [--attacker ORIGIN]... [--rebind NAME] [--incident TEXT]"""
 
 import argparse
 import sys
+import time
 from urllib.parse import urlsplit
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ap = argparse.ArgumentParser()
 ap.add_argument("url")
 ap.add_argument("--attacker", action="append", default=[])
 ap.add_argument("--rebind")
+ap.add_argument("--incident")
 args = ap.parse_args()
 page = urlsplit(args.url)
 base = "%s://%s/" % (page.scheme, page.netloc)
@@ -44,7 +52,7 @@ rules = ",".join("MAP %s 127.0.0.1" % n for n in names if n not in ("127.0.0.1",
 if rules:
     opts.add_argument("--host-resolver-rules=" + rules)
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
-wait = WebDriverWait(driver, 30)
+wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 
 
 def body_text():
@@ -53,7 +61,7 @@ def body_text():
 
 def alerts_loaded():
     try:
-        return wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#alerts tr[data-uid]") or False)
+        return wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#incidents tr.incident") or False)
     except Exception:
         sys.exit("no alerts listed at %s; the page says: %s" % (driver.current_url, body_text()))
 
@@ -87,16 +95,59 @@ try:
         driver.get("http://%s:%d/?%s" % (args.rebind, page.port, page.query))
         print("rebound: %s" % body_text())
 
-    # 4. The analyst labels with a click.
+    # 4. The analyst labels one alert with a click.
     driver.get(base)
-    row = alerts_loaded()[0]
+    alerts_loaded()[0].find_element(By.CSS_SELECTOR, "button.expand").click()
+    row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#incidents tr.member[data-uid]") or False)[0]
     uid = row.get_attribute("data-uid")
     row.find_element(By.CSS_SELECTOR, "button.label-attack").click()
-    selector = '#alerts tr[data-uid="%s"]' % uid
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).get_attribute("class") == "attack")
+    selector = '#incidents tr.member[data-uid="%s"]' % uid
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).get_attribute("class") == "member attack")
     status = driver.find_element(By.ID, "status").text
     if not status.startswith("labeled " + uid):
         sys.exit("the page says: " + status)
     print("labeled", uid)
+
+    if args.incident:
+        # 5. One click labels a whole incident.
+        def incident_id(d):
+            # Rows are redrawn as the filter changes: a row may go stale while read.
+            try:
+                for r in d.find_elements(By.CSS_SELECTOR, "#incidents tr.incident"):
+                    if args.incident in r.text:
+                        return r.get_attribute("data-incident")
+            except StaleElementReferenceException:
+                pass
+            return False
+
+        # The analyst narrows the page to the source first.
+        driver.find_element(By.ID, "filter").send_keys(args.incident.split()[0])
+        iid = wait.until(incident_id)
+        time.sleep(1.0)
+        sel = '#incidents tr.incident[data-incident="%s"]' % iid
+        row = driver.find_element(By.CSS_SELECTOR, sel)
+        flows = row.find_element(By.CSS_SELECTOR, "td.flows").text.split()[0]
+        row.find_element(By.CSS_SELECTOR, "button.label-attack").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, sel).get_attribute("class") == "incident attack")
+        status = driver.find_element(By.ID, "status").text
+        if not status.startswith("labeled incident %s as attack" % iid):
+            sys.exit("the page says: " + status)
+        state = driver.find_element(By.CSS_SELECTOR, sel + " td.label").text
+        print("incident %s %s: %s" % (iid, flows, state))
+
+        # 6. Filters by label state.
+        choose = Select(driver.find_element(By.ID, "state"))
+        for value in ("unlabeled", "attack"):
+            choose.select_by_value(value)
+            time.sleep(1.0)
+            wait.until(lambda d: d.find_element(By.ID, "count").text != "")
+            shown = bool(driver.find_elements(By.CSS_SELECTOR, sel))
+            print("filter %s: %s" % (value, "shown" if shown else "hidden"))
+        choose.select_by_value("all")
+
+        # 7. Undo the incident's label.
+        driver.find_element(By.ID, "undo").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, sel).get_attribute("class") == "incident unlabeled")
+        print("undone %s: %s" % (iid, driver.find_element(By.CSS_SELECTOR, sel + " td.label").text))
 finally:
     driver.quit()
