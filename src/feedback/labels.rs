@@ -72,6 +72,22 @@ pub struct Label {
     pub features: Vec<f32>,
 }
 
+impl Label {
+    /// `verdict` on a scored flow the caller holds, by `by` at `at`.
+    fn of_flow(flow: &ScoredFlow, verdict: Verdict, by: &str, note: &str, at: f64) -> Label {
+        Label {
+            uid: flow.uid.clone(),
+            community_id: flow.community_id.clone(),
+            verdict,
+            by: by.to_owned(),
+            at,
+            note: note.to_owned(),
+            schema: flow.schema.clone(),
+            features: flow.features.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LabelError {
     #[error(transparent)]
@@ -143,16 +159,7 @@ impl LabelStore {
         note: &str,
         now_secs: f64,
     ) -> Result<Label, LogError> {
-        let label = Label {
-            uid: flow.uid.clone(),
-            community_id: flow.community_id.clone(),
-            verdict,
-            by: by.to_owned(),
-            at: now_secs,
-            note: note.to_owned(),
-            schema: flow.schema.clone(),
-            features: flow.features.clone(),
-        };
+        let label = Label::of_flow(flow, verdict, by, note, now_secs);
         self.labels.append(&label)?;
         self.all.push(label.clone());
         Ok(label)
@@ -168,19 +175,8 @@ impl LabelStore {
         note: &str,
         now_secs: f64,
     ) -> Result<Vec<Label>, LogError> {
-        let labels: Vec<Label> = flows
-            .iter()
-            .map(|flow| Label {
-                uid: flow.uid.clone(),
-                community_id: flow.community_id.clone(),
-                verdict,
-                by: by.to_owned(),
-                at: now_secs,
-                note: note.to_owned(),
-                schema: flow.schema.clone(),
-                features: flow.features.clone(),
-            })
-            .collect();
+        let labels: Vec<Label> =
+            flows.iter().map(|flow| Label::of_flow(flow, verdict, by, note, now_secs)).collect();
         self.labels.append_all(&labels)?;
         self.all.extend(labels.iter().cloned());
         Ok(labels)

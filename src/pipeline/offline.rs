@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::capture::file::FileStats;
 use crate::capture::{CaptureError, CaptureFile};
 use crate::decode::{DecodeError, DecodeStats, decode};
+use crate::features::encode::{EncodeStats, RowEncoder};
 use crate::flow::order::ReorderStats;
 use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowStats, FlowTable, OrderKey, Reorder};
 
@@ -133,12 +134,7 @@ pub fn run_captures(
                     stats.decode.record(&decoded);
                     if let Ok(meta) = decoded {
                         table.process(&meta, &mut |r| order.push(OrderKey::of(r), *r));
-                        if !order.is_empty() {
-                            order.advance(0, table.low_mark());
-                            while let Some(r) = order.pop_ready() {
-                                on_flow(&r);
-                            }
-                        }
+                        release_ready(&table, &mut order, &mut on_flow);
                     }
                 }
                 Ok(None) => break,
@@ -172,14 +168,56 @@ pub fn encoded_rows(
     config: &FlowConfig,
     mut on_row: impl FnMut(&FlowRecord, &[f32]),
 ) -> Result<OfflineStats, CaptureError> {
-    let mut extractor = crate::features::extractor(kind, config.community_id_seed);
-    let encoder = crate::features::encode::RowEncoder::new(extractor.schema());
-    let columns = extractor.columns().to_vec();
-    let (mut cells, mut row) = (Vec::new(), vec![0.0; encoder.width()]);
-    let mut stats = crate::features::encode::EncodeStats::default();
-    run_captures(captures, &config.for_cut(kind.cut_policy()), |rec| {
-        extractor.extract(rec, &mut cells);
-        encoder.encode(&columns, &cells, &mut row, &mut stats);
-        on_row(rec, &row);
-    })
+    let mut rows = RowMaker::new(kind, config.community_id_seed);
+    run_captures(captures, &config.for_cut(kind.cut_policy()), |rec| on_row(rec, rows.row(rec)))
+}
+
+/// Hands `on_flow` the records the window order holds up to the table's low mark, in order:
+/// after each packet, as the streaming pipeline releases them.
+pub fn release_ready(
+    table: &FlowTable,
+    order: &mut Reorder<FlowRecord>,
+    on_flow: &mut impl FnMut(&FlowRecord),
+) {
+    if !order.is_empty() {
+        order.advance(0, table.low_mark());
+        while let Some(r) = order.pop_ready() {
+            on_flow(&r);
+        }
+    }
+}
+
+/// Flow records made into `kind`'s model rows (encoded, unscaled), as the streaming features
+/// stage makes the rows it scores.
+pub struct RowMaker {
+    extractor: Box<dyn crate::features::RecordExtractor>,
+    encoder: RowEncoder,
+    columns: Vec<crate::features::Column>,
+    cells: Vec<crate::features::Cell>,
+    row: Vec<f32>,
+    stats: EncodeStats,
+}
+
+impl RowMaker {
+    pub fn new(kind: crate::features::SchemaKind, community_id_seed: u16) -> RowMaker {
+        let extractor = crate::features::extractor(kind, community_id_seed);
+        let encoder = RowEncoder::new(extractor.schema());
+        let columns = extractor.columns().to_vec();
+        let row = vec![0.0; encoder.width()];
+        RowMaker {
+            extractor,
+            encoder,
+            columns,
+            cells: Vec::new(),
+            row,
+            stats: EncodeStats::default(),
+        }
+    }
+
+    /// `rec`'s row, valid until the next call.
+    pub fn row(&mut self, rec: &FlowRecord) -> &[f32] {
+        self.extractor.extract(rec, &mut self.cells);
+        self.encoder.encode(&self.columns, &self.cells, &mut self.row, &mut self.stats);
+        &self.row
+    }
 }

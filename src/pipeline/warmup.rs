@@ -19,8 +19,8 @@ use crate::capture::source::{Next, PacketSource, SourceDrops};
 use crate::capture::{LinkType, RawPacket, Timestamp};
 use crate::decode::decode;
 use crate::features::SchemaKind;
-use crate::features::encode::{EncodeStats, RowEncoder};
 use crate::flow::{EndReason, FlowConfig, FlowRecord, FlowTable, OrderKey, Reorder};
+use crate::pipeline::offline::{RowMaker, release_ready};
 
 /// How long the warm-up lasts: whichever limit comes first.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,7 +136,7 @@ pub fn record(
                     let now = Timestamp::wall_now().add_nanos(-1_000_000_000);
                     if table.clock().is_some_and(|c| now > c) {
                         table.advance_to(now, &mut |r| order.push(OrderKey::of(r), *r));
-                        release(&mut table, &mut order, &mut to_row);
+                        release_ready(&table, &mut order, &mut |r| to_row.add(r));
                     }
                 }
                 ControlFlow::Continue(())
@@ -165,40 +165,20 @@ pub fn record(
     }
 }
 
-/// Flow records made into model rows, as the streaming features stage makes them.
+/// The warm-up's flows as model rows.
 struct Rows {
-    extractor: Box<dyn crate::features::RecordExtractor>,
-    encoder: RowEncoder,
-    columns: Vec<crate::features::Column>,
-    cells: Vec<crate::features::Cell>,
-    row: Vec<f32>,
-    stats: EncodeStats,
+    maker: RowMaker,
     rows: Vec<f32>,
     flows: usize,
 }
 
 impl Rows {
     fn new(kind: SchemaKind, flow: &FlowConfig) -> Rows {
-        let extractor = crate::features::extractor(kind, flow.community_id_seed);
-        let encoder = RowEncoder::new(extractor.schema());
-        let columns = extractor.columns().to_vec();
-        let row = vec![0.0; encoder.width()];
-        Rows {
-            extractor,
-            encoder,
-            columns,
-            cells: Vec::new(),
-            row,
-            stats: EncodeStats::default(),
-            rows: Vec::new(),
-            flows: 0,
-        }
+        Rows { maker: RowMaker::new(kind, flow.community_id_seed), rows: Vec::new(), flows: 0 }
     }
 
     fn add(&mut self, rec: &FlowRecord) {
-        self.extractor.extract(rec, &mut self.cells);
-        self.encoder.encode(&self.columns, &self.cells, &mut self.row, &mut self.stats);
-        self.rows.extend_from_slice(&self.row);
+        self.rows.extend_from_slice(self.maker.row(rec));
         self.flows += 1;
     }
 }
@@ -223,16 +203,7 @@ fn feed(
 ) {
     if let Ok(meta) = decode(raw) {
         table.process(&meta, &mut |r| order.push(OrderKey::of(r), *r));
-        release(table, order, to_row);
-    }
-}
-
-fn release(table: &mut FlowTable, order: &mut Reorder<FlowRecord>, to_row: &mut Rows) {
-    if !order.is_empty() {
-        order.advance(0, table.low_mark());
-        while let Some(r) = order.pop_ready() {
-            to_row.add(&r);
-        }
+        release_ready(table, order, &mut |r| to_row.add(r));
     }
 }
 
