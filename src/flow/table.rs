@@ -18,6 +18,7 @@
 //! exports every open flow and restarts the clock. Both cases are counted.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use super::config::{CutPolicy, FlowConfig};
@@ -135,6 +136,8 @@ struct List {
 struct Slot {
     rec: FlowRecord,
     key: FlowKey,
+    /// The key's hash in the index.
+    hash: u64,
     /// Whether the originator is the key's `lo` endpoint.
     orig_is_lo: bool,
     class: Class,
@@ -226,7 +229,10 @@ type Hasher = foldhash::quality::RandomState;
 /// the sink exactly once, with its [`EndReason`].
 pub struct FlowTable {
     config: FlowConfig,
-    index: HashMap<FlowKey, u32, Hasher>,
+    /// Slot numbers of the live flows, found by their key's hash (kept in the slot, so that
+    /// a packet hashes its key once and an export none).
+    index: hashbrown::HashTable<u32>,
+    hasher: Hasher,
     slots: Vec<Slot>,
     free: Vec<u32>,
     lists: [List; CLASSES],
@@ -289,7 +295,8 @@ impl FlowTable {
         let dns_idle_ns = ns(z.dns_session_timeout).saturating_sub(1_000_000_000).max(0);
         let initial = config.max_flows.min(1 << 16);
         FlowTable {
-            index: HashMap::with_capacity_and_hasher(initial, Hasher::default()),
+            index: hashbrown::HashTable::with_capacity(initial),
+            hasher: Hasher::default(),
             slots: Vec::with_capacity(initial),
             free: Vec::new(),
             lists: [List { head: NIL, tail: NIL }; CLASSES],
@@ -334,9 +341,9 @@ impl FlowTable {
         self.index.is_empty()
     }
 
-    /// Memory per held flow: the slot plus the index entry (key, slot number, control byte).
+    /// Memory per held flow: the slot plus the index entry (slot number, control byte).
     pub fn bytes_per_flow() -> usize {
-        std::mem::size_of::<Slot>() + std::mem::size_of::<(FlowKey, u32)>() + 1
+        std::mem::size_of::<Slot>() + std::mem::size_of::<u32>() + 1
     }
 
     /// The capture clock.
@@ -413,7 +420,9 @@ impl FlowTable {
         slot.live = false;
         slot.rec.end_reason = reason;
         slot.rec.last_clock = StreamTime { epoch: self.epoch, clock: slot.activity };
-        self.index.remove(&slot.key);
+        if let Ok(entry) = self.index.find_entry(slot.hash, |&j| j == i) {
+            entry.remove();
+        }
         self.stats.exported[reason as usize] += 1;
         sink(&slot.rec);
         self.free.push(i);
@@ -490,7 +499,7 @@ impl FlowTable {
     pub fn flush(&mut self, reason: EndReason, sink: &mut impl FnMut(&FlowRecord)) {
         let mut live: Vec<(Timestamp, u64, u32)> = self
             .index
-            .values()
+            .iter()
             .map(|&i| (self.slots[i as usize].activity, self.slots[i as usize].rec.id, i))
             .collect();
         live.sort_unstable();
@@ -616,8 +625,11 @@ impl FlowTable {
         sink: &mut impl FnMut(&FlowRecord),
     ) -> (u32, bool) {
         let (key, src_is_lo) = FlowKey::new(m.src, sport, m.dst, dport, m.proto, m.vlan);
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let found = self.index.find(hash, |&j| slots[j as usize].key == key).copied();
         if self.config.cut == CutPolicy::Zeek {
-            if let Some(&i) = self.index.get(&key) {
+            if let Some(i) = found {
                 let slot = &self.slots[i as usize];
                 let from_orig = src_is_lo == slot.orig_is_lo;
                 if !slot.rec.zeek_is_reuse(m) {
@@ -626,9 +638,9 @@ impl FlowTable {
                 }
                 self.export(i, EndReason::TcpClose, sink);
             }
-            return self.create(key, src_is_lo, sport, dport, m, now, sink);
+            return self.create(key, hash, src_is_lo, sport, dport, m, now, sink);
         }
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = found {
             let slot = &self.slots[i as usize];
             let from_orig = src_is_lo == slot.orig_is_lo;
             let rec = &slot.rec;
@@ -654,7 +666,7 @@ impl FlowTable {
             let reason = if aged { EndReason::Active } else { EndReason::TcpClose };
             self.export(i, reason, sink);
         }
-        self.create(key, src_is_lo, sport, dport, m, now, sink)
+        self.create(key, hash, src_is_lo, sport, dport, m, now, sink)
     }
 
     /// Adds a packet to a known connection under Zeek's rules and moves it between timers
@@ -696,6 +708,7 @@ impl FlowTable {
     fn create(
         &mut self,
         key: FlowKey,
+        hash: u64,
         src_is_lo: bool,
         sport: u16,
         dport: u16,
@@ -720,6 +733,7 @@ impl FlowTable {
         let slot = Slot {
             rec,
             key,
+            hash,
             orig_is_lo: src_is_lo != flip,
             class: Class::Other,
             activity: now,
@@ -751,7 +765,8 @@ impl FlowTable {
             },
         };
         self.push_tail(i, class);
-        self.index.insert(key, i);
+        let slots = &self.slots;
+        self.index.insert_unique(hash, i, |&j| slots[j as usize].hash);
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.index.len() as u64);
         (i, !flip)
