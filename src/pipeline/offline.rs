@@ -181,9 +181,7 @@ pub fn release_ready(
 ) {
     if !order.is_empty() {
         order.advance(0, table.low_mark());
-        while let Some(r) = order.pop_ready() {
-            on_flow(&r);
-        }
+        order.drain_ready(|r| on_flow(r));
     }
 }
 
