@@ -3,7 +3,9 @@
 #
 #   benches/peers.sh [SCALE]      (default SCALE 100: about 3 million packets)
 #
-# Inputs: a synthetic capture (`mnpflow synth --scale SCALE --snaplen 128`) and the
+# Inputs: a synthetic capture (`mnpflow synth --scale SCALE --snaplen 128`, about 12 packets
+# per flow), the flow-heavy mix (`benches/flow_heavy.py 57`: the shared Ethernet captures
+# replayed 57 times with shifted addresses, 2.0 M packets, 3.2 packets per flow) and the
 # concatenation of every shared capture (`mergecap -a`, pcapng). Peers: Argus 3 (writing its
 # binary records; the UNSW-NB15 base), nfstream (flows with statistical features), and a
 # plain `tcpdump -r -w` copy without decoding. mnpflow writes UNSW-NB15 CSV records with
@@ -19,7 +21,9 @@ cargo build --release -q
 bin="$CARGO_TARGET_DIR/release/mnpflow"
 
 "$bin" synth --scale "$scale" --snaplen 128 -o "$work/synth.pcap" 2>/dev/null
-mergecap -a -F pcapng -w "$work/shared.pcapng" $(find ../shared/data/captures -name '*.pcap' -o -name '*.pcapng' | sort)
+python3 benches/flow_heavy.py "${HEAVY_ROUNDS:-57}" "$work/heavy.pcap" >/dev/null
+mapfile -t shared < <(find ../shared/data/captures -name '*.pcap' -o -name '*.pcapng' | sort)
+mergecap -a -F pcapng -w "$work/shared.pcapng" "${shared[@]}"
 
 best() { # best wall time of N runs of a command, in seconds
     local n=$1; shift
@@ -39,7 +43,7 @@ nfstream_run() {
 
 echo "| input | packets | tool | seconds (best) | packets/s | mnpflow is faster by |"
 echo "|---|---|---|---|---|---|"
-for input in "$work/synth.pcap" "$work/shared.pcapng"; do
+for input in "$work/synth.pcap" "$work/heavy.pcap" "$work/shared.pcapng"; do
     pkts=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
     name=$(basename "$input")
     ours=$(best 3 "$bin" flows --schema unsw -o /dev/null "$input")
