@@ -161,12 +161,19 @@ impl Timeline {
     }
 }
 
-/// One histogram bin: scores in `[lo, hi)` (the last bin includes `hi`).
+/// One histogram bin: scores in `[lo, hi)` (the last bin includes `hi`). The edges are
+/// the `f32` values the scores were compared with, written as their shortest decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bin {
-    pub lo: f32,
-    pub hi: f32,
+    pub lo: f64,
+    pub hi: f64,
     pub count: u64,
+}
+
+/// An `f32` as the `f64` of its shortest decimal (0.35, not 0.3499999940395355), so that the
+/// JSON reads as the number the user typed.
+pub fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 /// The score distribution of recent traffic.
@@ -201,8 +208,12 @@ pub fn histogram(scores: &[f32], threshold: Option<f32>, bins: usize) -> Histogr
     let step = (f64::from(hi) - f64::from(lo)) / bins as f64;
     let mut out: Vec<Bin> = (0..bins)
         .map(|i| Bin {
-            lo: (f64::from(lo) + step * i as f64) as f32,
-            hi: if i + 1 == bins { hi } else { (f64::from(lo) + step * (i + 1) as f64) as f32 },
+            lo: decimal((f64::from(lo) + step * i as f64) as f32),
+            hi: decimal(if i + 1 == bins {
+                hi
+            } else {
+                (f64::from(lo) + step * (i + 1) as f64) as f32
+            }),
             count: 0,
         })
         .collect();
@@ -255,8 +266,9 @@ pub fn top_talkers<'a>(
 pub struct Summary {
     pub timeline: TimelineView,
     pub scores: Histogram,
-    /// The alert cut of the latest scored flow (null before the first, or when not finite).
-    pub threshold: Option<f32>,
+    /// The alert cut of the latest scored flow (null before the first, or when not finite),
+    /// as its shortest decimal.
+    pub threshold: Option<f64>,
     /// Alerts the page holds, of which the top talkers are counted.
     pub alerts_held: usize,
     pub top_sources: Vec<Talker>,
@@ -330,7 +342,7 @@ mod tests {
     fn histogram_bins_scores_and_counts_the_threshold() {
         let scores = [0.0, 0.1, 0.25, 0.5, 0.74, 0.75, 1.0, f32::NAN, f32::INFINITY];
         let h = histogram(&scores, Some(0.75), 4);
-        let bins: Vec<(f32, f32, u64)> = h.bins.iter().map(|b| (b.lo, b.hi, b.count)).collect();
+        let bins: Vec<(f64, f64, u64)> = h.bins.iter().map(|b| (b.lo, b.hi, b.count)).collect();
         assert_eq!(bins, [(0.0, 0.25, 2), (0.25, 0.5, 1), (0.5, 0.75, 2), (0.75, 1.0, 2)]);
         assert_eq!((h.flows, h.at_or_above_threshold, h.not_finite), (7, 2, 2));
         // The threshold widens the range to stay on the chart.

@@ -210,7 +210,7 @@ impl AlertFeed {
         Summary {
             timeline,
             scores,
-            threshold,
+            threshold: threshold.map(super::summary::decimal),
             alerts_held: g.0.len(),
             top_sources,
             top_destinations,
