@@ -1014,11 +1014,17 @@ fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
     let alerts = api["timeline"]["alerts"].as_u64().unwrap();
     assert!(alerts >= 40, "the brute force alone alerts 40 times: {api}");
     assert_eq!(drawn["alerts"].as_u64(), Some(alerts), "{line}");
+    assert!(said.contains("no CSP violation"), "{said}");
     assert_eq!(
         drawn["bars"].as_u64(),
         Some(api["timeline"]["buckets"].as_array().unwrap().len() as u64)
     );
     assert_eq!(drawn["flows"], api["scores"]["flows"], "{line}");
+    // The timeline counts what the sensor wrote: every alert of the EVE file, every flow
+    // scored (all of them in the window of recent flows too: the capture has fewer).
+    let eve = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(alerts, eve.lines().filter(|l| !l.trim().is_empty()).count() as u64);
+    assert_eq!(api["timeline"]["scored"], api["scores"]["flows"], "{api}");
     assert!(api["scores"]["flows"].as_u64().unwrap() > alerts);
     assert_eq!(drawn["bins"].as_u64(), Some(30));
     assert_eq!((drawn["threshold"].as_f64(), api["threshold"].as_f64()), (Some(0.35), Some(0.35)));

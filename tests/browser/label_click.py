@@ -61,6 +61,8 @@ names = [urlsplit(o).hostname for o in args.attacker] + ([args.rebind] if args.r
 rules = ",".join("MAP %s 127.0.0.1" % n for n in names if n not in ("127.0.0.1", "localhost"))
 if rules:
     opts.add_argument("--host-resolver-rules=" + rules)
+# The console, to see that the page breaks none of its own Content-Security-Policy.
+opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
 wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 
@@ -152,6 +154,10 @@ try:
         "api_alerts": api["timeline"]["alerts"],
         "api_flows": api["scores"]["flows"],
     }))
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    if refused:
+        sys.exit("the page breaks its Content-Security-Policy: %s" % refused)
+    print("no CSP violation")
 
     # 2. Other origins, in the same browser, try to store labels.
     for origin in args.attacker:
