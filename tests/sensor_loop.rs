@@ -1028,6 +1028,8 @@ fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
     assert!(api["scores"]["flows"].as_u64().unwrap() > alerts);
     assert_eq!(drawn["bins"].as_u64(), Some(30));
     assert_eq!((drawn["threshold"].as_f64(), api["threshold"].as_f64()), (Some(0.35), Some(0.35)));
+    // A fixed score aims at no rate: no target line.
+    assert!(api["target_rate"].is_null() && drawn["target_rate"].is_null(), "{line}");
     for (side, key) in [("sources", "top_sources"), ("destinations", "top_destinations")] {
         let want: Vec<serde_json::Value> = api[key]
             .as_array()

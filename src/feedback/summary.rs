@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::Serialize;
 
 use super::web::AlertView;
+use crate::alert::threshold::Threshold;
 
 /// Buckets the timeline keeps at most.
 pub const TIMELINE_BUCKETS: usize = 60;
@@ -161,6 +162,27 @@ impl Timeline {
     }
 }
 
+/// The alert rate a threshold aims at, drawn on the timeline beside the rate it gave.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TargetRate {
+    /// `rate`: a share of all scored flows; `budget`: a model's false-positive budget, a share
+    /// of the normal-looking flows (so attacks come on top of it).
+    pub kind: &'static str,
+    pub rate: f64,
+}
+
+impl TargetRate {
+    /// The rate `t` aims at; none for a fixed score.
+    pub fn of(t: &Threshold) -> Option<TargetRate> {
+        match t {
+            Threshold::Score(_) => None,
+            Threshold::Rate(r) => Some(TargetRate { kind: "rate", rate: *r }),
+            Threshold::Budget(b) => Some(TargetRate { kind: "budget", rate: b.budget }),
+        }
+        .filter(|r| r.rate.is_finite())
+    }
+}
+
 /// One histogram bin: scores in `[lo, hi)` (the last bin includes `hi`). The edges are
 /// the `f32` values the scores were compared with, written as their shortest decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -269,6 +291,8 @@ pub struct Summary {
     /// The alert cut of the latest scored flow (null before the first, or when not finite),
     /// as its shortest decimal.
     pub threshold: Option<f64>,
+    /// The alert rate that threshold aims at (null for a fixed score).
+    pub target_rate: Option<TargetRate>,
     /// Alerts the page holds, of which the top talkers are counted.
     pub alerts_held: usize,
     pub top_sources: Vec<Talker>,

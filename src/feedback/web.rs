@@ -35,7 +35,7 @@ use serde_json::json;
 use super::access::{Access, SECURITY_HEADERS, TOKEN_FILE};
 use super::labels::{Label, LabelError, LabelStore, ScoredFlow, Verdict};
 use super::registry::Registry;
-use super::summary::{Summary, Timeline, histogram, top_talkers};
+use super::summary::{Summary, TargetRate, Timeline, histogram, top_talkers};
 use crate::flow::FlowRecord;
 
 /// Bodies larger than this are refused (a label is a few hundred bytes).
@@ -141,8 +141,8 @@ pub struct AlertFeed {
     inner: Mutex<(VecDeque<AlertView>, u64)>,
     capacity: usize,
     recent: Mutex<RecentFlows>,
-    /// Alerts and scored flows over time, and the latest flow's alert cut.
-    timeline: Mutex<(Timeline, Option<f32>)>,
+    /// Alerts and scored flows over time, the latest flow's alert cut and its target rate.
+    timeline: Mutex<(Timeline, Option<f32>, Option<TargetRate>)>,
     community_seed: u16,
     schema: String,
 }
@@ -162,7 +162,7 @@ impl AlertFeed {
                 next: 0,
                 capacity: recent.max(1),
             }),
-            timeline: Mutex::new((Timeline::default(), None)),
+            timeline: Mutex::new((Timeline::default(), None, None)),
             community_seed,
             schema: schema.to_owned(),
         }
@@ -179,8 +179,15 @@ impl AlertFeed {
     }
 
     /// Counts a scored batch's flows in the timeline, at their ends: `alerted[i]` says whether
-    /// `recs[i]` was written as an alert; `cut` is the alert cut of the batch's last flow.
-    pub fn tally(&self, recs: &[FlowRecord], alerted: &[bool], cut: Option<f32>) {
+    /// `recs[i]` was written as an alert; `cut` is the alert cut of the batch's last flow,
+    /// `target` the rate its threshold aims at.
+    pub fn tally(
+        &self,
+        recs: &[FlowRecord],
+        alerted: &[bool],
+        cut: Option<f32>,
+        target: Option<TargetRate>,
+    ) {
         if recs.is_empty() {
             return;
         }
@@ -191,14 +198,15 @@ impl AlertFeed {
         if cut.is_some() {
             g.1 = cut;
         }
+        g.2 = target;
     }
 
     /// The numbers of the page's pictures: the timeline, `bins` histogram bins of the recent
     /// flows' scores, the `top` sources and destinations of the alerts held.
     pub fn summary(&self, bins: usize, top: usize) -> Summary {
-        let (timeline, threshold) = {
+        let (timeline, threshold, target_rate) = {
             let g = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (g.0.view(), g.1.filter(|t| t.is_finite()))
+            (g.0.view(), g.1.filter(|t| t.is_finite()), g.2)
         };
         let scores = histogram(
             &self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).scores,
@@ -211,6 +219,7 @@ impl AlertFeed {
             timeline,
             scores,
             threshold: threshold.map(super::summary::decimal),
+            target_rate,
             alerts_held: g.0.len(),
             top_sources,
             top_destinations,
@@ -1094,7 +1103,10 @@ mod tests {
         }
         let rows = vec![0.0; 10];
         feed.push_recent(&recs, &rows, &[0.1, 0.2, 0.3, 0.6, 0.9]);
-        feed.tally(&recs, &[false, false, false, true, true], Some(0.5));
+        let budget =
+            crate::alert::threshold::BudgetCut { budget: 0.01, floor: 0.4, set_aside: 2.0 };
+        let target = TargetRate::of(&crate::alert::threshold::Threshold::Budget(budget));
+        feed.tally(&recs, &[false, false, false, true, true], Some(0.5), target);
         for (uid, src, dst) in [
             ("C1", "10.0.0.9", "10.0.0.2"),
             ("C2", "10.0.0.9", "10.0.0.3"),
@@ -1129,6 +1141,7 @@ mod tests {
         assert_eq!(buckets, [(100, 2, 0), (101, 1, 0), (102, 0, 0), (103, 2, 2)]);
         assert_eq!(t["rate"].as_f64(), Some(0.4));
         assert_eq!(v["threshold"].as_f64(), Some(0.5));
+        assert_eq!(v["target_rate"], json!({ "kind": "budget", "rate": 0.01 }));
         let h = &v["scores"];
         let counts: Vec<u64> =
             h["bins"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).collect();
@@ -1161,7 +1174,8 @@ mod tests {
         let st = state(&empty, dir.path(), None);
         let v: serde_json::Value =
             serde_json::from_str(&call(&st, "GET", "/api/summary", None, b"", 0.0).body).unwrap();
-        assert!(v["threshold"].is_null() && v["timeline"]["buckets"] == json!([]));
+        assert!(v["threshold"].is_null() && v["target_rate"].is_null());
+        assert_eq!(v["timeline"]["buckets"], json!([]));
         assert_eq!(v["scores"]["flows"], 0);
     }
 

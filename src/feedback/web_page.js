@@ -227,8 +227,9 @@ function axes(svg, a) {
 }
 
 // Alerts per bucket of capture time (bars, left scale) and the alert rate the threshold
-// gave in each bucket, alerts / scored flows (line, right scale).
-function drawTimeline(t) {
+// gave in each bucket, alerts / scored flows (line, right scale), beside the rate it aims at
+// (dashed; a rate's, or a model's false-positive budget; none for a fixed score).
+function drawTimeline(t, target) {
   const svg = $("timeline");
   svg.replaceChildren();
   Object.assign(svg.dataset, { alerts: t.alerts, scored: t.scored, bucketSecs: t.bucket_secs, rate: t.rate });
@@ -241,7 +242,7 @@ function drawTimeline(t) {
   const n = t.buckets.length;
   const maxA = Math.max(1, ...t.buckets.map(b => b.alerts));
   const rates = t.buckets.map(b => (b.scored ? b.alerts / b.scored : 0));
-  const maxR = Math.max(...rates) || 1;
+  const maxR = Math.max(...rates, target ? target.rate : 0) || 1;
   const bw = a.w / n;
   t.buckets.forEach((b, i) => {
     const h = (b.alerts / maxA) * a.h;
@@ -255,6 +256,13 @@ function drawTimeline(t) {
   const points = rates.map((r, i) => (a.l + (i + 0.5) * bw).toFixed(1) + "," + (a.b - (r / maxR) * a.h).toFixed(1));
   tip(el(svg, "polyline", { class: "rate", points: points.join(" "), "data-rates": rates.join(",") }),
     "alert rate per bucket; " + pct(t.rate) + " over all " + t.scored + " flows");
+  if (target) {
+    const ty = a.b - (target.rate / maxR) * a.h;
+    tip(el(svg, "line", { class: "target", x1: a.l, y1: ty, x2: a.l + a.w, y2: ty, "data-rate": target.rate, "data-kind": target.kind }),
+      "the threshold aims at " + pct(target.rate) + (target.kind === "budget" ? " of the normal-looking flows (its false-positive budget)" : " of all flows"));
+    el(svg, "text", { class: "key-rate", x: a.l + a.w - 2, y: ty - 3, "text-anchor": "end" },
+      target.kind + " " + pct(target.rate));
+  }
   el(svg, "text", { x: a.l - 3, y: a.t + 4, "text-anchor": "end" }, String(maxA));
   el(svg, "text", { x: a.l - 3, y: a.b, "text-anchor": "end" }, "0");
   el(svg, "text", { class: "key-rate", x: a.l + a.w + 3, y: a.t + 4 }, pct(maxR));
@@ -328,7 +336,7 @@ async function refreshPictures() {
   const s = JSON.parse(text);
   if (!res.ok) throw new Error(s.error);
   if (text === refreshPictures.last) return;
-  drawTimeline(s.timeline);
+  drawTimeline(s.timeline, s.target_rate);
   drawScores(s.scores, s.threshold);
   drawTalkers("sources", s.top_sources);
   drawTalkers("destinations", s.top_destinations);

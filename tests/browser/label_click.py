@@ -97,10 +97,12 @@ def pictures():
         ]
 
     line = driver.find_elements(By.CSS_SELECTOR, "#scores line.threshold")
+    target = driver.find_elements(By.CSS_SELECTOR, "#timeline line.target")
     drawn = {
         "bars": counts("#timeline rect.bar"),
         "bins": counts("#scores rect.bin"),
         "threshold": float(line[0].get_attribute("data-threshold")) if line else None,
+        "target_rate": float(target[0].get_attribute("data-rate")) if target else None,
         "sources": talkers("sources"),
         "destinations": talkers("destinations"),
     }
@@ -108,6 +110,7 @@ def pictures():
         "bars": [b["alerts"] for b in api["timeline"]["buckets"]],
         "bins": [b["count"] for b in api["scores"]["bins"]],
         "threshold": api["threshold"],
+        "target_rate": api["target_rate"] and api["target_rate"]["rate"],
         "sources": [[t["addr"], t["alerts"]] for t in api["top_sources"]],
         "destinations": [[t["addr"], t["alerts"]] for t in api["top_destinations"]],
     }
@@ -149,6 +152,7 @@ try:
         "flows": sum(drawn["bins"]),
         "bins": len(drawn["bins"]),
         "threshold": drawn["threshold"],
+        "target_rate": drawn["target_rate"],
         "sources": drawn["sources"],
         "destinations": drawn["destinations"],
         "api_alerts": api["timeline"]["alerts"],

@@ -264,7 +264,7 @@ pub(super) fn writer_stage(
         indicated.clear();
         if let Some(feed) = links.feed {
             feed.push_recent(&batch.recs, &batch.rows, &batch.scores);
-            feed.tally(&batch.recs, &alerted, batch.cuts.last().copied());
+            feed.tally(&batch.recs, &alerted, batch.cuts.last().copied(), batch.target_rate);
         }
         if let Some(tx) = &links.learn {
             let t = batch.recs.last().map(|r| r.last_ts.as_secs_f64() as i64).unwrap_or(0);
