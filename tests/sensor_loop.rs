@@ -867,6 +867,9 @@ impl Drop for AttackerSite {
 /// is the same site and gets the cookie, and another site) try to store "benign" labels with
 /// a no-cors fetch and a form post, and a rebound name opens the page: all refused, nothing
 /// stored. Then a click on "attack" stores the label durably (with the flow's features).
+/// The pictures carry the numbers of `GET /api/summary`. With `MNPFLOW_SCREENSHOT=PATH`
+/// (relative to the repository), the page is saved there as a PNG (`docs/analysts-page.png`
+/// in the README); without it nothing is written, under CI too.
 #[test]
 fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
     require_browser();
@@ -884,16 +887,26 @@ fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
     let cross_site = format!("http://attacker.example:{}", site.port);
 
     let script = repo("tests/browser/label_click.py");
+    let screenshot =
+        std::env::var_os("MNPFLOW_SCREENSHOT").filter(|p| !p.is_empty()).map(|p| repo("").join(p));
     let run = Command::new("/usr/bin/python3")
         .arg(&script)
         .arg(&url)
         .args(["--attacker", &same_site, "--attacker", &cross_site, "--rebind", "evil.example"])
         // The demo's SSH brute force (captures/demo.truth.csv), as its incident row reads.
         .args(["--incident", "203.0.113.9 \u{2192} 10.0.1.22"])
+        .args(screenshot.iter().flat_map(|p| [std::ffi::OsStr::new("--screenshot"), p.as_os_str()]))
         .output()
         .unwrap();
     let said =
         String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    let summary = call(
+        port,
+        "GET",
+        "/api/summary?bins=30&top=10",
+        &[&format!("Authorization: Bearer {secret}")],
+        "",
+    );
     drop(site);
     s.interrupt();
     let err = s.finish();
@@ -990,4 +1003,50 @@ fn web_page_in_a_headless_browser_labels_an_alert_and_other_origins_cannot() {
     let undone: Vec<_> = labels.iter().filter(|l| l.note == format!("{note}: undo")).collect();
     assert_eq!(undone.len(), 40, "{labels:?}");
     assert!(undone.iter().all(|l| l.verdict == Verdict::Unlabeled));
+
+    // The pictures: drawn with the API's numbers (the script waited until they matched the
+    // API as the page fetched it; here against the sensor's answer after the run).
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    let api: serde_json::Value = serde_json::from_str(&summary.body).unwrap();
+    let line =
+        said.lines().find_map(|l| l.strip_prefix("pictures ")).unwrap_or_else(|| panic!("{said}"));
+    let drawn: serde_json::Value = serde_json::from_str(line).unwrap();
+    let alerts = api["timeline"]["alerts"].as_u64().unwrap();
+    assert!(alerts >= 40, "the brute force alone alerts 40 times: {api}");
+    assert_eq!(drawn["alerts"].as_u64(), Some(alerts), "{line}");
+    assert!(said.contains("no CSP violation"), "{said}");
+    assert_eq!(
+        drawn["bars"].as_u64(),
+        Some(api["timeline"]["buckets"].as_array().unwrap().len() as u64)
+    );
+    assert_eq!(drawn["flows"], api["scores"]["flows"], "{line}");
+    // The timeline counts what the sensor wrote: every alert of the EVE file, every flow
+    // scored (all of them in the window of recent flows too: the capture has fewer).
+    let eve = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(alerts, eve.lines().filter(|l| !l.trim().is_empty()).count() as u64);
+    assert_eq!(api["timeline"]["scored"], api["scores"]["flows"], "{api}");
+    assert!(api["scores"]["flows"].as_u64().unwrap() > alerts);
+    assert_eq!(drawn["bins"].as_u64(), Some(30));
+    assert_eq!((drawn["threshold"].as_f64(), api["threshold"].as_f64()), (Some(0.35), Some(0.35)));
+    // A fixed score aims at no rate: no target line.
+    assert!(api["target_rate"].is_null() && drawn["target_rate"].is_null(), "{line}");
+    for (side, key) in [("sources", "top_sources"), ("destinations", "top_destinations")] {
+        let want: Vec<serde_json::Value> = api[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| serde_json::json!([t["addr"], t["alerts"]]))
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(drawn[side].as_array().unwrap(), &want, "{side}");
+    }
+    assert!(
+        api["top_sources"].as_array().unwrap().iter().any(|t| t["addr"] == "203.0.113.9"),
+        "the brute force's source is a top source: {api}"
+    );
+    if let Some(p) = screenshot {
+        assert!(said.contains("screenshot "), "{said}");
+        let png = std::fs::read(&p).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{}", p.display());
+    }
 }

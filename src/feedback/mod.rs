@@ -2,7 +2,8 @@
 //! flows they refer to ([`labels`]), the registry of promoted models ([`registry`]), both on
 //! durable append-only logs ([`log`]); the sample of recent traffic ([`reservoir`]); one
 //! retraining turn with its promotion rule ([`retrain`]); the analysts' web page and JSON API
-//! ([`web`]) and its grouping of alerts into incidents ([`incidents`]). Plain types and functions: the threads that run them live in `pipeline`.
+//! ([`web`]), its grouping of alerts into incidents ([`incidents`]) and the numbers of its
+//! pictures ([`summary`]). Plain types and functions: the threads that run them live in `pipeline`.
 
 pub mod access;
 pub mod incidents;
@@ -11,6 +12,7 @@ pub mod log;
 pub mod registry;
 pub mod reservoir;
 pub mod retrain;
+pub mod summary;
 pub mod web;
 
 pub use labels::{Label, LabelStore, ScoredFlow, Verdict};

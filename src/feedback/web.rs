@@ -16,6 +16,7 @@
 //! incidents carry their label state: `labeled` is the latest label (`verdict`, `by`, `at`,
 //! `note`) of the flow, or null.
 //! | `GET /api/models`    | the model registry and the current version                        |
+//! | `GET /api/summary`   | the numbers of the page's pictures ([`super::summary`]): alerts and scored flows per bucket of capture time, the score histogram of recent flows (`?bins=N`), the threshold, the top sources and destinations of the alerts held (`?top=N`) |
 //!
 //! Every reply is JSON except the page. Mistakes get a 4xx with `{"error": "..."}` and store
 //! nothing: 403 for a foreign `Host` (DNS rebinding) or, on a POST, a foreign `Origin`/`Referer`
@@ -34,6 +35,7 @@ use serde_json::json;
 use super::access::{Access, SECURITY_HEADERS, TOKEN_FILE};
 use super::labels::{Label, LabelError, LabelStore, ScoredFlow, Verdict};
 use super::registry::Registry;
+use super::summary::{Summary, TargetRate, Timeline, histogram, top_talkers};
 use crate::flow::FlowRecord;
 
 /// Bodies larger than this are refused (a label is a few hundred bytes).
@@ -139,6 +141,8 @@ pub struct AlertFeed {
     inner: Mutex<(VecDeque<AlertView>, u64)>,
     capacity: usize,
     recent: Mutex<RecentFlows>,
+    /// Alerts and scored flows over time, the latest flow's alert cut and its target rate.
+    timeline: Mutex<(Timeline, Option<f32>, Option<TargetRate>)>,
     community_seed: u16,
     schema: String,
 }
@@ -158,6 +162,7 @@ impl AlertFeed {
                 next: 0,
                 capacity: recent.max(1),
             }),
+            timeline: Mutex::new((Timeline::default(), None, None)),
             community_seed,
             schema: schema.to_owned(),
         }
@@ -170,6 +175,54 @@ impl AlertFeed {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(recs, rows, scores);
+        }
+    }
+
+    /// Counts a scored batch's flows in the timeline, at their ends: `alerted[i]` says whether
+    /// `recs[i]` was written as an alert; `cut` is the alert cut of the batch's last flow,
+    /// `target` the rate its threshold aims at.
+    pub fn tally(
+        &self,
+        recs: &[FlowRecord],
+        alerted: &[bool],
+        cut: Option<f32>,
+        target: Option<TargetRate>,
+    ) {
+        if recs.is_empty() {
+            return;
+        }
+        let mut g = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, r) in recs.iter().enumerate() {
+            g.0.count(r.last_ts.0.div_euclid(1_000_000_000), alerted.get(i).copied() == Some(true));
+        }
+        if cut.is_some() {
+            g.1 = cut;
+        }
+        g.2 = target;
+    }
+
+    /// The numbers of the page's pictures: the timeline, `bins` histogram bins of the recent
+    /// flows' scores, the `top` sources and destinations of the alerts held.
+    pub fn summary(&self, bins: usize, top: usize) -> Summary {
+        let (timeline, threshold, target_rate) = {
+            let g = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (g.0.view(), g.1.filter(|t| t.is_finite()), g.2)
+        };
+        let scores = histogram(
+            &self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).scores,
+            threshold,
+            bins,
+        );
+        let g = self.lock();
+        let (top_sources, top_destinations) = top_talkers(g.0.iter(), top);
+        Summary {
+            timeline,
+            scores,
+            threshold: threshold.map(super::summary::decimal),
+            target_rate,
+            alerts_held: g.0.len(),
+            top_sources,
+            top_destinations,
         }
     }
 
@@ -534,6 +587,20 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
             ),
             Err(e) => Reply::error(500, e.to_string()),
         },
+        ("GET", "/api/summary") => {
+            let number = |key: &str, default: usize, max: usize| {
+                query_param(query, key)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(default)
+                    .clamp(1, max)
+            };
+            let bins = number("bins", super::summary::DEFAULT_BINS, super::summary::MAX_BINS);
+            let top = number("top", super::summary::DEFAULT_TOP, super::summary::MAX_TOP);
+            Reply::json(
+                200,
+                serde_json::to_value(state.feed.summary(bins, top)).unwrap_or_default(),
+            )
+        }
         ("GET", "/api/models") => match Registry::open(&state.data_dir) {
             Ok(r) => Reply::json(
                 200,
@@ -544,7 +611,7 @@ pub fn handle(state: &WebState<'_>, req: &Request<'_>, now_secs: f64) -> Reply {
         (
             _,
             "/" | "/index.html" | "/page.js" | "/page.css" | "/api/alerts" | "/api/incidents"
-            | "/api/labels" | "/api/models",
+            | "/api/labels" | "/api/models" | "/api/summary",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no such page: {path}")),
     }
@@ -1015,6 +1082,101 @@ mod tests {
         );
         assert_eq!(LabelStore::read(dir.path()).unwrap().len(), n);
         assert_eq!(call(&st, "POST", "/api/incidents", None, b"{}", 0.0).status, 405);
+    }
+
+    /// The pictures' numbers on a crafted feed: timeline buckets from the flows' ends, the
+    /// histogram of the recent flows' scores with the latest cut, talkers by alert count; the
+    /// same access rules as the other GET APIs; odd query values are clamped, never a 500.
+    #[test]
+    fn summary_counts_the_crafted_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = AlertFeed::new(10, 100, 0, "fp");
+        let mut recs: Vec<FlowRecord> = Vec::new();
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
+        crate::pipeline::offline::run_files(&[demo], &crate::flow::FlowConfig::default(), |r| {
+            recs.push(*r)
+        })
+        .unwrap();
+        recs.truncate(5);
+        for (r, s) in recs.iter_mut().zip([100, 100, 101, 103, 103]) {
+            r.last_ts = crate::capture::Timestamp(s * 1_000_000_000 + 999_999_999);
+        }
+        let rows = vec![0.0; 10];
+        feed.push_recent(&recs, &rows, &[0.1, 0.2, 0.3, 0.6, 0.9]);
+        let budget =
+            crate::alert::threshold::BudgetCut { budget: 0.01, floor: 0.4, set_aside: 2.0 };
+        let target = TargetRate::of(&crate::alert::threshold::Threshold::Budget(budget));
+        feed.tally(&recs, &[false, false, false, true, true], Some(0.5), target);
+        for (uid, src, dst) in [
+            ("C1", "10.0.0.9", "10.0.0.2"),
+            ("C2", "10.0.0.9", "10.0.0.3"),
+            ("C3", "10.0.0.1", "10.0.0.3"),
+        ] {
+            let mut a = alert(uid);
+            (a.flow.orig_h, a.flow.resp_h) = (src.into(), dst.into());
+            feed.push(a);
+        }
+        let st = state(&feed, dir.path(), Some("s3cret-token"));
+        let auth = Some("Bearer s3cret-token");
+        let r = call(&st, "GET", "/api/summary?bins=4&top=1", auth, b"", 0.0);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let t = &v["timeline"];
+        assert_eq!(
+            (t["bucket_secs"].as_i64(), t["scored"].as_u64(), t["alerts"].as_u64()),
+            (Some(1), Some(5), Some(2))
+        );
+        let buckets: Vec<(i64, u64, u64)> = t["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["start"].as_i64().unwrap(),
+                    b["scored"].as_u64().unwrap(),
+                    b["alerts"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(buckets, [(100, 2, 0), (101, 1, 0), (102, 0, 0), (103, 2, 2)]);
+        assert_eq!(t["rate"].as_f64(), Some(0.4));
+        assert_eq!(v["threshold"].as_f64(), Some(0.5));
+        assert_eq!(v["target_rate"], json!({ "kind": "budget", "rate": 0.01 }));
+        let h = &v["scores"];
+        let counts: Vec<u64> =
+            h["bins"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).collect();
+        assert_eq!(counts, [2, 1, 1, 1], "0.1 to 0.9 in four bins of 0.2");
+        assert_eq!((h["flows"].as_u64(), h["at_or_above_threshold"].as_u64()), (Some(5), Some(2)));
+        assert_eq!(v["alerts_held"], 3);
+        assert_eq!(v["top_sources"], json!([{ "addr": "10.0.0.9", "alerts": 2 }]));
+        assert_eq!(v["top_destinations"], json!([{ "addr": "10.0.0.3", "alerts": 2 }]));
+        // Defaults, clamps and hostile values.
+        for url in [
+            "/api/summary",
+            "/api/summary?bins=-1&top=99999999999999999999999",
+            "/api/summary?bins=%00&top=",
+        ] {
+            let r = call(&st, "GET", url, auth, b"", 0.0);
+            assert_eq!(r.status, 200, "{url}: {}", r.body);
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert!(!v["scores"]["bins"].as_array().unwrap().is_empty(), "{url}");
+        }
+        let r = call(&st, "GET", "/api/summary?bins=100000", auth, b"", 0.0);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["scores"]["bins"].as_array().unwrap().len(), super::super::summary::MAX_BINS);
+        assert_eq!(call(&st, "GET", "/api/summary", None, b"", 0.0).status, 401);
+        assert_eq!(call(&st, "POST", "/api/summary", auth, b"{}", 0.0).status, 405);
+        let rebound =
+            Request { host: Some("evil.example:8090"), ..req("GET", "/api/summary", auth, b"") };
+        assert_eq!(handle(&st, &rebound, 0.0).status, 403);
+        // An empty feed: no threshold yet, empty timeline, still bins.
+        let empty = AlertFeed::new(10, 10, 0, "fp");
+        let st = state(&empty, dir.path(), None);
+        let v: serde_json::Value =
+            serde_json::from_str(&call(&st, "GET", "/api/summary", None, b"", 0.0).body).unwrap();
+        assert!(v["threshold"].is_null() && v["target_rate"].is_null());
+        assert_eq!(v["timeline"]["buckets"], json!([]));
+        assert_eq!(v["scores"]["flows"], 0);
     }
 
     #[test]

@@ -17,11 +17,20 @@ python3-selenium), as an analyst would and as other web sites open in the same b
 6. Filters: "unlabeled" hides that incident, "attack" shows it.
 7. Undo: the incident's flows go back to unlabeled.
 
+Between steps 1 and 2, the pictures: fetches GET /api/summary in the page and waits until
+the SVG elements carry its numbers (timeline bars' alert counts, histogram bins' counts, the
+threshold line's value, the top sources' and destinations' bars); prints what they carry.
+With --screenshot PATH, saves a 1280-pixel-wide picture of the page at the end (filter
+cleared, all incidents).
+
 Prints one line per step (`cookie ...`, `address ...`, `fetch ORIGIN: ...`, `form ORIGIN:
 ...`, `rebound: ...`, `labeled UID`, `incident ID FLOWS: STATE`, `filter STATE: shown|hidden`,
-`undone ID: STATE`); the Rust test checks them, the sensor's log and the label store. Usage: label_click.py URL [--attacker ORIGIN]... [--rebind NAME] [--incident TEXT]"""
+`undone ID: STATE`, `pictures {JSON}`); the Rust test checks them, the sensor's log and the
+label store. Usage: label_click.py URL [--attacker ORIGIN]... [--rebind NAME] [--incident TEXT]
+[--screenshot PATH]"""
 
 import argparse
+import json
 import sys
 import time
 from urllib.parse import urlsplit
@@ -38,19 +47,22 @@ ap.add_argument("url")
 ap.add_argument("--attacker", action="append", default=[])
 ap.add_argument("--rebind")
 ap.add_argument("--incident")
+ap.add_argument("--screenshot")
 args = ap.parse_args()
 page = urlsplit(args.url)
 base = "%s://%s/" % (page.scheme, page.netloc)
 
 opts = Options()
 opts.binary_location = "/usr/bin/chromium"
-for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
     opts.add_argument(arg)
 # Test names resolve to loopback: an attacker's site on another port, and a rebound name.
 names = [urlsplit(o).hostname for o in args.attacker] + ([args.rebind] if args.rebind else [])
 rules = ",".join("MAP %s 127.0.0.1" % n for n in names if n not in ("127.0.0.1", "localhost"))
 if rules:
     opts.add_argument("--host-resolver-rules=" + rules)
+# The console, to see that the page breaks none of its own Content-Security-Policy.
+opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
 wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 
@@ -64,6 +76,53 @@ def alerts_loaded():
         return wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#incidents tr.incident") or False)
     except Exception:
         sys.exit("no alerts listed at %s; the page says: %s" % (driver.current_url, body_text()))
+
+
+def pictures():
+    """What the page's SVG pictures carry, as numbers, beside what /api/summary says."""
+    api = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/summary?bins=30&top=10').then(r => r.json()).then(done, e => done({error: String(e)}));"
+    )
+    if "error" in api:
+        sys.exit("GET /api/summary in the page: %s" % api["error"])
+
+    def counts(css):
+        return [int(e.get_attribute("data-count")) for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+    def talkers(svg):
+        return [
+            [e.get_attribute("data-addr"), int(e.get_attribute("data-count"))]
+            for e in driver.find_elements(By.CSS_SELECTOR, "#%s g.talker" % svg)
+        ]
+
+    line = driver.find_elements(By.CSS_SELECTOR, "#scores line.threshold")
+    target = driver.find_elements(By.CSS_SELECTOR, "#timeline line.target")
+    drawn = {
+        "bars": counts("#timeline rect.bar"),
+        "bins": counts("#scores rect.bin"),
+        "threshold": float(line[0].get_attribute("data-threshold")) if line else None,
+        "target_rate": float(target[0].get_attribute("data-rate")) if target else None,
+        "sources": talkers("sources"),
+        "destinations": talkers("destinations"),
+    }
+    want = {
+        "bars": [b["alerts"] for b in api["timeline"]["buckets"]],
+        "bins": [b["count"] for b in api["scores"]["bins"]],
+        "threshold": api["threshold"],
+        "target_rate": api["target_rate"] and api["target_rate"]["rate"],
+        "sources": [[t["addr"], t["alerts"]] for t in api["top_sources"]],
+        "destinations": [[t["addr"], t["alerts"]] for t in api["top_destinations"]],
+    }
+    return drawn, want, api
+
+
+def pictures_match(d):
+    try:
+        drawn, want, api = pictures()
+    except StaleElementReferenceException:
+        return False
+    return (drawn, api) if drawn == want else False
 
 
 try:
@@ -80,6 +139,29 @@ try:
     driver.get(base)
     alerts_loaded()
     print("reloaded without the token")
+
+    # The pictures carry the numbers of /api/summary.
+    try:
+        drawn, api = WebDriverWait(driver, 15).until(pictures_match)
+    except Exception:
+        drawn, want, _ = pictures()
+        sys.exit("the pictures do not carry the API's numbers:\n drawn %s\n api   %s" % (drawn, want))
+    print("pictures " + json.dumps({
+        "alerts": sum(drawn["bars"]),
+        "bars": len(drawn["bars"]),
+        "flows": sum(drawn["bins"]),
+        "bins": len(drawn["bins"]),
+        "threshold": drawn["threshold"],
+        "target_rate": drawn["target_rate"],
+        "sources": drawn["sources"],
+        "destinations": drawn["destinations"],
+        "api_alerts": api["timeline"]["alerts"],
+        "api_flows": api["scores"]["flows"],
+    }))
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    if refused:
+        sys.exit("the page breaks its Content-Security-Policy: %s" % refused)
+    print("no CSP violation")
 
     # 2. Other origins, in the same browser, try to store labels.
     for origin in args.attacker:
@@ -149,5 +231,16 @@ try:
         driver.find_element(By.ID, "undo").click()
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, sel).get_attribute("class") == "incident unlabeled")
         print("undone %s: %s" % (iid, driver.find_element(By.CSS_SELECTOR, sel + " td.label").text))
+
+    if args.screenshot:
+        # Every incident, the first one open, the pictures on top.
+        driver.execute_script(
+            "const f = document.getElementById('filter'); f.value = '';"
+            "f.dispatchEvent(new Event('input')); window.scrollTo(0, 0);"
+        )
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#incidents tr.incident")) > 1)
+        time.sleep(1.0)
+        driver.save_screenshot(args.screenshot)
+        print("screenshot %s" % args.screenshot)
 finally:
     driver.quit()

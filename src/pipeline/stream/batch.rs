@@ -79,6 +79,8 @@ pub(super) struct RowBatch {
     pub(super) cuts: Vec<f32>,
     /// The model that scored this batch.
     pub(super) model: Option<Arc<Scoring>>,
+    /// The alert rate its threshold aims at (none for a fixed score), for the page.
+    pub(super) target_rate: Option<crate::feedback::summary::TargetRate>,
 }
 
 impl RowBatch {
@@ -94,6 +96,7 @@ impl RowBatch {
         self.why.clear();
         self.cuts.clear();
         self.model = None;
+        self.target_rate = None;
     }
 }
 

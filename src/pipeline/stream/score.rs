@@ -13,6 +13,7 @@ use super::batch::RowBatch;
 use crate::alert::eve::ModelInfo;
 use crate::alert::{Explanation, Threshold, ThresholdCalibrator};
 use crate::features::tables::{RangeCheck, Scaler};
+use crate::feedback::summary::TargetRate;
 use crate::model::artifact::Artifact;
 use crate::model::device::Compute;
 use crate::model::mnpwad::Mnpwad;
@@ -141,6 +142,7 @@ pub(super) fn score_stage(
         batch.cuts.clear();
         threshold.calibrate(&s.score, &mut batch.cuts);
         metrics.cut_bits.store(threshold.current().to_bits() as u64, Relaxed);
+        batch.target_rate = TargetRate::of(&threshold.threshold());
         batch.why.clear();
         for i in 0..s.score.len() {
             batch.why.push(Explanation {

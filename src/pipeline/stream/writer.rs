@@ -84,6 +84,8 @@ pub(super) fn writer_stage(
     let mut busy = Duration::ZERO;
     let mut to_log: Vec<feedback::ScoredFlow> = Vec::new();
     let mut indicated: Vec<feedback::Label> = Vec::new();
+    // Which flows of the batch were written as alerts, for the page's timeline.
+    let mut alerted: Vec<bool> = Vec::new();
     let keep_records = outputs.flow_log.is_some() || links.feed.is_some();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
@@ -100,6 +102,7 @@ pub(super) fn writer_stage(
         let mut suppressed = 0u64;
         let mut by_indicator = 0u64;
         let width = batch.rows.len() / batch.len().max(1);
+        alerted.clear();
         for i in 0..batch.len() {
             let rec = &batch.recs[i];
             let score = batch.scores[i];
@@ -216,6 +219,7 @@ pub(super) fn writer_stage(
                     }
                 }
             }
+            alerted.push(wrote_alert);
             if outputs.keep_scores {
                 scored.push(ScoredFlow { rec: *rec, score, alerted: wrote_alert });
             }
@@ -260,6 +264,7 @@ pub(super) fn writer_stage(
         indicated.clear();
         if let Some(feed) = links.feed {
             feed.push_recent(&batch.recs, &batch.rows, &batch.scores);
+            feed.tally(&batch.recs, &alerted, batch.cuts.last().copied(), batch.target_rate);
         }
         if let Some(tx) = &links.learn {
             let t = batch.recs.last().map(|r| r.last_ts.as_secs_f64() as i64).unwrap_or(0);
