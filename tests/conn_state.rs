@@ -245,8 +245,8 @@ fn handshake_times_give_tcprtt() {
             (true, ACK, 101, 501, 0, 35),
         ],
     );
-    let synack = f.synack_ts.unwrap().since(f.syn_ts.unwrap());
-    let ackdat = f.ack_ts.unwrap().since(f.synack_ts.unwrap());
+    let synack = f.synack_ts.get().unwrap().since(f.syn_ts.get().unwrap());
+    let ackdat = f.ack_ts.get().unwrap().since(f.synack_ts.get().unwrap());
     assert_eq!((synack, ackdat), (30_000_000, 5_000_000));
 }
 

@@ -309,8 +309,8 @@ impl RecordExtractor for UnswExtractor {
                 (Some(a), Some(b)) => b.since(a).max(0) as f64 / 1e9,
                 _ => 0.0,
             };
-        let synack = secs(r.syn_ts, r.synack_ts);
-        let ackdat = secs(r.synack_ts, r.ack_ts);
+        let synack = secs(r.syn_ts.get(), r.synack_ts.get());
+        let ackdat = secs(r.synack_ts.get(), r.ack_ts.get());
         let mean = |bytes: u64, pkts: u64| {
             if pkts == 0 { 0.0 } else { (bytes as f64 / pkts as f64).round() }
         };

@@ -301,6 +301,32 @@ impl SeqTrack {
     }
 }
 
+/// A time that may not have come yet, in 8 bytes where an `Option<Timestamp>` takes 16 (a
+/// flow keeps three): `i64::MIN`, before any capture's time, stands for "not yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenAt(i64);
+
+impl SeenAt {
+    pub const NEVER: SeenAt = SeenAt(i64::MIN);
+
+    /// Seen at `t` (the earliest time a capture can hold, should `t` be the sentinel itself).
+    pub fn at(t: Timestamp) -> SeenAt {
+        SeenAt(t.0.max(i64::MIN + 1))
+    }
+
+    pub fn get(self) -> Option<Timestamp> {
+        (self != SeenAt::NEVER).then_some(Timestamp(self.0))
+    }
+
+    pub fn is_some(self) -> bool {
+        self != SeenAt::NEVER
+    }
+
+    pub fn is_none(self) -> bool {
+        self == SeenAt::NEVER
+    }
+}
+
 /// One direction of a flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Direction {
@@ -388,9 +414,9 @@ pub struct FlowRecord {
     pub history: History,
     pub app: AppState,
     /// Handshake times: originator SYN, responder SYN-ACK, originator ACK.
-    pub syn_ts: Option<Timestamp>,
-    pub synack_ts: Option<Timestamp>,
-    pub ack_ts: Option<Timestamp>,
+    pub syn_ts: SeenAt,
+    pub synack_ts: SeenAt,
+    pub ack_ts: SeenAt,
     /// Some packet of the flow was decapsulated from a tunnel.
     pub tunneled: bool,
     /// Zeek's `is_partial`: the originator's first packet was not a plain SYN, or the
@@ -432,9 +458,9 @@ impl FlowRecord {
             tcp: TcpEndpoints::default(),
             history,
             app: AppState::default(),
-            syn_ts: None,
-            synack_ts: None,
-            ack_ts: None,
+            syn_ts: SeenAt::NEVER,
+            synack_ts: SeenAt::NEVER,
+            ack_ts: SeenAt::NEVER,
             tunneled: false,
             zeek_partial: false,
             zeek_rules: false,
@@ -512,12 +538,12 @@ impl FlowRecord {
             match (from_orig, flags.syn(), flags.ack()) {
                 // The last SYN before the SYN-ACK: a retransmitted SYN is the one answered
                 // (Argus measures synack from it too).
-                (true, true, false) if self.synack_ts.is_none() => self.syn_ts = Some(m.ts),
+                (true, true, false) if self.synack_ts.is_none() => self.syn_ts = SeenAt::at(m.ts),
                 (false, true, true) if self.synack_ts.is_none() && self.syn_ts.is_some() => {
-                    self.synack_ts = Some(m.ts)
+                    self.synack_ts = SeenAt::at(m.ts)
                 }
                 (true, false, true) if self.ack_ts.is_none() && self.synack_ts.is_some() => {
-                    self.ack_ts = Some(m.ts)
+                    self.ack_ts = SeenAt::at(m.ts)
                 }
                 _ => {}
             }

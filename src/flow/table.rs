@@ -134,15 +134,16 @@ struct List {
 
 #[derive(Debug, Clone)]
 struct Slot {
+    /// The record; its `last_clock.clock` is the capture clock at the flow's last packet
+    /// (never decreases), its epoch set at export.
     rec: FlowRecord,
-    key: FlowKey,
-    /// The key's hash in the index.
-    hash: u64,
+    /// The key's ports (ICMP's port equivalents, not the record's type and code); the rest of
+    /// the key is the record's ([`Slot::has_key`]): a copy of the addresses cost 40 bytes a flow.
+    lo_port: u16,
+    hi_port: u16,
     /// Whether the originator is the key's `lo` endpoint.
     orig_is_lo: bool,
     class: Class,
-    /// Capture clock at the flow's last packet (never decreases).
-    activity: Timestamp,
     /// When the flow's timer on its list started: its last packet under Argus's rules; under
     /// Zeek's, the first SYN (attempts), the packet that closed it (closing), the last check
     /// (DNS sessions) or the last packet (the rest).
@@ -150,6 +151,42 @@ struct Slot {
     prev: u32,
     next: u32,
     live: bool,
+}
+
+impl Slot {
+    /// Whether this is the flow of `key`: the record's addresses, protocol and VLAN, the
+    /// slot's ports, the sides as `orig_is_lo` says.
+    fn has_key(&self, key: &FlowKey) -> bool {
+        let r = &self.rec;
+        let (lo, hi) =
+            if self.orig_is_lo { (r.orig_addr, r.resp_addr) } else { (r.resp_addr, r.orig_addr) };
+        self.lo_port == key.lo_port
+            && self.hi_port == key.hi_port
+            && r.proto == key.proto
+            && r.vlan == key.vlan
+            && lo == key.lo_addr
+            && hi == key.hi_addr
+    }
+
+    /// The flow's key, rebuilt (an export and the index's growth need it; a packet has its own).
+    fn key(&self) -> FlowKey {
+        let r = &self.rec;
+        let (lo, hi) =
+            if self.orig_is_lo { (r.orig_addr, r.resp_addr) } else { (r.resp_addr, r.orig_addr) };
+        FlowKey {
+            lo_addr: lo,
+            hi_addr: hi,
+            lo_port: self.lo_port,
+            hi_port: self.hi_port,
+            proto: r.proto,
+            vlan: r.vlan,
+        }
+    }
+
+    /// Capture clock at the flow's last packet.
+    fn activity(&self) -> Timestamp {
+        self.rec.last_clock.clock
+    }
 }
 
 /// Counters of the flow stage.
@@ -229,8 +266,8 @@ type Hasher = foldhash::quality::RandomState;
 /// the sink exactly once, with its [`EndReason`].
 pub struct FlowTable {
     config: FlowConfig,
-    /// Slot numbers of the live flows, found by their key's hash (kept in the slot, so that
-    /// a packet hashes its key once and an export none).
+    /// Slot numbers of the live flows, found by their key's hash: a packet hashes its key
+    /// once, an export rebuilds and hashes it (storing the hash cost 8 bytes a flow).
     index: hashbrown::HashTable<u32>,
     hasher: Hasher,
     slots: Vec<Slot>,
@@ -419,8 +456,9 @@ impl FlowTable {
         let slot = &mut self.slots[i as usize];
         slot.live = false;
         slot.rec.end_reason = reason;
-        slot.rec.last_clock = StreamTime { epoch: self.epoch, clock: slot.activity };
-        if let Ok(entry) = self.index.find_entry(slot.hash, |&j| j == i) {
+        slot.rec.last_clock.epoch = self.epoch;
+        let hash = self.hasher.hash_one(slot.key());
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
         self.stats.exported[reason as usize] += 1;
@@ -458,7 +496,7 @@ impl FlowTable {
                 // only once idle for `dns_session_timeout - 1.0`; otherwise it checks again
                 // one interval later.
                 if class == Class::DnsSession
-                    && now.since(self.slots[head as usize].activity) < self.dns_idle_ns
+                    && now.since(self.slots[head as usize].activity()) < self.dns_idle_ns
                 {
                     self.unlink(head);
                     self.slots[head as usize].since = now;
@@ -500,7 +538,7 @@ impl FlowTable {
         let mut live: Vec<(Timestamp, u64, u32)> = self
             .index
             .iter()
-            .map(|&i| (self.slots[i as usize].activity, self.slots[i as usize].rec.id, i))
+            .map(|&i| (self.slots[i as usize].activity(), self.slots[i as usize].rec.id, i))
             .collect();
         live.sort_unstable();
         for (_, _, i) in live {
@@ -627,7 +665,7 @@ impl FlowTable {
         let (key, src_is_lo) = FlowKey::new(m.src, sport, m.dst, dport, m.proto, m.vlan);
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
-        let found = self.index.find(hash, |&j| slots[j as usize].key == key).copied();
+        let found = self.index.find(hash, |&j| slots[j as usize].has_key(&key)).copied();
         if self.config.cut == CutPolicy::Zeek {
             if let Some(i) = found {
                 let slot = &self.slots[i as usize];
@@ -653,7 +691,7 @@ impl FlowTable {
             if !aged && !reopened {
                 let slot = &mut self.slots[i as usize];
                 slot.rec.update(m, from_orig);
-                slot.activity = now;
+                slot.rec.last_clock.clock = now;
                 slot.since = now;
                 let class = if slot.rec.tcp_finished() { Class::Closing } else { slot.class };
                 // Bursts hit the flow at the tail already: skip touching its neighbours.
@@ -678,7 +716,7 @@ impl FlowTable {
         let slot = &mut self.slots[i as usize];
         let closed_before = slot.rec.did_close();
         slot.rec.update(m, from_orig);
-        slot.activity = now;
+        slot.rec.last_clock.clock = now;
         let (class, since) = match slot.class {
             Class::Tcp | Class::Attempt => match zeek_tcp_class(&slot.rec) {
                 Class::Attempt if slot.class == Class::Attempt => (Class::Attempt, slot.since),
@@ -728,15 +766,15 @@ impl FlowTable {
         meta.sport = sport;
         meta.dport = dport;
         let mut rec = FlowRecord::new(self.next_id, &meta, flip);
+        rec.last_clock.clock = now;
         rec.zeek_rules = self.config.cut == CutPolicy::Zeek;
         self.next_id += self.id_stride;
         let slot = Slot {
             rec,
-            key,
-            hash,
+            lo_port: key.lo_port,
+            hi_port: key.hi_port,
             orig_is_lo: src_is_lo != flip,
             class: Class::Other,
-            activity: now,
             since: now,
             prev: NIL,
             next: NIL,
@@ -765,8 +803,8 @@ impl FlowTable {
             },
         };
         self.push_tail(i, class);
-        let slots = &self.slots;
-        self.index.insert_unique(hash, i, |&j| slots[j as usize].hash);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key()));
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.index.len() as u64);
         (i, !flip)
@@ -1068,6 +1106,32 @@ mod tests {
         let out = run(&mut zeek(), &[pkt(0, B, 53, A, 40000, 17, 0, 60)]);
         assert_eq!((out[0].orig_addr, out[0].resp_port), (IpAddr::from(A), 53));
         assert_eq!(out[0].history.as_str(), "^d");
+    }
+
+    /// A slot rebuilds the key it was filed under, whichever side the record calls the
+    /// originator (a SYN-ACK seen first flips it) and for ICMP's port equivalents; and a flow
+    /// costs no more than the 601 bytes it did before Zeek's bookkeeping grew the record.
+    #[test]
+    fn slots_rebuild_their_keys_and_stay_small() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = Vec::new();
+        let pkts = [
+            pkt(0, A, 1000, B, 80, 6, 0x02, 0),
+            pkt(1, B, 443, A, 2000, 6, 0x12, 0),
+            pkt(2, A, 8, B, 0, 1, 0, 56),
+            pkt(3, B, 0, A, 0, 1, 0, 56),
+            pkt(4, B, 53, A, 3000, 17, 0, 40),
+        ];
+        for p in &pkts {
+            t.process(p, &mut |r| out.push(*r));
+        }
+        assert_eq!(t.len(), 4, "echo request and reply share a flow");
+        for (i, slot) in t.slots.iter().enumerate() {
+            let hash = t.hasher.hash_one(slot.key());
+            assert_eq!(t.index.find(hash, |&j| j as usize == i), Some(&(i as u32)));
+            assert!(slot.has_key(&slot.key()));
+        }
+        assert!(FlowTable::bytes_per_flow() <= 601, "{}", FlowTable::bytes_per_flow());
     }
 
     #[test]
