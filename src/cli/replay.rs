@@ -17,6 +17,7 @@ use crate::features::{self, SchemaKind};
 use crate::feedback;
 use crate::feedback::log::RecordLog;
 use crate::feedback::{LabelStore, Registry};
+use crate::kafka::{AlertFormat, EventIds};
 use crate::model::artifact::Artifact;
 use crate::model::device::{self, Backend, Compute};
 use crate::model::eval;
@@ -86,6 +87,19 @@ pub struct DetectArgs {
     /// builds with --features wgpu; without a GPU it says why and uses the CPU).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// Publish alerts to Kafka: bootstrap brokers, host:port separated by commas (also
+    /// `[kafka] brokers`). Builds with --features kafka. Events not yet acknowledged wait in
+    /// a spool in the data directory, sent when the broker is back.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// This sensor's name in its events (`sensor_id`; ECS `observer.name`). Default:
+    /// `[kafka] sensor_id`, else the host name when publishing to Kafka.
+    #[arg(long, value_name = "ID")]
+    pub sensor_id: Option<String>,
+    /// Field names of alerts, in alerts.jsonl and on Kafka: eve (Suricata) or ecs (Elastic
+    /// Common Schema).
+    #[arg(long, value_enum, default_value_t = AlertFormat::Eve)]
+    pub alert_format: AlertFormat,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +148,9 @@ impl ReplayArgs {
                 feedback_token: Vec::new(),
                 feedback_no_token: false,
                 backend: Backend::Cpu,
+                kafka: None,
+                sensor_id: None,
+                alert_format: AlertFormat::Eve,
             },
         })
     }
@@ -322,6 +339,7 @@ pub fn open_outputs(
         flow_log_max_bytes: config.feedback.flow_record_bytes,
         weak_labels,
         threshold_explicit: d.threshold.is_some() || config.alert.threshold.is_some(),
+        publish: Default::default(),
     })
 }
 
@@ -420,7 +438,32 @@ pub fn detect(
         Some(addr) => Some(open_page(addr, d, config, &dir, stay_after_end)?),
         None => None,
     };
-    let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
+    let mut outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
+    let m = Metrics::new();
+    let brokers = d.kafka.clone().or_else(|| config.kafka.brokers.clone());
+    let brokers = brokers.filter(|b| !b.trim().is_empty());
+    let mut sensor_id = d.sensor_id.clone().or_else(|| config.kafka.sensor_id.clone());
+    if brokers.is_some() && sensor_id.is_none() {
+        sensor_id = Some(crate::kafka::default_sensor_id());
+    }
+    outputs.publish.format = d.alert_format;
+    if brokers.is_some() || sensor_id.is_some() {
+        outputs.publish.ids = Some(EventIds::new());
+    }
+    outputs.publish.sensor_id = sensor_id.clone();
+    let kafka_thread = match &brokers {
+        Some(b) => {
+            let (sink, t) = start_kafka(b, config, &dir, &m, sensor_id.as_deref().unwrap_or(""))?;
+            outputs.publish.flows = config
+                .kafka
+                .flows_topic
+                .clone()
+                .map(|t| (t, stream::scored_columns(extractor.as_ref())));
+            outputs.publish.sink = Some(sink);
+            Some(t)
+        }
+        None => None,
+    };
     let mut stream_cfg = config.stream.clone();
     if let Some(w) = d.workers {
         if w == 0 {
@@ -443,7 +486,6 @@ pub fn detect(
         None => None,
     };
     crate::pipeline::catch_interrupt();
-    let m = Metrics::new();
     let flow_cfg = config.flow.for_cut(loaded.schema.cut_policy());
     let setup = Setup {
         stream: &stream_cfg,
@@ -475,7 +517,17 @@ pub fn detect(
         web,
         &crate::pipeline::INTERRUPTED,
         &m,
-    )?;
+    );
+    // The writer has ended (its end of the Kafka queue with it): the producer thread
+    // flushes, then reports.
+    if let Some(t) = kafka_thread {
+        let note = t.join().unwrap_or_else(|_| Some("the Kafka producer thread panicked".into()));
+        eprintln!("{}", m.kafka.summary());
+        if let Some(n) = note {
+            eprintln!("warning   kafka: {n}");
+        }
+    }
+    let report = report?;
     eprint!("{}", m.summary());
     let f = &report.flow;
     eprintln!(
@@ -536,6 +588,69 @@ pub fn detect(
     Ok(report)
 }
 
+/// Starts the Kafka producer thread for `brokers`: the writer's end of its queue, and the
+/// thread, which ends once that end is dropped and the spool is flushed (or
+/// `[kafka] flush_seconds` passed), with a note for stderr.
+#[cfg(feature = "kafka")]
+fn start_kafka(
+    brokers: &str,
+    config: &Config,
+    data_dir: &Path,
+    m: &Metrics,
+    sensor_id: &str,
+) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
+    use crate::kafka::producer::KafkaOut;
+    let k = &config.kafka;
+    let spool_dir = data_dir.join("kafka-spool");
+    let out = KafkaOut::new(brokers, k, &spool_dir, m.kafka.clone())?;
+    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, &k.alerts_topic, m.kafka.clone());
+    let left = out.left_over();
+    eprintln!(
+        "kafka     alerts to {}{} on {brokers} as sensor {sensor_id:?}; spool {}{}",
+        k.alerts_topic,
+        k.flows_topic.as_deref().map(|t| format!(", scored flows to {t}")).unwrap_or_default(),
+        spool_dir.display(),
+        if left > 0 {
+            format!(" ({left} events left by an earlier run: sent first)")
+        } else {
+            String::new()
+        }
+    );
+    let t = std::thread::Builder::new()
+        .name("mnpflow-kafka".into())
+        .spawn(move || out.run(rx))
+        .context("spawning the Kafka producer thread")?;
+    Ok((sink, t))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn start_kafka(
+    brokers: &str,
+    _: &Config,
+    _: &Path,
+    _: &Metrics,
+    _: &str,
+) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
+    Err(no_kafka(brokers))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn no_kafka(brokers: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Kafka ({brokers}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install librdkafka-dev pkg-config`)"
+    )
+}
+
+/// Refuses Kafka before any work when this build has no Kafka client.
+pub fn check_kafka(d: &DetectArgs, config: &Config) -> anyhow::Result<()> {
+    #[cfg(not(feature = "kafka"))]
+    if let Some(b) = d.kafka.as_ref().or(config.kafka.brokers.as_ref()) {
+        return Err(no_kafka(b));
+    }
+    let _ = (d, config);
+    Ok(())
+}
+
 /// Saves a model the sensor just trained as `DATA/models/STEM.mnp`, says what it is, and loads
 /// it back (the file carries its threshold).
 pub fn save_trained(
@@ -576,6 +691,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     let speed: Speed = args.speed.parse().map_err(anyhow::Error::msg)?;
     // Check what can be checked before the training run.
+    check_kafka(&args.detect, config)?;
     if let Some(t) = &args.detect.threshold {
         t.parse::<crate::alert::Threshold>()?;
     }
