@@ -408,7 +408,14 @@ fn open_page(
             "feedback  open {base}?token=... {whose} (the first token's URL is in {kept} while the sensor runs)"
         );
     }
-    Ok(WebSetup { server, access, data_dir: dir.to_owned(), url_file: Some(url_file), stay })
+    Ok(WebSetup {
+        server,
+        access,
+        data_dir: dir.to_owned(),
+        url_file: Some(url_file),
+        stay,
+        label_sink: None,
+    })
 }
 
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
@@ -434,7 +441,7 @@ pub fn detect(
     }
     // Bind the page before anything starts, so a bad address or token is the first thing
     // the user hears.
-    let web = match d.feedback {
+    let mut web = match d.feedback {
         Some(addr) => Some(open_page(addr, d, config, &dir, stay_after_end)?),
         None => None,
     };
@@ -451,6 +458,7 @@ pub fn detect(
         outputs.publish.ids = Some(EventIds::new());
     }
     outputs.publish.sensor_id = sensor_id.clone();
+    let labels_stop = std::sync::atomic::AtomicBool::new(false);
     let kafka_thread = match &brokers {
         Some(b) => {
             let (sink, t) = start_kafka(b, config, &dir, &m, sensor_id.as_deref().unwrap_or(""))?;
@@ -459,6 +467,10 @@ pub fn detect(
                 .flows_topic
                 .clone()
                 .map(|t| (t, stream::scored_columns(extractor.as_ref())));
+            // The page's labels go to the labels topic, through the same queue and spool.
+            if let Some(w) = web.as_mut() {
+                w.label_sink = Some(sink.clone());
+            }
             outputs.publish.sink = Some(sink);
             Some(t)
         }
@@ -507,17 +519,48 @@ pub fn detect(
         registry_version: loaded.registry_version,
         compute,
     };
-    let report = sensor::run(
-        source,
-        setup,
-        extractor,
-        &slot,
-        outputs,
-        Some(learn),
-        web,
-        &crate::pipeline::INTERRUPTED,
-        &m,
-    );
+    let report = std::thread::scope(|s| {
+        #[cfg(not(feature = "kafka"))]
+        let _ = s;
+        // Labels from the labels topic into the store, while the sensor runs.
+        #[cfg(feature = "kafka")]
+        let labels_in = match &brokers {
+            Some(b) => {
+                let li = crate::kafka::labels::LabelsIn::new(
+                    b,
+                    &config.kafka,
+                    sensor_id.as_deref().unwrap_or(""),
+                    &dir,
+                )
+                .map_err(anyhow::Error::msg)?;
+                let (stop, k) = (&labels_stop, &m.kafka);
+                Some(
+                    std::thread::Builder::new()
+                        .name("mnpflow-labels-in".into())
+                        .spawn_scoped(s, move || li.run(stop, &k.labels_in, &k.labels_refused))
+                        .context("spawning the labels consumer")?,
+                )
+            }
+            None => None,
+        };
+        let report = sensor::run(
+            source,
+            setup,
+            extractor,
+            &slot,
+            outputs,
+            Some(learn),
+            web,
+            &crate::pipeline::INTERRUPTED,
+            &m,
+        );
+        labels_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "kafka")]
+        if let Some(t) = labels_in {
+            let _ = t.join();
+        }
+        report
+    });
     // The writer has ended (its end of the Kafka queue with it): the producer thread
     // flushes, then reports.
     if let Some(t) = kafka_thread {
@@ -603,7 +646,7 @@ fn start_kafka(
     let k = &config.kafka;
     let spool_dir = data_dir.join("kafka-spool");
     let out = KafkaOut::new(brokers, k, &spool_dir, m.kafka.clone())?;
-    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, &k.alerts_topic, m.kafka.clone());
+    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, k, m.kafka.clone());
     let left = out.left_over();
     eprintln!(
         "kafka     alerts to {}{} on {brokers} as sensor {sensor_id:?}; spool {}{}",

@@ -30,6 +30,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "kafka")]
+pub mod labels;
+#[cfg(feature = "kafka")]
 pub mod producer;
 pub mod spool;
 
@@ -153,6 +155,10 @@ pub struct KafkaCounters {
     pub spool_bytes: AtomicU64,
     /// Gauge: events in the spool not yet acknowledged.
     pub spool_events: AtomicU64,
+    /// Labels taken from the labels topic into the label store (new to it).
+    pub labels_in: AtomicU64,
+    /// Messages on the labels topic that are not labels.
+    pub labels_refused: AtomicU64,
 }
 
 impl KafkaCounters {
@@ -160,23 +166,27 @@ impl KafkaCounters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Relaxed);
         format!(
-            "kafka     {} events queued, {} delivered, {} dropped, {} retried, {} resent from an earlier run's spool; spool {} events, {} bytes",
+            "kafka     {} events queued, {} delivered, {} dropped, {} retried, {} resent from an earlier run's spool; spool {} events, {} bytes; {} labels taken from the labels topic ({} messages not labels)",
             g(&self.queued),
             g(&self.delivered),
             g(&self.dropped),
             g(&self.retried),
             g(&self.resent_from_spool),
             g(&self.spool_events),
-            g(&self.spool_bytes)
+            g(&self.spool_bytes),
+            g(&self.labels_in),
+            g(&self.labels_refused)
         )
     }
 }
 
-/// The writer's end of the queue to the producer thread: never blocks.
-#[derive(Debug)]
+/// The writer's (and the analysts' page's) end of the queue to the producer thread: never
+/// blocks.
+#[derive(Debug, Clone)]
 pub struct EventSink {
     tx: Sender<Event>,
     pub alerts_topic: String,
+    pub labels_topic: String,
     counters: Arc<KafkaCounters>,
 }
 
@@ -184,11 +194,17 @@ impl EventSink {
     /// A queue of `capacity` events; the receiver goes to the producer thread.
     pub fn new(
         capacity: usize,
-        alerts_topic: &str,
+        cfg: &KafkaConfig,
         counters: Arc<KafkaCounters>,
     ) -> (EventSink, Receiver<Event>) {
         let (tx, rx) = bounded(capacity.max(1));
-        (EventSink { tx, alerts_topic: alerts_topic.to_owned(), counters }, rx)
+        let sink = EventSink {
+            tx,
+            alerts_topic: cfg.alerts_topic.clone(),
+            labels_topic: cfg.labels_topic.clone(),
+            counters,
+        };
+        (sink, rx)
     }
 
     /// Hands an event on, or drops and counts it when the queue is full (or the producer
@@ -201,6 +217,19 @@ impl EventSink {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters.dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    /// Publishes an analyst's label (the page's) to the labels topic, through the spool like
+    /// any event: keyed by its flow's community ID, the label's JSON as the message.
+    pub fn offer_label(&self, l: &crate::feedback::Label) {
+        if let Ok(payload) = serde_json::to_string(l) {
+            self.offer(Event {
+                topic: self.labels_topic.clone(),
+                key: l.community_id.clone(),
+                id: format!("label:{}:{}:{:x}", l.uid, l.by, l.at.to_bits()),
+                payload,
+            });
         }
     }
 }
@@ -260,7 +289,7 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(EventIds::new().next_id(), EventIds::new().next_id());
         let c = Arc::new(KafkaCounters::default());
-        let (sink, rx) = EventSink::new(2, "t", c.clone());
+        let (sink, rx) = EventSink::new(2, &KafkaConfig::default(), c.clone());
         for i in 0..5 {
             sink.offer(Event {
                 topic: "t".into(),
