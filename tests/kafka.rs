@@ -3,10 +3,13 @@
 //!
 //! The broker is tansu (Apache-2.0, Kafka-compatible, SQLite storage so that a restarted
 //! broker keeps its topics and messages), found at `$MNPFLOW_TANSU` (`scripts/test kafka`
-//! builds it once into /var/tmp/tansu); the consumer is Debian's `kcat`. Each test starts its
+//! builds it once into /var/tmp/tansu); the independent client is Debian's python3-kafka
+//! (kafka-python, pure Python: `tests/kafka/client.py`). Debian's kcat cannot be it: its
+//! librdkafka 2.0.2 misreads tansu's ApiVersions v3 answer (it skips one byte less than each
+//! tagged field's length), the reason mnpflow builds a newer librdkafka itself. Each test starts its
 //! own broker on a free loopback port, in its own folder, and stops it by its process id when
 //! it ends, passing or failing (and names the id in `$MNPFLOW_KAFKA_PIDS`, which the script
-//! kills if the test binary itself is killed). Without tansu or kcat a test says so and
+//! kills if the test binary itself is killed). Without tansu or kafka-python a test says so and
 //! passes, except under CI (`CI=true`), where that is a failure.
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +31,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The independent client: `tests/kafka/client.py BROKER MODE TOPIC`.
+fn client(broker: &str, mode: &str, topic: &str) -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo("tests/kafka/client.py")).args([broker, mode, topic]);
+    c
+}
+
 /// Whether the tools are here; `None` (with the reason printed) when not and not under CI.
 fn tools() -> Option<PathBuf> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -35,12 +45,15 @@ fn tools() -> Option<PathBuf> {
         let p = PathBuf::from("/var/tmp/tansu/bin/tansu");
         p.exists().then_some(p)
     });
-    let kcat = Command::new("kcat").arg("-V").output().is_ok_and(|o| o.status.success());
-    let why = match (&tansu, kcat) {
+    let client_ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let why = match (&tansu, client_ok) {
         (None, _) => {
             "no tansu broker ($MNPFLOW_TANSU unset and no /var/tmp/tansu/bin/tansu: run scripts/test kafka)"
         }
-        (_, false) => "no kcat (apt-get install kcat)",
+        (_, false) => "no kafka-python (apt-get install python3-kafka)",
         (Some(t), true) if !t.exists() => "$MNPFLOW_TANSU names no file",
         _ => return tansu,
     };
@@ -123,15 +136,15 @@ impl Broker {
         );
     }
 
-    /// Every message of `topic` as (key, payload), read by kcat from the beginning.
+    /// Every message of `topic` as (key, payload), read from the beginning by the
+    /// independent client.
     fn consume(&self, topic: &str) -> Vec<(String, String)> {
-        let out = Command::new("kcat")
-            .args(["-C", "-b", &self.addr(), "-t", topic, "-o", "beginning", "-e", "-q"])
-            .args(["-f", "%k\\t%s\\n"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kcat -C {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = client(&self.addr(), "consume", topic).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "consuming {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -408,24 +421,21 @@ fn labels_from_the_topic_reach_a_running_sensor_once() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    // A label produced by kcat, twice: stored once.
+    // A label produced by the independent client, twice: stored once.
     let label = mnpflow::feedback::Label {
         uid: "CkafkaLabel1".into(),
         community_id: "1:kafka-test=".into(),
         verdict: mnpflow::feedback::Verdict::Attack,
         by: "console-7".into(),
         at: 1_767_225_600.5,
-        note: "from kcat".into(),
+        note: "from another client".into(),
         schema: "unsw-nb15".into(),
         features: vec![1.0, 2.0],
     };
     let json = serde_json::to_string(&label).unwrap();
     for _ in 0..2 {
-        let mut kc = Command::new("kcat")
-            .args(["-P", "-b", &broker.addr(), "-t", &labels])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut kc =
+            client(&broker.addr(), "produce", &labels).stdin(Stdio::piped()).spawn().unwrap();
         {
             use std::io::Write;
             let mut stdin = kc.stdin.take().unwrap();
@@ -434,7 +444,9 @@ fn labels_from_the_topic_reach_a_running_sensor_once() {
         assert!(kc.wait().unwrap().success());
     }
     let data = sensor.join("data");
-    wait_for("the kcat label in the sensor's store", || labels_of(&data, "CkafkaLabel1") > 0);
+    wait_for("the independent client's label in the sensor's store", || {
+        labels_of(&data, "CkafkaLabel1") > 0
+    });
     // `mnpflow label --kafka` at the console: stored there, and reaches the sensor.
     let out = mnpflow()
         .arg("--config")
