@@ -15,6 +15,9 @@
 //! - [`spool::Spool`] holds every event not yet acknowledged by the broker, on disk in the
 //!   data directory: nothing is lost while the broker is away, or when the sensor restarts,
 //!   until the spool's bound; past it, events are dropped and counted.
+//! - `labels` (feature `kafka`): labels published to the labels topic (`mnpflow label
+//!   --kafka`; the page's go through the spool) and consumed by running sensors into their
+//!   label stores, each label stored once.
 //! - `producer` (feature `kafka`) is the thread that owns the spool and the librdkafka
 //!   producer. Without the feature none of the client code is compiled, and `--kafka` says
 //!   how to build it.
@@ -50,7 +53,8 @@ pub struct KafkaConfig {
     /// Topic of every scored flow (with its score and whether it alerted), keyed by
     /// community ID. Unset: scored flows are not published.
     pub flows_topic: Option<String>,
-    /// Topic of analysts' labels (reserved for labels in; not used yet).
+    /// Topic of analysts' labels: published by `mnpflow label --kafka` and the analysts' page,
+    /// consumed by every sensor running with Kafka into its label store.
     pub labels_topic: String,
     /// Topic of promoted models (reserved for models out; not used yet).
     pub models_topic: String,
