@@ -468,3 +468,115 @@ fn labels_from_the_topic_reach_a_running_sensor_once() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2 labels taken from the labels topic"), "{stderr}");
 }
+
+/// Trains a model on the bundled capture in `data` (a replay without --model, no truth file:
+/// a cold-start model, so not the bytes of `model()`), with `schema`; returns its file.
+fn cold_model(data: &Path, schema: &str) -> PathBuf {
+    let out = mnpflow()
+        .arg("replay")
+        .arg(repo("captures/demo.pcap"))
+        .args(["--schema", schema, "--output-dir"])
+        .arg(data)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    data.join("models/demo.mnp")
+}
+
+fn mnpflow_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = mnpflow().args(args).output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mnpflow {args:?}: {text}");
+    text
+}
+
+#[test]
+fn a_published_model_is_taken_by_a_running_sensor_and_another_schema_refused() {
+    let Some(broker) = Broker::start() else { return };
+    let (topic, models) = (topic_name("alerts"), topic_name("models"));
+    broker.create_topic(&topic);
+    broker.create_topic(&models);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &topic, &format!("models_topic = \"{models}\"\n"));
+    let os = |s: &str| std::ffi::OsString::from(s);
+    // The sensor's registry: a cold-start model of the capture.
+    let sensor = dir.path().join("sensor");
+    let first = cold_model(&sensor.join("data"), "unsw");
+    mnpflow_ok(&[
+        &os("models"),
+        &os("promote"),
+        first.as_os_str(),
+        &os("--data-dir"),
+        sensor.join("data").as_os_str(),
+    ]);
+    // The retrainer's registry: the model trained with the truth file; and one of another
+    // schema.
+    let retrainer = dir.path().join("retrainer");
+    mnpflow_ok(&[
+        &os("models"),
+        &os("promote"),
+        model().0.as_os_str(),
+        &os("--data-dir"),
+        retrainer.as_os_str(),
+    ]);
+    let other = dir.path().join("other");
+    let zeek = cold_model(&other, "zeek");
+    mnpflow_ok(&[
+        &os("models"),
+        &os("promote"),
+        zeek.as_os_str(),
+        &os("--data-dir"),
+        other.as_os_str(),
+    ]);
+    // The sensor runs on its registry's model (the capture at 20x: 30 s).
+    let child = mnpflow()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("replay")
+        .arg(repo("captures/demo.pcap"))
+        .args(["--speed", "20x", "--output-dir"])
+        .arg(&sensor)
+        .arg("--data-dir")
+        .arg(sensor.join("data"))
+        .args(["--kafka", &broker.addr(), "--sensor-id", "edge-m"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    let publish = |data: &Path| {
+        mnpflow_ok(&[
+            &os("--config"),
+            cfg.as_os_str(),
+            &os("models"),
+            &os("publish"),
+            &os("--kafka"),
+            &os(&broker.addr()),
+            &os("--from"),
+            &os("retrainer-1"),
+            &os("--data-dir"),
+            data.as_os_str(),
+        ])
+    };
+    publish(&other);
+    publish(&retrainer);
+    let t0 = Instant::now();
+    let data = sensor.join("data");
+    wait_for("the published model in the sensor's registry", || {
+        mnpflow::feedback::Registry::open(&data).unwrap().current().is_some_and(|e| e.version == 2)
+    });
+    eprintln!("model taken {} ms after it was published", t0.elapsed().as_millis());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("took model v1 from retrainer-1"), "{stderr}");
+    assert!(stderr.contains("model v2 is current"), "the scorer moved to it: {stderr}");
+    let refusal = stderr.lines().find(|l| l.contains("models    refused")).unwrap_or_default();
+    let fp =
+        |p: &Path| mnpflow::model::artifact::Artifact::load(p).unwrap().layout.fingerprint.clone();
+    assert!(refusal.contains(&fp(&zeek)) && refusal.contains(&fp(&first)), "{stderr}");
+    let reg = mnpflow::feedback::Registry::open(&data).unwrap();
+    assert_eq!(reg.entries().len(), 2, "the other schema's model was not registered");
+}

@@ -71,7 +71,7 @@ pub fn label(args: LabelArgs, config: &crate::config::Config) -> anyhow::Result<
     #[cfg(not(feature = "kafka"))]
     if let Some(b) = &brokers {
         anyhow::bail!(
-            "Kafka ({b}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install librdkafka-dev pkg-config`)"
+            "Kafka ({b}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install build-essential libssl-dev pkg-config`)"
         );
     }
     let dir = args.data.resolve();

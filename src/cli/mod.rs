@@ -104,7 +104,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => model_cmds::eval(args, &config),
         Some(Command::Label(args)) => labels::label(args, &config),
         Some(Command::Labels(args)) => labels::labels(args),
-        Some(Command::Models(args)) => models::run(args),
+        Some(Command::Models(args)) => models::run(args, &config),
         Some(Command::Config) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)

@@ -432,6 +432,8 @@ pub fn detect(
 ) -> anyhow::Result<StreamReport> {
     let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
     let layout_names = extractor.schema().encoded_names();
+    #[cfg(feature = "kafka")]
+    let schema_id = (extractor.schema().name.clone(), extractor.schema().fingerprint());
     let threshold = threshold_of(d, config, &loaded)?;
     let dir = data_dir(&d.data_dir);
     let mut learn_cfg = config.learn.clone();
@@ -543,6 +545,29 @@ pub fn detect(
             }
             None => None,
         };
+        // Models from the models topic into the registry (the learning loop's thread follows
+        // the registry and moves the scorer).
+        #[cfg(feature = "kafka")]
+        let models_in = match &brokers {
+            Some(b) => {
+                let mi = crate::kafka::models::ModelsIn::new(
+                    b,
+                    &config.kafka,
+                    sensor_id.as_deref().unwrap_or(""),
+                    &dir,
+                    schema_id.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                let (stop, k) = (&labels_stop, &m.kafka);
+                Some(
+                    std::thread::Builder::new()
+                        .name("mnpflow-models-in".into())
+                        .spawn_scoped(s, move || mi.run(stop, &k.models_in, &k.models_refused))
+                        .context("spawning the models consumer")?,
+                )
+            }
+            None => None,
+        };
         let report = sensor::run(
             source,
             setup,
@@ -556,7 +581,7 @@ pub fn detect(
         );
         labels_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "kafka")]
-        if let Some(t) = labels_in {
+        for t in [labels_in, models_in].into_iter().flatten() {
             let _ = t.join();
         }
         report
@@ -680,7 +705,7 @@ fn start_kafka(
 #[cfg(not(feature = "kafka"))]
 fn no_kafka(brokers: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "Kafka ({brokers}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install librdkafka-dev pkg-config`)"
+        "Kafka ({brokers}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install build-essential libssl-dev pkg-config`)"
     )
 }
 

@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "kafka")]
 pub mod labels;
 #[cfg(feature = "kafka")]
+pub mod models;
+#[cfg(feature = "kafka")]
 pub mod producer;
 pub mod spool;
 
@@ -56,7 +58,8 @@ pub struct KafkaConfig {
     /// Topic of analysts' labels: published by `mnpflow label --kafka` and the analysts' page,
     /// consumed by every sensor running with Kafka into its label store.
     pub labels_topic: String,
-    /// Topic of promoted models (reserved for models out; not used yet).
+    /// Topic of models (`mnpflow models publish --kafka`, keyed by schema fingerprint: make
+    /// it compacted), taken by every sensor running with Kafka.
     pub models_topic: String,
     /// Events the queue from the alert writer to the producer thread holds; when it is full
     /// (the spool's disk cannot keep up), events are dropped and counted.
@@ -163,6 +166,10 @@ pub struct KafkaCounters {
     pub labels_in: AtomicU64,
     /// Messages on the labels topic that are not labels.
     pub labels_refused: AtomicU64,
+    /// Models taken from the models topic (registered and made current).
+    pub models_in: AtomicU64,
+    /// Models refused (another schema, or not a model).
+    pub models_refused: AtomicU64,
 }
 
 impl KafkaCounters {
@@ -170,7 +177,7 @@ impl KafkaCounters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Relaxed);
         format!(
-            "kafka     {} events queued, {} delivered, {} dropped, {} retried, {} resent from an earlier run's spool; spool {} events, {} bytes; {} labels taken from the labels topic ({} messages not labels)",
+            "kafka     {} events queued, {} delivered, {} dropped, {} retried, {} resent from an earlier run's spool; spool {} events, {} bytes; {} labels taken from the labels topic ({} messages not labels); {} models taken, {} refused",
             g(&self.queued),
             g(&self.delivered),
             g(&self.dropped),
@@ -179,7 +186,9 @@ impl KafkaCounters {
             g(&self.spool_events),
             g(&self.spool_bytes),
             g(&self.labels_in),
-            g(&self.labels_refused)
+            g(&self.labels_refused),
+            g(&self.models_in),
+            g(&self.models_refused)
         )
     }
 }
