@@ -448,7 +448,8 @@ pub fn detect(
         None => None,
     };
     let mut outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
-    let m = Metrics::new();
+    // Kafka's counters now, the pipeline's clock (Metrics) when the pipeline starts below.
+    let kafka_counters = std::sync::Arc::new(crate::kafka::KafkaCounters::default());
     let brokers = d.kafka.clone().or_else(|| config.kafka.brokers.clone());
     let brokers = brokers.filter(|b| !b.trim().is_empty());
     let mut sensor_id = d.sensor_id.clone().or_else(|| config.kafka.sensor_id.clone());
@@ -463,7 +464,8 @@ pub fn detect(
     let labels_stop = std::sync::atomic::AtomicBool::new(false);
     let kafka_thread = match &brokers {
         Some(b) => {
-            let (sink, t) = start_kafka(b, config, &dir, &m, sensor_id.as_deref().unwrap_or(""))?;
+            let (sink, t) =
+                start_kafka(b, config, &dir, &kafka_counters, sensor_id.as_deref().unwrap_or(""))?;
             outputs.publish.flows = config
                 .kafka
                 .flows_topic
@@ -500,6 +502,8 @@ pub fn detect(
         None => None,
     };
     crate::pipeline::catch_interrupt();
+    let mut m = Metrics::new();
+    m.kafka = kafka_counters;
     let flow_cfg = config.flow.for_cut(loaded.schema.cut_policy());
     let setup = Setup {
         stream: &stream_cfg,
@@ -586,6 +590,9 @@ pub fn detect(
         }
         report
     });
+    // The pipeline's figures as of its end, before the Kafka flush below (its wait for the
+    // broker is not the sensor's time).
+    let summary = m.summary();
     // The writer has ended (its end of the Kafka queue with it): the producer thread
     // flushes, then reports.
     if let Some(t) = kafka_thread {
@@ -596,7 +603,7 @@ pub fn detect(
         }
     }
     let report = report?;
-    eprint!("{}", m.summary());
+    eprint!("{summary}");
     let f = &report.flow;
     eprintln!(
         "flow      {} workers, flows per worker {:?}; {} packets older than the clock, {} clock resets, {} orphan fragments",
@@ -664,14 +671,14 @@ fn start_kafka(
     brokers: &str,
     config: &Config,
     data_dir: &Path,
-    m: &Metrics,
+    counters: &std::sync::Arc<crate::kafka::KafkaCounters>,
     sensor_id: &str,
 ) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
     use crate::kafka::producer::KafkaOut;
     let k = &config.kafka;
     let spool_dir = data_dir.join("kafka-spool");
-    let out = KafkaOut::new(brokers, k, &spool_dir, m.kafka.clone())?;
-    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, k, m.kafka.clone());
+    let out = KafkaOut::new(brokers, k, &spool_dir, counters.clone())?;
+    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, k, counters.clone());
     let left = out.left_over();
     eprintln!(
         "kafka     alerts to {}{} on {brokers} as sensor {sensor_id:?}; spool {}{}",
@@ -696,7 +703,7 @@ fn start_kafka(
     brokers: &str,
     _: &Config,
     _: &Path,
-    _: &Metrics,
+    _: &std::sync::Arc<crate::kafka::KafkaCounters>,
     _: &str,
 ) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
     Err(no_kafka(brokers))
