@@ -113,6 +113,7 @@ fn bench(c: &mut Criterion) {
                 flow_log_max_bytes: u64::MAX,
                 weak_labels: None,
                 threshold_explicit: false,
+                publish: Default::default(),
             };
             let setup = Setup {
                 stream: &stream_cfg,

@@ -28,6 +28,8 @@ pub struct Config {
     pub learn: crate::feedback::LearnConfig,
     /// `[feedback]`: the analysts' page and the record of alerted flows.
     pub feedback: crate::feedback::FeedbackConfig,
+    /// `[kafka]`: events to Kafka (feature `kafka`), the spool while the broker is away.
+    pub kafka: crate::kafka::KafkaConfig,
 }
 
 /// Why a configuration file was refused.

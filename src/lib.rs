@@ -24,6 +24,8 @@
 //!   `rules/`, at a fixed score or a target alert rate.
 //! - [`feedback`] holds the weakly supervised loop's state: durable label and flow records,
 //!   the model registry, the retraining reservoir.
+//! - [`kafka`] publishes alerts and scored flows to Kafka (feature `kafka`), through a
+//!   bounded queue and a durable spool, so that capture and scoring never wait on a broker.
 //! - [`output`] writes records as CSV, JSON lines or Zeek logs; [`config`] is the one typed
 //!   configuration (`mnpflow.toml`); [`cli`] the command line.
 //! - [`pipeline`] runs it all: single-threaded for flow records ([`pipeline::offline`]), or
@@ -42,6 +44,7 @@ pub mod decode;
 pub mod features;
 pub mod feedback;
 pub mod flow;
+pub mod kafka;
 pub mod model;
 pub mod output;
 pub mod pipeline;

@@ -214,3 +214,56 @@ fn scenario_rows_of_a_capture_are_its_own_flows() {
     let alone: Vec<f32> = alone.into_iter().flat_map(|r| r.1).collect();
     assert_eq!(sc.captures[1].values, alone);
 }
+
+/// `--kafka` in a build without the feature: one line that says how to build it, before any
+/// work (no training run, no output).
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn kafka_without_the_feature_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mnpflow()
+        .args(["replay", "--kafka", "127.0.0.1:9", "--output-dir"])
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("127.0.0.1:9") && err.contains("--features kafka"), "{err}");
+    assert!(!dir.path().join("alerts.jsonl").exists());
+}
+
+/// `--alert-format ecs` names the fields as Elastic Common Schema does, in the file too.
+#[test]
+fn ecs_alert_format_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mnpflow()
+        .arg("replay")
+        .arg(crate::stream::repo("captures/demo.pcap"))
+        .arg("--model")
+        .arg(&crate::stream::model().0)
+        .args(["--alert-format", "ecs", "--sensor-id", "edge-9", "--output-dir"])
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert!(text.lines().count() > 10, "{err}");
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["@timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+        assert!(v["source"]["ip"].is_string() && v["source"]["port"].is_u64(), "{l}");
+        assert!(v["destination"]["ip"].is_string() && v["destination"]["port"].is_u64(), "{l}");
+        assert!(v["network"]["community_id"].as_str().is_some_and(|c| c.starts_with("1:")), "{l}");
+        assert!(v["network"]["transport"].is_string(), "{l}");
+        assert_eq!(v["event"]["kind"], "alert");
+        assert_eq!(v["event"]["category"][0], "network");
+        assert!(v["event"]["risk_score"].is_number() && v["event"]["id"].is_string(), "{l}");
+        assert_eq!(v["observer"]["name"], "edge-9");
+        assert!(v.get("src_ip").is_none(), "no EVE names in ECS: {l}");
+    }
+}

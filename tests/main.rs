@@ -5,6 +5,8 @@ mod argus;
 mod cli;
 mod conn_state;
 mod feedback;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod learning;
 #[cfg(feature = "live")]
 mod live;

@@ -84,6 +84,7 @@ fn replay(
         flow_log_max_bytes: u64::MAX,
         weak_labels: None,
         threshold_explicit: true,
+        publish: Default::default(),
     };
     let metrics = Metrics::new();
     let flow = FlowConfig::default();
@@ -687,6 +688,7 @@ fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
         flow_log_max_bytes: u64::MAX,
         weak_labels: None,
         threshold_explicit: true,
+        publish: Default::default(),
     };
     let setup = Setup {
         stream: &cfg,

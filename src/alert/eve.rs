@@ -95,21 +95,40 @@ pub fn write_alert(
             "reason": rec.end_reason.as_str(),
             "state": rec.conn_state().to_string(),
         },
-        "anomaly": {
-            "type": "flow",
-            "score": finite(score),
-            "threshold": finite(cut),
-            "model": { "name": "mnpwad", "version": model.version, "schema": model.schema },
-            "explanation": {
-                "reconstruction_error": finite(why.explanation.recon_error),
-                "nearest_prototype": why.explanation.prototype,
-                "similarity": finite(why.explanation.similarity),
-            },
+        "anomaly": anomaly_value(score, cut, why, model, indicator),
+    });
+    if rec.vlan != 0 {
+        v["vlan"] = json!([rec.vlan >> 12, rec.vlan & 0xfff]);
+    }
+    if let Some(a) = app_proto(rec) {
+        v["app_proto"] = json!(a);
+    }
+    out.push_str(&v.to_string());
+}
+
+/// mnpflow's own part of an alert: the score, the cut it passed, the model, the explanation
+/// and reasons, the indicator rule (EVE's `anomaly`, ECS's `mnpflow.anomaly`).
+pub fn anomaly_value(
+    score: f32,
+    cut: f32,
+    why: &Why<'_>,
+    model: &ModelInfo,
+    indicator: Option<&crate::alert::Rule>,
+) -> serde_json::Value {
+    let mut a = json!({
+        "type": "flow",
+        "score": finite(score),
+        "threshold": finite(cut),
+        "model": { "name": "mnpwad", "version": model.version, "schema": model.schema },
+        "explanation": {
+            "reconstruction_error": finite(why.explanation.recon_error),
+            "nearest_prototype": why.explanation.prototype,
+            "similarity": finite(why.explanation.similarity),
         },
     });
     if !why.reasons.is_empty() {
-        v["anomaly"]["reason"] = json!(crate::model::reasons::text(why.reasons));
-        v["anomaly"]["reasons"] = json!(
+        a["reason"] = json!(crate::model::reasons::text(why.reasons));
+        a["reasons"] = json!(
             why.reasons
                 .iter()
                 .map(|r| json!({
@@ -122,22 +141,16 @@ pub fn write_alert(
         );
     }
     if let Some(rv) = model.registry_version {
-        v["anomaly"]["model"]["registry_version"] = json!(rv);
+        a["model"]["registry_version"] = json!(rv);
     }
     if let Some(r) = indicator {
-        v["anomaly"]["indicator"] = json!({ "rule": r.origin, "reason": r.reason });
+        a["indicator"] = json!({ "rule": r.origin, "reason": r.reason });
     }
-    if rec.vlan != 0 {
-        v["vlan"] = json!([rec.vlan >> 12, rec.vlan & 0xfff]);
-    }
-    if let Some(a) = app_proto(rec) {
-        v["app_proto"] = json!(a);
-    }
-    out.push_str(&v.to_string());
+    a
 }
 
 /// JSON has no NaN or infinity: those become null.
-fn finite(x: f32) -> serde_json::Value {
+pub fn finite(x: f32) -> serde_json::Value {
     if x.is_finite() { json!(x) } else { serde_json::Value::Null }
 }
 

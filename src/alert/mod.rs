@@ -8,6 +8,7 @@
 //! a fixed score or a target alert rate calibrated on recent traffic. Nothing here knows of
 //! threads, channels or burn.
 
+pub mod ecs;
 pub mod eve;
 pub mod rules;
 pub mod threshold;

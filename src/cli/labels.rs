@@ -39,6 +39,11 @@ pub struct LabelArgs {
     /// Who (default: $USER).
     #[arg(long)]
     pub by: Option<String>,
+    /// Also publish the label to the labels topic (`[kafka] labels_topic`) of these brokers
+    /// (also `[kafka] brokers`), for every sensor that consumes it. Builds with --features
+    /// kafka.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -61,7 +66,14 @@ pub enum LabelsAction {
     Import { file: PathBuf },
 }
 
-pub fn label(args: LabelArgs) -> anyhow::Result<ExitCode> {
+pub fn label(args: LabelArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
+    let brokers = args.kafka.clone().or_else(|| config.kafka.brokers.clone());
+    #[cfg(not(feature = "kafka"))]
+    if let Some(b) = &brokers {
+        anyhow::bail!(
+            "Kafka ({b}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install build-essential libssl-dev pkg-config`)"
+        );
+    }
     let dir = args.data.resolve();
     let mut store = LabelStore::open(&dir)
         .with_context(|| format!("opening the label store in {}", dir.display()))?;
@@ -74,6 +86,18 @@ pub fn label(args: LabelArgs) -> anyhow::Result<ExitCode> {
         crate::capture::Timestamp::wall_now().as_secs_f64(),
     )?;
     println!("labeled {} ({}) as {} by {}", l.uid, l.community_id, l.verdict, l.by);
+    #[cfg(feature = "kafka")]
+    if let Some(b) = &brokers {
+        crate::kafka::labels::publish(
+            b,
+            &config.kafka,
+            std::slice::from_ref(&l),
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (the label is stored in {})", dir.display()))?;
+        println!("published to {} on {b}", config.kafka.labels_topic);
+    }
+    let _ = brokers;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,6 +41,7 @@ pub struct LiveArgs {
 }
 
 pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    super::replay::check_kafka(&args.detect, config)?;
     let mut cfg = config.live.clone();
     if let Some(s) = args.snaplen {
         cfg.snaplen = s;

@@ -102,9 +102,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Train(args)) => model_cmds::train(args, &config),
         Some(Command::Score(args)) => model_cmds::score(args),
         Some(Command::Eval(args)) => model_cmds::eval(args, &config),
-        Some(Command::Label(args)) => labels::label(args),
+        Some(Command::Label(args)) => labels::label(args, &config),
         Some(Command::Labels(args)) => labels::labels(args),
-        Some(Command::Models(args)) => models::run(args),
+        Some(Command::Models(args)) => models::run(args, &config),
         Some(Command::Config) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)

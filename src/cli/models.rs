@@ -41,9 +41,21 @@ pub enum ModelsAction {
         #[arg(long)]
         cut: Option<f32>,
     },
+    /// Publish a version (default: the current one) with its registry entry to the models
+    /// topic (`[kafka] models_topic`), for every sensor running with Kafka to take. Builds
+    /// with --features kafka.
+    Publish {
+        version: Option<u64>,
+        /// Bootstrap brokers (default: `[kafka] brokers`).
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// Who publishes (default: `[kafka] sensor_id`, else the host name).
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
-pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ModelsArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
     let dir = args.data.resolve();
     let mut reg = Registry::open(&dir)?;
     let current = reg.current().map(|e| e.version);
@@ -86,6 +98,54 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             )?;
             println!("registered {} as v{} (current)", file.display(), e.version);
         }
+        ModelsAction::Publish { version, kafka, from } => {
+            let v =
+                version.or(current).ok_or_else(|| anyhow::anyhow!("no model is registered yet"))?;
+            let brokers = kafka.or_else(|| config.kafka.brokers.clone()).ok_or_else(|| {
+                anyhow::anyhow!("models publish: no brokers (--kafka or [kafka] brokers)")
+            })?;
+            let from = from
+                .or_else(|| config.kafka.sensor_id.clone())
+                .unwrap_or_else(crate::kafka::default_sensor_id);
+            publish(&brokers, config, &dir, v, &from)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+fn publish(
+    brokers: &str,
+    config: &crate::config::Config,
+    dir: &std::path::Path,
+    version: u64,
+    from: &str,
+) -> anyhow::Result<()> {
+    let key = crate::kafka::models::publish(
+        brokers,
+        &config.kafka,
+        dir,
+        version,
+        from,
+        std::time::Duration::from_secs(30),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "published model v{version} to {} on {brokers} (key {key})",
+        config.kafka.models_topic
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn publish(
+    brokers: &str,
+    _: &crate::config::Config,
+    _: &std::path::Path,
+    _: u64,
+    _: &str,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "Kafka ({brokers}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install build-essential libssl-dev pkg-config`)"
+    )
 }

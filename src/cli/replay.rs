@@ -17,6 +17,7 @@ use crate::features::{self, SchemaKind};
 use crate::feedback;
 use crate::feedback::log::RecordLog;
 use crate::feedback::{LabelStore, Registry};
+use crate::kafka::{AlertFormat, EventIds};
 use crate::model::artifact::Artifact;
 use crate::model::device::{self, Backend, Compute};
 use crate::model::eval;
@@ -86,6 +87,19 @@ pub struct DetectArgs {
     /// builds with --features wgpu; without a GPU it says why and uses the CPU).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// Publish alerts to Kafka: bootstrap brokers, host:port separated by commas (also
+    /// `[kafka] brokers`). Builds with --features kafka. Events not yet acknowledged wait in
+    /// a spool in the data directory, sent when the broker is back.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// This sensor's name in its events (`sensor_id`; ECS `observer.name`). Default:
+    /// `[kafka] sensor_id`, else the host name when publishing to Kafka.
+    #[arg(long, value_name = "ID")]
+    pub sensor_id: Option<String>,
+    /// Field names of alerts, in alerts.jsonl and on Kafka: eve (Suricata) or ecs (Elastic
+    /// Common Schema).
+    #[arg(long, value_enum, default_value_t = AlertFormat::Eve)]
+    pub alert_format: AlertFormat,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +148,9 @@ impl ReplayArgs {
                 feedback_token: Vec::new(),
                 feedback_no_token: false,
                 backend: Backend::Cpu,
+                kafka: None,
+                sensor_id: None,
+                alert_format: AlertFormat::Eve,
             },
         })
     }
@@ -322,6 +339,7 @@ pub fn open_outputs(
         flow_log_max_bytes: config.feedback.flow_record_bytes,
         weak_labels,
         threshold_explicit: d.threshold.is_some() || config.alert.threshold.is_some(),
+        publish: Default::default(),
     })
 }
 
@@ -390,7 +408,14 @@ fn open_page(
             "feedback  open {base}?token=... {whose} (the first token's URL is in {kept} while the sensor runs)"
         );
     }
-    Ok(WebSetup { server, access, data_dir: dir.to_owned(), url_file: Some(url_file), stay })
+    Ok(WebSetup {
+        server,
+        access,
+        data_dir: dir.to_owned(),
+        url_file: Some(url_file),
+        stay,
+        label_sink: None,
+    })
 }
 
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
@@ -407,6 +432,8 @@ pub fn detect(
 ) -> anyhow::Result<StreamReport> {
     let extractor = features::extractor(loaded.schema, config.flow.community_id_seed);
     let layout_names = extractor.schema().encoded_names();
+    #[cfg(feature = "kafka")]
+    let schema_id = (extractor.schema().name.clone(), extractor.schema().fingerprint());
     let threshold = threshold_of(d, config, &loaded)?;
     let dir = data_dir(&d.data_dir);
     let mut learn_cfg = config.learn.clone();
@@ -416,11 +443,43 @@ pub fn detect(
     }
     // Bind the page before anything starts, so a bad address or token is the first thing
     // the user hears.
-    let web = match d.feedback {
+    let mut web = match d.feedback {
         Some(addr) => Some(open_page(addr, d, config, &dir, stay_after_end)?),
         None => None,
     };
-    let outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
+    let mut outputs = open_outputs(d, config, extractor.as_ref(), threshold, keep_scores)?;
+    // Kafka's counters now, the pipeline's clock (Metrics) when the pipeline starts below.
+    let kafka_counters = std::sync::Arc::new(crate::kafka::KafkaCounters::default());
+    let brokers = d.kafka.clone().or_else(|| config.kafka.brokers.clone());
+    let brokers = brokers.filter(|b| !b.trim().is_empty());
+    let mut sensor_id = d.sensor_id.clone().or_else(|| config.kafka.sensor_id.clone());
+    if brokers.is_some() && sensor_id.is_none() {
+        sensor_id = Some(crate::kafka::default_sensor_id());
+    }
+    outputs.publish.format = d.alert_format;
+    if brokers.is_some() || sensor_id.is_some() {
+        outputs.publish.ids = Some(EventIds::new());
+    }
+    outputs.publish.sensor_id = sensor_id.clone();
+    let labels_stop = std::sync::atomic::AtomicBool::new(false);
+    let kafka_thread = match &brokers {
+        Some(b) => {
+            let (sink, t) =
+                start_kafka(b, config, &dir, &kafka_counters, sensor_id.as_deref().unwrap_or(""))?;
+            outputs.publish.flows = config
+                .kafka
+                .flows_topic
+                .clone()
+                .map(|t| (t, stream::scored_columns(extractor.as_ref())));
+            // The page's labels go to the labels topic, through the same queue and spool.
+            if let Some(w) = web.as_mut() {
+                w.label_sink = Some(sink.clone());
+            }
+            outputs.publish.sink = Some(sink);
+            Some(t)
+        }
+        None => None,
+    };
     let mut stream_cfg = config.stream.clone();
     if let Some(w) = d.workers {
         if w == 0 {
@@ -443,7 +502,8 @@ pub fn detect(
         None => None,
     };
     crate::pipeline::catch_interrupt();
-    let m = Metrics::new();
+    let mut m = Metrics::new();
+    m.kafka = kafka_counters;
     let flow_cfg = config.flow.for_cut(loaded.schema.cut_policy());
     let setup = Setup {
         stream: &stream_cfg,
@@ -465,18 +525,85 @@ pub fn detect(
         registry_version: loaded.registry_version,
         compute,
     };
-    let report = sensor::run(
-        source,
-        setup,
-        extractor,
-        &slot,
-        outputs,
-        Some(learn),
-        web,
-        &crate::pipeline::INTERRUPTED,
-        &m,
-    )?;
-    eprint!("{}", m.summary());
+    let report = std::thread::scope(|s| {
+        #[cfg(not(feature = "kafka"))]
+        let _ = s;
+        // Labels from the labels topic into the store, while the sensor runs.
+        #[cfg(feature = "kafka")]
+        let labels_in = match &brokers {
+            Some(b) => {
+                let li = crate::kafka::labels::LabelsIn::new(
+                    b,
+                    &config.kafka,
+                    sensor_id.as_deref().unwrap_or(""),
+                    &dir,
+                )
+                .map_err(anyhow::Error::msg)?;
+                let (stop, k) = (&labels_stop, &m.kafka);
+                Some(
+                    std::thread::Builder::new()
+                        .name("mnpflow-labels-in".into())
+                        .spawn_scoped(s, move || li.run(stop, &k.labels_in, &k.labels_refused))
+                        .context("spawning the labels consumer")?,
+                )
+            }
+            None => None,
+        };
+        // Models from the models topic into the registry (the learning loop's thread follows
+        // the registry and moves the scorer).
+        #[cfg(feature = "kafka")]
+        let models_in = match &brokers {
+            Some(b) => {
+                let mi = crate::kafka::models::ModelsIn::new(
+                    b,
+                    &config.kafka,
+                    sensor_id.as_deref().unwrap_or(""),
+                    &dir,
+                    schema_id.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                let (stop, k) = (&labels_stop, &m.kafka);
+                Some(
+                    std::thread::Builder::new()
+                        .name("mnpflow-models-in".into())
+                        .spawn_scoped(s, move || mi.run(stop, &k.models_in, &k.models_refused))
+                        .context("spawning the models consumer")?,
+                )
+            }
+            None => None,
+        };
+        let report = sensor::run(
+            source,
+            setup,
+            extractor,
+            &slot,
+            outputs,
+            Some(learn),
+            web,
+            &crate::pipeline::INTERRUPTED,
+            &m,
+        );
+        labels_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "kafka")]
+        for t in [labels_in, models_in].into_iter().flatten() {
+            let _ = t.join();
+        }
+        report
+    });
+    // The pipeline's figures as of its end, before the Kafka flush below (its wait for the
+    // broker is not the sensor's time).
+    let summary = m.summary();
+    // The writer has ended (its end of the Kafka queue with it): the producer thread
+    // flushes, then reports.
+    if let Some(t) = kafka_thread {
+        let note = t.join().unwrap_or_else(|_| Some("the Kafka producer thread panicked".into()));
+        eprintln!("{}", m.kafka.summary());
+        if let Some(n) = note {
+            eprintln!("warning   kafka: {n}");
+        }
+    }
+    let report = report?;
+    eprint!("{summary}");
     let f = &report.flow;
     eprintln!(
         "flow      {} workers, flows per worker {:?}; {} packets older than the clock, {} clock resets, {} orphan fragments",
@@ -536,6 +663,69 @@ pub fn detect(
     Ok(report)
 }
 
+/// Starts the Kafka producer thread for `brokers`: the writer's end of its queue, and the
+/// thread, which ends once that end is dropped and the spool is flushed (or
+/// `[kafka] flush_seconds` passed), with a note for stderr.
+#[cfg(feature = "kafka")]
+fn start_kafka(
+    brokers: &str,
+    config: &Config,
+    data_dir: &Path,
+    counters: &std::sync::Arc<crate::kafka::KafkaCounters>,
+    sensor_id: &str,
+) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
+    use crate::kafka::producer::KafkaOut;
+    let k = &config.kafka;
+    let spool_dir = data_dir.join("kafka-spool");
+    let out = KafkaOut::new(brokers, k, &spool_dir, counters.clone())?;
+    let (sink, rx) = crate::kafka::EventSink::new(k.queue_events, k, counters.clone());
+    let left = out.left_over();
+    eprintln!(
+        "kafka     alerts to {}{} on {brokers} as sensor {sensor_id:?}; spool {}{}",
+        k.alerts_topic,
+        k.flows_topic.as_deref().map(|t| format!(", scored flows to {t}")).unwrap_or_default(),
+        spool_dir.display(),
+        if left > 0 {
+            format!(" ({left} events left by an earlier run: sent first)")
+        } else {
+            String::new()
+        }
+    );
+    let t = std::thread::Builder::new()
+        .name("mnpflow-kafka".into())
+        .spawn(move || out.run(rx))
+        .context("spawning the Kafka producer thread")?;
+    Ok((sink, t))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn start_kafka(
+    brokers: &str,
+    _: &Config,
+    _: &Path,
+    _: &std::sync::Arc<crate::kafka::KafkaCounters>,
+    _: &str,
+) -> anyhow::Result<(crate::kafka::EventSink, std::thread::JoinHandle<Option<String>>)> {
+    Err(no_kafka(brokers))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn no_kafka(brokers: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Kafka ({brokers}): this mnpflow was built without Kafka support; build it with `cargo build --release --features kafka` (needs `apt-get install build-essential libssl-dev pkg-config`)"
+    )
+}
+
+/// Refuses Kafka before any work when this build has no Kafka client.
+pub fn check_kafka(d: &DetectArgs, config: &Config) -> anyhow::Result<()> {
+    #[cfg(not(feature = "kafka"))]
+    if let Some(b) = d.kafka.as_ref().or(config.kafka.brokers.as_ref()) {
+        return Err(no_kafka(b));
+    }
+    let _ = (d, config);
+    Ok(())
+}
+
 /// Saves a model the sensor just trained as `DATA/models/STEM.mnp`, says what it is, and loads
 /// it back (the file carries its threshold).
 pub fn save_trained(
@@ -576,6 +766,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     let speed: Speed = args.speed.parse().map_err(anyhow::Error::msg)?;
     // Check what can be checked before the training run.
+    check_kafka(&args.detect, config)?;
     if let Some(t) = &args.detect.threshold {
         t.parse::<crate::alert::Threshold>()?;
     }

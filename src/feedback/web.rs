@@ -306,6 +306,8 @@ pub struct WebState<'a> {
     pub data_dir: PathBuf,
     /// Tokens, Host and Origin rules.
     pub access: Access,
+    /// Where stored labels are also published (the labels topic, Kafka on).
+    pub label_sink: Option<crate::kafka::EventSink>,
 }
 
 /// What the handlers read of an HTTP request.
@@ -664,6 +666,9 @@ fn post_label(state: &WebState<'_>, body: &[u8], who: &str, now_secs: f64) -> Re
     match result {
         Ok(l) => {
             state.feed.mark(&l.uid, l.verdict);
+            if let Some(sink) = &state.label_sink {
+                sink.offer_label(&l);
+            }
             Reply::json(201, label_json(&l))
         }
         Err(e @ LabelError::UnknownFlow { .. }) => Reply::error(404, e.to_string()),
@@ -701,6 +706,9 @@ fn post_labels(
         Ok(labels) => {
             for l in &labels {
                 state.feed.mark(&l.uid, l.verdict);
+                if let Some(sink) = &state.label_sink {
+                    sink.offer_label(l);
+                }
             }
             Reply::json(201, json!({ "labels": labels.iter().map(label_json).collect::<Vec<_>>() }))
         }
@@ -765,6 +773,7 @@ mod tests {
             labels: Mutex::new(LabelStore::open(dir).unwrap()),
             data_dir: dir.to_owned(),
             access,
+            label_sink: None,
         }
     }
 

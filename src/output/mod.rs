@@ -220,6 +220,11 @@ impl<W: Write> RecordWriter<W> {
         self.out.write_all(line.as_bytes())
     }
 
+    /// The writer under the records (a `Vec<u8>` one renders records to hand elsewhere).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Ends the file (Zeek's `#close` line) and flushes.
     pub fn finish(mut self) -> io::Result<W> {
         if self.format == Format::Zeek {

@@ -108,6 +108,8 @@ pub struct Metrics {
     /// waits for all the others: reported apart so it does not hide the steady state).
     latency_flush: Mutex<Histogram<u64>>,
     pub stop: AtomicBool,
+    /// Kafka's counters (zero without Kafka), shared with the producer thread.
+    pub kafka: std::sync::Arc<crate::kafka::KafkaCounters>,
 }
 
 impl Default for Metrics {
@@ -151,6 +153,7 @@ impl Metrics {
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             ),
             stop: AtomicBool::new(false),
+            kafka: Default::default(),
         }
     }
 
@@ -374,6 +377,29 @@ impl Metrics {
             "capture_interface_drops_total",
             "Packets the interface dropped.",
             g(&self.interface_drops),
+        );
+        let k = &self.kafka;
+        counter("kafka_events_queued_total", "Events handed to the Kafka producer.", g(&k.queued));
+        counter(
+            "kafka_events_delivered_total",
+            "Events the Kafka broker acknowledged.",
+            g(&k.delivered),
+        );
+        counter(
+            "kafka_events_dropped_total",
+            "Events dropped: Kafka queue full, spool at its bound, or refused by the broker.",
+            g(&k.dropped),
+        );
+        counter(
+            "kafka_events_retried_total",
+            "Kafka deliveries that failed and were sent again from the spool.",
+            g(&k.retried),
+        );
+        let _ = write!(
+            s,
+            "# HELP mnpflow_kafka_spool_bytes Bytes of the Kafka spool (events not yet acknowledged).\n# TYPE mnpflow_kafka_spool_bytes gauge\nmnpflow_kafka_spool_bytes {}\n# HELP mnpflow_kafka_spool_events Events in the Kafka spool not yet acknowledged.\n# TYPE mnpflow_kafka_spool_events gauge\nmnpflow_kafka_spool_events {}\n",
+            g(&k.spool_bytes),
+            g(&k.spool_events)
         );
         let _ = writeln!(
             s,

@@ -35,6 +35,8 @@ pub struct WebSetup {
     pub url_file: Option<super::web_server::UrlFile>,
     /// Keep serving after the stream ends, until `stop` (replay: label what was replayed).
     pub stay: bool,
+    /// The labels topic's end of the Kafka queue (Kafka on): the page's labels go there too.
+    pub label_sink: Option<crate::kafka::EventSink>,
 }
 
 /// Runs the stream with the loop and the page; returns when the stream has drained (and,
@@ -63,6 +65,7 @@ pub fn run(
             labels: Mutex::new(LabelStore::open(&w.data_dir)?),
             data_dir: w.data_dir.clone(),
             access: w.access.clone(),
+            label_sink: w.label_sink.clone(),
         }),
         None => None,
     };

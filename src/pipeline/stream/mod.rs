@@ -205,6 +205,23 @@ pub struct Outputs {
     /// Whether the user chose the threshold (then it holds for every model; a rate is
     /// recalibrated after a swap), or each model brings its own cut.
     pub threshold_explicit: bool,
+    /// How alerts are named, and what goes to Kafka.
+    pub publish: Publish,
+}
+
+/// What the writer publishes besides the files: the alert format, event ids and the sensor
+/// id, the queue to Kafka, and the flows topic with the columns of its records.
+#[derive(Debug, Default)]
+pub struct Publish {
+    pub format: crate::kafka::AlertFormat,
+    /// The sensor's name, in every event when set.
+    pub sensor_id: Option<String>,
+    /// Event ids: set when events carry an `event_id` (Kafka on, or a sensor id given).
+    pub ids: Option<crate::kafka::EventIds>,
+    /// The queue to the producer thread (Kafka on).
+    pub sink: Option<crate::kafka::EventSink>,
+    /// The flows topic and the columns of its records, when every scored flow is published.
+    pub flows: Option<(String, Vec<crate::features::Column>)>,
 }
 
 /// A scored flow, as kept for evaluation.
@@ -274,7 +291,7 @@ pub fn run(
     let q = cfg.queue_batches.max(1);
     let width = RowEncoder::new(extractor.schema()).width();
     let n_cells = extractor.columns().len();
-    let keep_cells = outputs.flows.is_some();
+    let keep_cells = outputs.flows.is_some() || outputs.publish.flows.is_some();
     let community_seed = setup.flow.community_id_seed;
     let fingerprint = extractor.schema().fingerprint();
     let sharder = Sharder::new(cfg.shard_seed);

@@ -13,15 +13,16 @@ use crossbeam_channel::{Receiver, Sender};
 use super::batch::RowBatch;
 use super::{LoopLinks, Outputs, Sample, ScoredFlow};
 use crate::alert::RuleSet;
-use crate::alert::eve;
 use crate::alert::rules::FlowIdentity;
+use crate::alert::{ecs, eve};
 use crate::capture::Timestamp;
 use crate::features::{Cell, Column, RecordExtractor};
 use crate::feedback;
 use crate::feedback::web::AlertView;
 use crate::flow::{EndReason, FlowRecord, community_id};
+use crate::kafka::{AlertFormat, Event, stamp_json};
 use crate::model::reasons;
-use crate::output::RecordWriter;
+use crate::output::{Format, RecordWriter};
 use crate::pipeline::metrics::{Metrics, Stage};
 
 /// The columns of the every-flow output: the extractor's, then `score` and `alert`.
@@ -87,6 +88,13 @@ pub(super) fn writer_stage(
     // Which flows of the batch were written as alerts, for the page's timeline.
     let mut alerted: Vec<bool> = Vec::new();
     let keep_records = outputs.flow_log.is_some() || links.feed.is_some();
+    // Scored flows for the flows topic: rendered as JSON lines, one at a time.
+    let mut flow_json = match (&outputs.publish.flows, &outputs.publish.sink) {
+        (Some((_, columns)), Some(_)) => {
+            RecordWriter::new(Vec::<u8>::new(), Format::Jsonl, columns, "").ok()
+        }
+        _ => None,
+    };
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         if let Some(new) = links.rules.as_ref().and_then(|r| r.try_iter().last()) {
@@ -168,16 +176,39 @@ pub(super) fn writer_stage(
                     line.clear();
                     let described =
                         scoring.describe(&batch.why[i], &batch.rows[i * width..(i + 1) * width]);
-                    eve::write_alert(
-                        &mut line,
-                        rec,
-                        &cid,
-                        score,
-                        cut,
-                        &eve::Why { explanation: &batch.why[i], reasons: &described },
-                        model,
-                        indicator,
-                    );
+                    let why = eve::Why { explanation: &batch.why[i], reasons: &described };
+                    let publish = &mut outputs.publish;
+                    let event_id = publish.ids.as_mut().map(|ids| ids.next_id());
+                    let sensor_id = publish.sensor_id.as_deref();
+                    match publish.format {
+                        AlertFormat::Eve => {
+                            eve::write_alert(
+                                &mut line, rec, &cid, score, cut, &why, model, indicator,
+                            );
+                            if let Some(id) = &event_id {
+                                stamp_json(&mut line, sensor_id, id);
+                            }
+                        }
+                        AlertFormat::Ecs => ecs::write_alert(
+                            &mut line,
+                            rec,
+                            &cid,
+                            score,
+                            cut,
+                            &why,
+                            model,
+                            indicator,
+                            &ecs::Stamp { event_id: event_id.as_deref(), sensor_id },
+                        ),
+                    }
+                    if let Some(sink) = &publish.sink {
+                        sink.offer(Event {
+                            topic: sink.alerts_topic.clone(),
+                            key: cid.clone(),
+                            id: event_id.unwrap_or_default(),
+                            payload: line.clone(),
+                        });
+                    }
                     line.push('\n');
                     if error.is_none()
                         && let Err(e) = outputs.alerts.write_all(line.as_bytes())
@@ -232,6 +263,36 @@ pub(super) fn writer_stage(
                 cells.push(Cell::Count(wrote_alert as u64));
                 if let Err(e) = w.write(&cells) {
                     error = Some(format!("writing flows: {e}"));
+                }
+            }
+            if let (Some(fw), Some(sink), Some((topic, _))) =
+                (flow_json.as_mut(), &outputs.publish.sink, &outputs.publish.flows)
+            {
+                cells.clear();
+                cells.extend_from_slice(&batch.cells[i * n_cells..(i + 1) * n_cells]);
+                cells.push(Cell::Num(score as f64));
+                cells.push(Cell::Count(wrote_alert as u64));
+                fw.get_mut().clear();
+                if fw.write(&cells).is_ok() {
+                    let mut text = String::from_utf8_lossy(fw.get_mut()).trim_end().to_owned();
+                    let cid = community_id(
+                        community_seed,
+                        rec.orig_addr,
+                        rec.orig_port,
+                        rec.resp_addr,
+                        rec.resp_port,
+                        rec.proto,
+                    );
+                    if text.ends_with('}') {
+                        text.pop();
+                        text.push_str(",\"community_id\":");
+                        text.push_str(&serde_json::Value::from(cid.as_str()).to_string());
+                        text.push('}');
+                    }
+                    let id =
+                        outputs.publish.ids.as_mut().map(|ids| ids.next_id()).unwrap_or_default();
+                    stamp_json(&mut text, outputs.publish.sensor_id.as_deref(), &id);
+                    sink.offer(Event { topic: topic.clone(), key: cid, id, payload: text });
                 }
             }
         }
