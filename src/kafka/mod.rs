@@ -280,6 +280,26 @@ pub fn stamp_json(line: &mut String, sensor_id: Option<&str>, event_id: &str) {
     line.push('}');
 }
 
+/// Assigns every partition of `topic` to `consumer`, from the beginning; `false` while the
+/// broker or the topic is not there. The labels and models topics are read whole by every
+/// sensor (no consumer group: each must see every message).
+#[cfg(feature = "kafka")]
+fn assign_from_beginning(consumer: &rdkafka::consumer::BaseConsumer, topic: &str) -> bool {
+    use rdkafka::consumer::Consumer;
+    let Ok(md) = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(2)) else {
+        return false;
+    };
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return false };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return false;
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in t.partitions() {
+        let _ = tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning);
+    }
+    consumer.assign(&tpl).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use base64::Engine;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use serde::{Deserialize, Serialize};
 
 use super::KafkaConfig;
@@ -99,18 +99,7 @@ impl ModelsIn {
     }
 
     fn assign(&self) -> bool {
-        let Ok(md) = self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(2)) else {
-            return false;
-        };
-        let Some(t) = md.topics().iter().find(|t| t.name() == self.topic) else { return false };
-        if t.error().is_some() || t.partitions().is_empty() {
-            return false;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in t.partitions() {
-            let _ = tpl.add_partition_offset(&self.topic, p.id(), Offset::Beginning);
-        }
-        self.consumer.assign(&tpl).is_ok()
+        super::assign_from_beginning(&self.consumer, &self.topic)
     }
 
     /// Takes one message: `Ok(Some(version))` when registered, `Ok(None)` when the registry
