@@ -1,7 +1,7 @@
 //! The flow table: bidirectional lookup, timeouts, eviction, and export exactly once.
 //!
-//! Flows live in a slab (`Vec` of slots, reused through a free list) indexed by a keyed hash
-//! map; nothing is allocated per packet once the slab has grown to the working set. Each flow
+//! Flows live in a slab (`Vec` of slots, reused through a free list) indexed by a hash table
+//! of slot numbers under a keyed hash; nothing is allocated per packet once the slab has grown to the working set. Each flow
 //! is on one of seven intrusive lists, one per timeout class (TCP, UDP, ICMP, other, closing,
 //! and for Zeek's rules TCP attempts and DNS sessions), ordered by the time its timer started
 //! (`since`); since every flow on a list shares one timeout, expiry only ever looks at list
@@ -154,21 +154,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether this is the flow of `key`: the record's addresses, protocol and VLAN, the
-    /// slot's ports, the sides as `orig_is_lo` says.
+    /// Whether this is the flow of `key`.
     fn has_key(&self, key: &FlowKey) -> bool {
-        let r = &self.rec;
-        let (lo, hi) =
-            if self.orig_is_lo { (r.orig_addr, r.resp_addr) } else { (r.resp_addr, r.orig_addr) };
-        self.lo_port == key.lo_port
-            && self.hi_port == key.hi_port
-            && r.proto == key.proto
-            && r.vlan == key.vlan
-            && lo == key.lo_addr
-            && hi == key.hi_addr
+        self.key() == *key
     }
 
-    /// The flow's key, rebuilt (an export and the index's growth need it; a packet has its own).
+    /// The flow's key, rebuilt: the record's addresses, protocol and VLAN, the slot's ports,
+    /// the sides as `orig_is_lo` says.
     fn key(&self) -> FlowKey {
         let r = &self.rec;
         let (lo, hi) =
