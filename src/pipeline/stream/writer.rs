@@ -19,7 +19,7 @@ use crate::capture::Timestamp;
 use crate::features::{Cell, Column, RecordExtractor};
 use crate::feedback;
 use crate::feedback::web::AlertView;
-use crate::flow::{EndReason, FlowRecord, community_id};
+use crate::flow::{EndReason, FlowRecord};
 use crate::kafka::{AlertFormat, Event, stamp_json};
 use crate::model::reasons;
 use crate::output::{Format, RecordWriter};
@@ -117,19 +117,13 @@ pub(super) fn writer_stage(
             let cut = batch.cuts[i];
             let mut alert = score >= cut;
             let mut wrote_alert = false;
+            // The community ID costs a SHA-1: only for alerts, rules that name one and the
+            // flows topic, once per flow.
+            let mut cid = String::new();
             if alert || check_indicators {
-                let cid_of = || {
-                    community_id(
-                        community_seed,
-                        rec.orig_addr,
-                        rec.orig_port,
-                        rec.resp_addr,
-                        rec.resp_port,
-                        rec.proto,
-                    )
-                };
-                // The community ID costs a SHA-1: only for alerts and rules that name one.
-                let mut cid = if alert || need_cid { cid_of() } else { String::new() };
+                if alert || need_cid {
+                    cid = rec.community_id(community_seed);
+                }
                 let who = FlowIdentity {
                     src: rec.orig_addr,
                     src_port: rec.orig_port,
@@ -147,7 +141,7 @@ pub(super) fn writer_stage(
                     alert = true;
                     by_indicator += 1;
                     if cid.is_empty() {
-                        cid = cid_of();
+                        cid = rec.community_id(community_seed);
                     }
                     if outputs.weak_labels.is_some() {
                         let f = scored_record(
@@ -254,35 +248,29 @@ pub(super) fn writer_stage(
             if outputs.keep_scores {
                 scored.push(ScoredFlow { rec: *rec, score, alerted: wrote_alert });
             }
-            if let Some(w) = outputs.flows.as_mut()
-                && error.is_none()
-            {
+            // The scored flow's row (its cells, score and alert flag), for the flows file and
+            // the flows topic alike.
+            if outputs.flows.is_some() || flow_json.is_some() {
                 cells.clear();
                 cells.extend_from_slice(&batch.cells[i * n_cells..(i + 1) * n_cells]);
                 cells.push(Cell::Num(score as f64));
                 cells.push(Cell::Count(wrote_alert as u64));
-                if let Err(e) = w.write(&cells) {
-                    error = Some(format!("writing flows: {e}"));
-                }
+            }
+            if let Some(w) = outputs.flows.as_mut()
+                && error.is_none()
+                && let Err(e) = w.write(&cells)
+            {
+                error = Some(format!("writing flows: {e}"));
             }
             if let (Some(fw), Some(sink), Some((topic, _))) =
                 (flow_json.as_mut(), &outputs.publish.sink, &outputs.publish.flows)
             {
-                cells.clear();
-                cells.extend_from_slice(&batch.cells[i * n_cells..(i + 1) * n_cells]);
-                cells.push(Cell::Num(score as f64));
-                cells.push(Cell::Count(wrote_alert as u64));
                 fw.get_mut().clear();
                 if fw.write(&cells).is_ok() {
                     let mut text = String::from_utf8_lossy(fw.get_mut()).trim_end().to_owned();
-                    let cid = community_id(
-                        community_seed,
-                        rec.orig_addr,
-                        rec.orig_port,
-                        rec.resp_addr,
-                        rec.resp_port,
-                        rec.proto,
-                    );
+                    if cid.is_empty() {
+                        cid = rec.community_id(community_seed);
+                    }
                     if text.ends_with('}') {
                         text.pop();
                         text.push_str(",\"community_id\":");
