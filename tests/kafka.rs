@@ -580,3 +580,110 @@ fn a_published_model_is_taken_by_a_running_sensor_and_another_schema_refused() {
     let reg = mnpflow::feedback::Registry::open(&data).unwrap();
     assert_eq!(reg.entries().len(), 2, "the other schema's model was not registered");
 }
+
+#[test]
+fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() {
+    let Some(broker) = Broker::start() else { return };
+    let [topic, flows, labels, models] = ["alerts", "flows", "labels", "models"].map(topic_name);
+    for t in [&topic, &flows, &labels, &models] {
+        broker.create_topic(t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &topic,
+        &format!(
+            "flows_topic = \"{flows}\"\nlabels_topic = \"{labels}\"\nmodels_topic = \"{models}\"\n\
+             [bootstrap]\nwarmup_flows = 1000\nwarmup_seconds = 60.0\n\
+             [learn]\nafter_labels = 5\ninterval = 3600.0\n"
+        ),
+    );
+    // A sensor publishes the capture's 3,088 scored flows.
+    let sensor = dir.path().join("sensor");
+    let out = replay(&cfg, &sensor, &sensor.join("data"), &broker.addr(), &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The retrainer: no model anywhere, so it learns from the topic's first 1,000 flows.
+    let central = dir.path().join("central");
+    let learner = mnpflow()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["learn", "--kafka", &broker.addr(), "--id", "central-1", "--data-dir"])
+        .arg(&central)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while mnpflow::feedback::Registry::open(&central).map_or(true, |r| r.current().is_none()) {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let mut learner = learner;
+            let _ = learner.kill();
+            let out = learner.wait_with_output().unwrap();
+            panic!("no cold-start model within 120 s: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Its first model is on the models topic, from it, keyed by the schema's fingerprint.
+    let fp = mnpflow::features::SchemaKind::Unsw.schema().fingerprint();
+    let mut on_topic = Vec::new();
+    wait_for("the retrainer's model on the models topic", || {
+        on_topic = broker.consume(&models);
+        !on_topic.is_empty()
+    });
+    let (key, value) = &on_topic[0];
+    assert_eq!(key, &fp);
+    let msg: serde_json::Value = serde_json::from_str(value).unwrap();
+    assert_eq!(msg["from"], "central-1");
+    assert_eq!(msg["entry"]["version"], 1);
+    // Five analysts' labels on the labels topic (from a console that saw the alerts) reach
+    // its store and start a retraining on the flows it read since.
+    let alerts = file_lines(&sensor.join("alerts.jsonl"));
+    for line in alerts.iter().take(5) {
+        let a: serde_json::Value = serde_json::from_str(line).unwrap();
+        let cid = a["community_id"].as_str().unwrap();
+        let out = mnpflow()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["label", cid, "--as", "attack", "--by", "ana", "--kafka", &broker.addr()])
+            .arg("--data-dir")
+            .arg(sensor.join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let journal = central.join("learn.log");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&journal).unwrap_or_default().contains("\"event\":\"retrain\"") {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let mut learner = learner;
+            let _ = learner.kill();
+            let out = learner.wait_with_output().unwrap();
+            panic!(
+                "no retraining within 120 s ({} labels stored, journal {:?}): {}",
+                mnpflow::feedback::LabelStore::read(&central).map_or(0, |l| l.len()),
+                std::fs::read_to_string(&journal).unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stored = mnpflow::feedback::LabelStore::read(&central).unwrap();
+    assert!(stored.len() >= 5, "{} labels in the retrainer's store", stored.len());
+    // Ctrl-C: it stops and says what it read.
+    let pid = learner.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = learner.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("model v1 published to the models topic"), "{stderr}");
+    assert!(stderr.contains("3088 flows read from"), "{stderr}");
+    // A promoted candidate went to the topic as well.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let retrain: serde_json::Value =
+        serde_json::from_str(text.lines().find(|l| l.contains("\"event\":\"retrain\"")).unwrap())
+            .unwrap();
+    if retrain["promoted"] == true {
+        assert!(text.contains("\"event\":\"publish\""), "{text}");
+        assert!(!text.contains("\"error\""), "{text}");
+        assert_eq!(broker.consume(&models).len(), 2, "{text}");
+    }
+}

@@ -3,6 +3,7 @@
 
 mod flows;
 mod labels;
+mod learn;
 #[cfg(feature = "live")]
 mod live;
 pub mod model_cmds;
@@ -63,6 +64,9 @@ enum Command {
     Labels(labels::LabelsArgs),
     /// List, show, promote or roll back the models of the data directory.
     Models(models::ModelsArgs),
+    /// The central retrainer of many sensors (feature `kafka`): scored flows and labels in
+    /// from Kafka, each promoted model out to every sensor.
+    Learn(learn::LearnArgs),
     /// Print the default configuration (TOML, every key).
     Config,
 }
@@ -100,6 +104,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Some(Command::Flows(args)) => flows::run(args, &config),
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Train(args)) => model_cmds::train(args, &config),
+        Some(Command::Learn(args)) => learn::run(args, &config),
         Some(Command::Score(args)) => model_cmds::score(args),
         Some(Command::Eval(args)) => model_cmds::eval(args, &config),
         Some(Command::Label(args)) => labels::label(args, &config),

@@ -181,7 +181,7 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// The fixed cut that comes with the model (a budget's floor), if any.
-    fn cut(&self) -> Option<f32> {
+    pub(super) fn cut(&self) -> Option<f32> {
         match self.suggested {
             Some(Threshold::Score(c)) => Some(c),
             Some(Threshold::Budget(b)) => Some(b.floor),
@@ -524,6 +524,8 @@ pub fn detect(
         artifact: loaded.artifact.clone(),
         registry_version: loaded.registry_version,
         compute,
+        on_promote: publish_promoted(brokers.as_deref(), config, &dir, sensor_id.as_deref()),
+        backlog: Vec::new(),
     };
     let report = std::thread::scope(|s| {
         #[cfg(not(feature = "kafka"))]
@@ -661,6 +663,40 @@ pub fn detect(
         bail!("{e}");
     }
     Ok(report)
+}
+
+/// What the learning loop does with a model it promoted: with Kafka (and `[kafka]
+/// publish_promoted`), it goes to the models topic for every sensor of the schema.
+pub(super) fn publish_promoted(
+    brokers: Option<&str>,
+    config: &Config,
+    data_dir: &Path,
+    sensor_id: Option<&str>,
+) -> Option<crate::pipeline::learn::OnPromote> {
+    #[cfg(feature = "kafka")]
+    if let Some(b) = brokers
+        && config.kafka.publish_promoted
+    {
+        return Some(models_publisher(b, config, data_dir, sensor_id.unwrap_or_default()));
+    }
+    let _ = (brokers, config, data_dir, sensor_id);
+    None
+}
+
+/// Puts a version of `data_dir`'s registry on the models topic, as `from`; says where.
+#[cfg(feature = "kafka")]
+pub(super) fn models_publisher(
+    brokers: &str,
+    config: &Config,
+    data_dir: &Path,
+    from: &str,
+) -> crate::pipeline::learn::OnPromote {
+    let (b, k, dir, from) =
+        (brokers.to_owned(), config.kafka.clone(), data_dir.to_owned(), from.to_owned());
+    Box::new(move |version| {
+        crate::kafka::models::publish(&b, &k, &dir, version, &from, Duration::from_secs(10))
+            .map(|_| format!("the models topic {} on {b}", k.models_topic))
+    })
 }
 
 /// Starts the Kafka producer thread for `brokers`: the writer's end of its queue, and the

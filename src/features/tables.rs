@@ -195,6 +195,17 @@ pub fn load(path: &Path, opts: &TableOptions) -> Result<Table, TableError> {
     build(path, opts, header, rows)
 }
 
+/// Rows given as JSON lines in memory (a batch of messages from a topic), read as [`load`]
+/// reads a file of them; `origin` names where they came from in errors.
+pub fn from_json_lines(
+    origin: &Path,
+    text: &str,
+    opts: &TableOptions,
+) -> Result<Table, TableError> {
+    let (header, rows) = json_rows(origin, text)?;
+    build(origin, opts, header, rows)
+}
+
 /// The whole file as text, gunzipped when it is gzip (rotated logs are kept compressed; a
 /// multi-member file, as `cat a.gz b.gz` makes, reads whole), without a UTF-8 byte-order mark.
 fn read_text(path: &Path) -> Result<String, TableError> {

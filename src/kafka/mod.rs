@@ -33,6 +33,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "kafka")]
+pub mod flows;
+#[cfg(feature = "kafka")]
 pub mod labels;
 #[cfg(feature = "kafka")]
 pub mod models;
@@ -61,6 +63,10 @@ pub struct KafkaConfig {
     /// Topic of models (`mnpflow models publish --kafka`, keyed by schema fingerprint: make
     /// it compacted), taken by every sensor running with Kafka.
     pub models_topic: String,
+    /// A sensor's learning loop puts each model it promotes on the models topic, for every
+    /// sensor of its schema (true). False: its models stay on this sensor, as when a central
+    /// `mnpflow learn` is the one retrainer.
+    pub publish_promoted: bool,
     /// Events the queue from the alert writer to the producer thread holds; when it is full
     /// (the spool's disk cannot keep up), events are dropped and counted.
     pub queue_events: usize,
@@ -86,6 +92,7 @@ impl Default for KafkaConfig {
             flows_topic: None,
             labels_topic: "mnpflow.labels".into(),
             models_topic: "mnpflow.models".into(),
+            publish_promoted: true,
             queue_events: 65_536,
             spool_bytes: 256 << 20,
             flush_seconds: 10.0,

@@ -46,7 +46,16 @@ pub struct LearnSetup {
     /// Where the scorer runs (`--backend`): a model the loop moves the scorer to is scored
     /// there too. Training itself stays on the CPU, beside the scorer.
     pub compute: Compute,
+    /// Told each version the loop promotes, once it is registered: with `--kafka` it puts the
+    /// model on the models topic for every other sensor. Returns where it went, or why not.
+    pub on_promote: Option<OnPromote>,
+    /// Flows read before the loop started, offered to its reservoir first (`mnpflow learn`'s
+    /// warm-up: nothing it read is lost to the next retraining).
+    pub backlog: Vec<Sample>,
 }
+
+/// See [`LearnSetup::on_promote`].
+pub type OnPromote = Box<dyn Fn(u64) -> Result<String, String> + Send>;
 
 /// The model the loop believes is in service.
 struct InService {
@@ -93,6 +102,7 @@ struct Loop<'a> {
     last_refusal: Option<String>,
     pool: Option<rayon::ThreadPool>,
     journal: Option<std::fs::File>,
+    on_promote: Option<OnPromote>,
 }
 
 impl Loop<'_> {
@@ -256,6 +266,18 @@ impl Loop<'_> {
                     ),
                     record,
                 );
+                if let Some(publish) = &self.on_promote {
+                    match publish(v) {
+                        Ok(to) => self.log(
+                            &format!("model v{v} published to {to}"),
+                            json!({ "at": Self::now(), "event": "publish", "version": v, "to": to }),
+                        ),
+                        Err(why) => self.log(
+                            &format!("model v{v} not published: {why}"),
+                            json!({ "at": Self::now(), "event": "publish", "version": v, "error": why }),
+                        ),
+                    }
+                }
             }
             Err(e) => eprintln!("learn     promotion failed, the current model stays: {e:#}"),
         }
@@ -293,6 +315,9 @@ impl Loop<'_> {
             Some(cut),
         ));
         self.metrics.promotions.fetch_add(1, Relaxed);
+        // The writer sets the cut in force per batch; a loop without one (`mnpflow learn`)
+        // compares its next candidate at this one.
+        self.metrics.cut_bits.store(cut.to_bits() as u64, Relaxed);
         self.current = InService { artifact, model, version: Some(entry.version) };
         Ok(entry.version)
     }
@@ -367,7 +392,15 @@ pub fn run(
         metrics,
         pool,
         journal,
+        on_promote: setup.on_promote,
     };
+    if lp.cfg.enabled && width > 0 {
+        for Sample { t, rows } in &setup.backlog {
+            for row in rows.chunks_exact(width) {
+                lp.reservoir.offer(*t, row);
+            }
+        }
+    }
     lp.reload_labels();
     lp.labels_at_turn = lp.labels.len();
     let mut rules_seen = setup.rules_dir.as_deref().map(rules_stamp);
