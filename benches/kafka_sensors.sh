@@ -5,7 +5,8 @@
 # (user + system, from /usr/bin/time), the events each published, and the ratios of the
 # Kafka modes to files only.
 #
-# Usage: benches/kafka_sensors.sh [ROUNDS] [SCALE]    (default: 2 rounds, synth --scale 10)
+# Usage: benches/kafka_sensors.sh [ROUNDS] [SCALE]   (default: 2 rounds, synth --scale 10
+# --snaplen 128)
 # Needs: a tansu broker binary (TANSU=PATH; default /var/tmp/tansu/bin/tansu, else
 # /var/tmp/tansu-dev/bin/tansu as scripts/test kafka builds it) and GNU time (/usr/bin/time).
 # The broker runs on this machine: on few cores its CPU is taken from the sensors, which is
@@ -29,7 +30,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-"$bin" synth --scale "$scale" -o "$work/synth.pcap" >/dev/null
+"$bin" synth --scale "$scale" --snaplen 128 -o "$work/synth.pcap" >/dev/null
 # One model, trained once, so that no replay trains.
 "$bin" replay "$work/synth.pcap" --truth "$work/synth.truth.csv" --output-dir "$work/model" \
     --data-dir "$work/model" >/dev/null 2>&1
@@ -54,6 +55,7 @@ echo "| round | mode | sensor | packets/s | CPU s | events queued / delivered / 
 echo "|---|---|---|---|---|---|"
 for r in $(seq "$rounds"); do
     for mode in files alerts flows; do
+        pids=()
         for s in 1 2; do
             out="$work/run-$r-$mode-$s"
             args=(replay "$work/synth.pcap" --model "$model" --output-dir "$out" --data-dir "$out"
@@ -65,8 +67,9 @@ for r in $(seq "$rounds"); do
             esac
             /usr/bin/time -f "%U %S" -o "$out.time" "$bin" "${cfg[@]}" "${args[@]}" \
                 >"$out.out" 2>"$out.err" &
+            pids+=($!)
         done
-        wait
+        wait "${pids[@]}"
         for s in 1 2; do
             out="$work/run-$r-$mode-$s"
             pps=$(sed -n 's/^packets .* \([0-9.e+]*\) packets\/s over.*/\1/p' "$out.err")

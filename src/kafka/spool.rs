@@ -58,8 +58,9 @@ fn segment_name(first: u64) -> String {
 
 /// The framed size of an entry (as [`RecordLog`] writes it: 8 hex digits, a space, the JSON,
 /// a newline).
+#[cfg(test)]
 fn framed_len(e: &SpoolEntry) -> u64 {
-    serde_json::to_string(e).map(|j| j.len() as u64 + 10).unwrap_or(0)
+    crate::feedback::log::line_len(&serde_json::to_string(e).unwrap())
 }
 
 impl Spool {
@@ -109,11 +110,16 @@ impl Spool {
     /// many did not fit under the bound.
     pub fn append(&mut self, events: Vec<Event>) -> Result<(Vec<SpoolEntry>, u64), LogError> {
         let mut kept = Vec::with_capacity(events.len());
+        // Each entry serialized once: its JSON sizes it against the bound and is what is
+        // written.
+        let mut jsons = Vec::with_capacity(events.len());
         let mut dropped = 0;
         let mut batch_bytes = 0;
         for event in events {
             let e = SpoolEntry { seq: self.next_seq, event };
-            let len = framed_len(&e);
+            let json = serde_json::to_string(&e)
+                .map_err(|source| LogError::Encode { path: self.dir.clone(), source })?;
+            let len = crate::feedback::log::line_len(&json);
             if self.bytes + batch_bytes + len > self.max_bytes {
                 dropped += 1;
                 continue;
@@ -121,6 +127,7 @@ impl Spool {
             self.next_seq += 1;
             batch_bytes += len;
             kept.push(e);
+            jsons.push(json);
         }
         if kept.is_empty() {
             return Ok((kept, dropped));
@@ -143,7 +150,7 @@ impl Spool {
         let Some((first, log)) = self.current.as_mut() else { unreachable!("opened above") };
         let first = *first;
         let before = log.len_bytes();
-        log.append_all(&kept)?;
+        log.append_json(jsons.iter().map(String::as_str))?;
         let added = log.len_bytes().saturating_sub(before);
         if let Some(s) = self.segments.get_mut(&first) {
             s.bytes += added;
