@@ -687,3 +687,51 @@ fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() 
         assert_eq!(broker.consume(&models).len(), 2, "{text}");
     }
 }
+
+/// A sensor running with `--learn --kafka`: the model its loop promotes (after the analysts'
+/// labels arrive) goes to the models topic, from it.
+#[test]
+fn a_sensor_publishes_the_model_its_loop_promotes() {
+    use crate::sensor_loop::{Sensor, brute_force_labels, replay_demo};
+    let Some(broker) = Broker::start() else { return };
+    let [topic, models] = ["alerts", "models"].map(topic_name);
+    broker.create_topic(&topic);
+    broker.create_topic(&models);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &topic,
+        &format!(
+            "models_topic = \"{models}\"\n[learn]\ninterval = 3600.0\nafter_labels = 5\nmin_rows = 200\n"
+        ),
+    );
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let labels = dir.path().join("labels.jsonl");
+    std::fs::write(&labels, brute_force_labels(6)).unwrap();
+    let addr = broker.addr();
+    let options =
+        ["--speed", "25x", "--learn", "--rules", "none", "--kafka", &addr, "--sensor-id", "edge-p"];
+    let mut cmd = replay_demo(options, &out, &state);
+    cmd.arg("--config").arg(&cfg);
+    let mut s = Sensor::start(&mut cmd);
+    s.wait_for("as model v1", 60);
+    // Let the reservoir fill (200 flows), then the analyst's labels arrive.
+    std::thread::sleep(Duration::from_millis(2500));
+    let imported = mnpflow()
+        .args(["labels", "import"])
+        .arg(&labels)
+        .arg("--data-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    s.wait_for("now model v2", 30);
+    let published = s.wait_for("model v2 published to", 20);
+    assert!(published.contains(&models), "{published}");
+    let on_topic = broker.consume(&models);
+    assert_eq!(on_topic.len(), 1, "{on_topic:?}");
+    let msg: serde_json::Value = serde_json::from_str(&on_topic[0].1).unwrap();
+    assert_eq!((msg["from"].as_str(), msg["entry"]["version"].as_u64()), (Some("edge-p"), Some(2)));
+    s.interrupt();
+    s.finish();
+}

@@ -17,14 +17,14 @@ use mnpflow::flow::FlowConfig;
 use crate::stream::{mnpflow, model, repo};
 
 /// A running sensor whose standard error is read line by line.
-struct Sensor {
+pub(crate) struct Sensor {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Sensor {
-    fn start(cmd: &mut Command) -> Sensor {
+    pub(crate) fn start(cmd: &mut Command) -> Sensor {
         let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let err = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -37,7 +37,7 @@ impl Sensor {
     }
 
     /// Waits for a line containing `pat`; panics with everything seen after `secs`.
-    fn wait_for(&mut self, pat: &str, secs: u64) -> String {
+    pub(crate) fn wait_for(&mut self, pat: &str, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -56,7 +56,7 @@ impl Sensor {
         }
     }
 
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         assert!(
             Command::new("kill")
                 .args(["-INT", &self.child.id().to_string()])
@@ -67,7 +67,7 @@ impl Sensor {
     }
 
     /// Waits for exit; returns the whole standard error.
-    fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         let status = self.child.wait().unwrap();
         self.seen.extend(self.lines.iter());
         let all = self.seen.join("\n");
@@ -93,7 +93,7 @@ fn data(dir: &Path, rel: &str) -> PathBuf {
 
 /// `mnpflow replay OPTIONS --model (the test model) --output-dir OUT --data-dir STATE` on
 /// the bundled capture.
-fn replay_demo<I: AsRef<std::ffi::OsStr>>(
+pub(crate) fn replay_demo<I: AsRef<std::ffi::OsStr>>(
     options: impl IntoIterator<Item = I>,
     out: &Path,
     state: &Path,
@@ -113,7 +113,7 @@ fn replay_demo<I: AsRef<std::ffi::OsStr>>(
 
 /// Labels of the first `k` SSH brute-force flows of the bundled capture, as `labels export`
 /// writes them (with the feature vectors the sensor would have recorded).
-fn brute_force_labels(k: usize) -> String {
+pub(crate) fn brute_force_labels(k: usize) -> String {
     use mnpflow::features::encode::{EncodeStats, RowEncoder};
     use mnpflow::features::{self, SchemaKind};
     let path = repo("captures/demo.truth.csv");
