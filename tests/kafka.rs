@@ -692,7 +692,7 @@ fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() 
 /// labels arrive) goes to the models topic, from it.
 #[test]
 fn a_sensor_publishes_the_model_its_loop_promotes() {
-    use crate::sensor_loop::{Sensor, brute_force_labels, replay_demo};
+    use crate::sensor_loop::{Sensor, brute_force_labels, import_labels, replay_demo};
     let Some(broker) = Broker::start() else { return };
     let [topic, models] = ["alerts", "models"].map(topic_name);
     broker.create_topic(&topic);
@@ -717,14 +717,7 @@ fn a_sensor_publishes_the_model_its_loop_promotes() {
     s.wait_for("as model v1", 60);
     // Let the reservoir fill (200 flows), then the analyst's labels arrive.
     std::thread::sleep(Duration::from_millis(2500));
-    let imported = mnpflow()
-        .args(["labels", "import"])
-        .arg(&labels)
-        .arg("--data-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    import_labels(&labels, &state);
     s.wait_for("now model v2", 30);
     let published = s.wait_for("model v2 published to", 20);
     assert!(published.contains(&models), "{published}");

@@ -163,6 +163,18 @@ pub(crate) fn brute_force_labels(k: usize) -> String {
         .collect()
 }
 
+/// `mnpflow labels import FILE --data-dir STATE`, which must succeed.
+pub(crate) fn import_labels(file: &Path, state: &Path) {
+    let imported = mnpflow()
+        .args(["labels", "import"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+}
+
 /// `(uid, registry_version)` of every alert, in file order.
 fn alert_versions(p: &Path) -> Vec<u64> {
     std::fs::read_to_string(p)
@@ -210,14 +222,7 @@ fn promotion_and_rollback_while_streaming_lose_no_flow() {
     s.wait_for("as model v1", 60);
     // Let the reservoir fill (200 flows), then the analyst's labels arrive.
     std::thread::sleep(Duration::from_millis(2500));
-    let imported = mnpflow()
-        .args(["labels", "import"])
-        .arg(&labels)
-        .arg("--data-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    import_labels(&labels, &state);
     let promoted = s.wait_for("now model v2", 30);
     assert!(promoted.contains("promoted: candidate AUC-PR"), "{promoted}");
     // Roll back once v2 has alerted (the SYN flood, a few seconds on).

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::{ClientConfig, Message};
 
 use super::KafkaConfig;
 use crate::features::SchemaKind;
@@ -47,17 +47,7 @@ impl FlowsIn {
         topic: &str,
         kind: SchemaKind,
     ) -> Result<FlowsIn, String> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", brokers).set("client.id", "mnpflow-learn");
-        cc.set("group.id", "mnpflow-learn-flows");
-        cc.set("enable.auto.commit", "false");
-        cc.set("auto.offset.reset", "earliest");
-        for (k, v) in &cfg.client {
-            // Producer-only settings would make the consumer refuse to start.
-            if k != "acks" && !k.starts_with("linger") && !k.starts_with("batch") {
-                cc.set(k, v);
-            }
-        }
+        let cc = super::consumer_config(brokers, cfg, "mnpflow-learn-flows");
         let consumer: BaseConsumer = cc.create().map_err(|e| format!("kafka {brokers}: {e}"))?;
         Ok(FlowsIn { consumer, topic: topic.to_owned(), kind })
     }

@@ -73,16 +73,7 @@ impl LabelsIn {
         sensor_id: &str,
         data_dir: &Path,
     ) -> Result<LabelsIn, String> {
-        let mut cc = client(brokers, cfg);
-        cc.set("group.id", format!("mnpflow-labels-{sensor_id}"));
-        cc.set("enable.auto.commit", "false");
-        cc.set("auto.offset.reset", "earliest");
-        for (k, v) in &cfg.client {
-            // Producer-only settings would make the consumer refuse to start.
-            if k != "acks" && !k.starts_with("linger") && !k.starts_with("batch") {
-                cc.set(k, v);
-            }
-        }
+        let cc = super::consumer_config(brokers, cfg, &format!("mnpflow-labels-{sensor_id}"));
         let consumer: BaseConsumer = cc.create().map_err(|e| format!("kafka {brokers}: {e}"))?;
         let store = LabelStore::open(data_dir)
             .map_err(|e| format!("opening the label store in {}: {e}", data_dir.display()))?;

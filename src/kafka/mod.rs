@@ -287,6 +287,24 @@ pub fn stamp_json(line: &mut String, sensor_id: Option<&str>, event_id: &str) {
     line.push('}');
 }
 
+/// A consumer's settings: `brokers`, consumer group `group` (nothing is committed: every
+/// consumer here reads its topics from the beginning), and the `[kafka] client` settings
+/// passed through, less the producer-only ones a consumer refuses to start with.
+#[cfg(feature = "kafka")]
+fn consumer_config(brokers: &str, cfg: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", brokers).set("client.id", "mnpflow");
+    cc.set("group.id", group);
+    cc.set("enable.auto.commit", "false");
+    cc.set("auto.offset.reset", "earliest");
+    for (k, v) in &cfg.client {
+        if k != "acks" && !k.starts_with("linger") && !k.starts_with("batch") {
+            cc.set(k, v);
+        }
+    }
+    cc
+}
+
 /// Assigns every partition of `topic` to `consumer`, from the beginning; `false` while the
 /// broker or the topic is not there. The labels and models topics are read whole by every
 /// sensor (no consumer group: each must see every message).

@@ -89,10 +89,9 @@ impl ModelsIn {
         data_dir: &Path,
         schema: (String, String),
     ) -> Result<ModelsIn, String> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", brokers).set("client.id", "mnpflow");
-        cc.set("group.id", format!("mnpflow-models-{sensor_id}"));
-        cc.set("enable.auto.commit", "false");
+        // The `[kafka] client` settings too (TLS, SASL): the models topic is on the same
+        // brokers as the rest.
+        let mut cc = super::consumer_config(brokers, cfg, &format!("mnpflow-models-{sensor_id}"));
         cc.set("fetch.message.max.bytes", "67108864");
         let consumer: BaseConsumer = cc.create().map_err(|e| format!("kafka {brokers}: {e}"))?;
         Ok(ModelsIn { consumer, topic: cfg.models_topic.clone(), dir: data_dir.to_owned(), schema })
