@@ -129,9 +129,11 @@ mod with_kafka {
         .map_err(anyhow::Error::msg)?;
         let flows_in = FlowsIn::new(&brokers, &config.kafka, &flows_topic, kind)
             .map_err(anyhow::Error::msg)?;
-        let (tx, rx) = crossbeam_channel::bounded::<Sample>(64);
         let result = std::thread::scope(|s| -> anyhow::Result<()> {
             let (stop, kafka, flows) = (&stop, &kafka, &flows);
+            // The loop's end lives in this closure: when it returns (an error included), the
+            // flows consumer's sends fail and it stops, even with the channel full.
+            let (tx, rx) = crossbeam_channel::bounded::<Sample>(64);
             s.spawn(move || labels_in.run(stop, &kafka.labels_in, &kafka.labels_refused));
             s.spawn(move || models_in.run(stop, &kafka.models_in, &kafka.models_refused));
             s.spawn(move || flows_in.run(stop, tx, flows));
@@ -147,6 +149,7 @@ mod with_kafka {
             });
             let result = serve(loaded, kind, &rx, &brokers, &id, &dir, config);
             stop.store(true, Relaxed);
+            drop(rx);
             result
         });
         eprintln!("{}", kafka.summary());
@@ -220,6 +223,8 @@ mod with_kafka {
         let bc = &config.bootstrap;
         let schema = kind.schema();
         let width = schema.encoded_width();
+        // Labels name their schema by its fingerprint (as the retraining reads them).
+        let fingerprint = schema.fingerprint();
         eprintln!(
             "learn     cold start: no --model and no model in the registry of {}: learning from the first {} flows read (at most {:.0} s)",
             dir.display(),
@@ -260,7 +265,7 @@ mod with_kafka {
             .unwrap_or_default()
             .into_iter()
             .filter(|l| {
-                l.verdict == Verdict::Attack && l.schema == schema.name && l.features.len() == width
+                l.verdict == Verdict::Attack && l.schema == fingerprint && l.features.len() == width
             })
             .collect();
         for l in &attacks {

@@ -29,6 +29,8 @@ pub struct FlowsIn {
     consumer: BaseConsumer,
     topic: String,
     kind: SchemaKind,
+    /// The schema's encoded row width.
+    width: usize,
 }
 
 /// What the consumer did, for the closing summary.
@@ -49,7 +51,12 @@ impl FlowsIn {
     ) -> Result<FlowsIn, String> {
         let cc = super::consumer_config(brokers, cfg, "mnpflow-learn-flows");
         let consumer: BaseConsumer = cc.create().map_err(|e| format!("kafka {brokers}: {e}"))?;
-        Ok(FlowsIn { consumer, topic: topic.to_owned(), kind })
+        Ok(FlowsIn {
+            consumer,
+            topic: topic.to_owned(),
+            kind,
+            width: kind.schema().encoded_width(),
+        })
     }
 
     /// Consumes until `stop`, sending each batch of flows as one [`Sample`]; returns when
@@ -93,8 +100,7 @@ impl FlowsIn {
             }
             match self.rows(&lines) {
                 Ok(rows) => {
-                    let width = self.kind.schema().encoded_width();
-                    let k = rows.len() / width.max(1);
+                    let k = rows.len() / self.width.max(1);
                     counters.rows.fetch_add(k as u64, Relaxed);
                     counters.refused.fetch_add((n - k) as u64, Relaxed);
                     let t = if t == i64::MIN {
