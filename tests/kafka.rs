@@ -602,8 +602,12 @@ fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() 
     let sensor = dir.path().join("sensor");
     let out = replay(&cfg, &sensor, &sensor.join("data"), &broker.addr(), &[]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The retrainer: no model anywhere, so it learns from the topic's first 1,000 flows.
+    // The retrainer: no model anywhere, so it learns from the topic's first 1,000 flows and
+    // the attacks its label store already holds (six SSH brute-force flows).
     let central = dir.path().join("central");
+    let known = dir.path().join("known.jsonl");
+    std::fs::write(&known, crate::sensor_loop::brute_force_labels(6)).unwrap();
+    crate::sensor_loop::import_labels(&known, &central);
     let learner = mnpflow()
         .arg("--config")
         .arg(&cfg)
@@ -667,7 +671,7 @@ fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() 
         std::thread::sleep(Duration::from_millis(200));
     }
     let stored = mnpflow::feedback::LabelStore::read(&central).unwrap();
-    assert!(stored.len() >= 5, "{} labels in the retrainer's store", stored.len());
+    assert!(stored.len() >= 11, "{} labels in the retrainer's store", stored.len());
     // Ctrl-C: it stops and says what it read.
     let pid = learner.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
@@ -675,6 +679,7 @@ fn the_central_retrainer_learns_from_the_flows_topic_and_publishes_its_models() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("model v1 published to the models topic"), "{stderr}");
+    assert!(stderr.contains("trained on 1006 flows (6 labeled attacks)"), "{stderr}");
     assert!(stderr.contains("3088 flows read from"), "{stderr}");
     // A promoted candidate went to the topic as well.
     let text = std::fs::read_to_string(&journal).unwrap();
