@@ -271,6 +271,7 @@ fn ecs_alerts_and_scored_flows() {
         .filter(|(k, m)| {
             let v: serde_json::Value = serde_json::from_str(m).unwrap();
             assert_eq!(v["community_id"], k.as_str());
+            assert_eq!(m.matches("\"community_id\"").count(), 1, "one key, once: {m}");
             assert!(v["score"].is_number() && v["event_id"].is_string(), "{m}");
             v["alert"] == 1
         })

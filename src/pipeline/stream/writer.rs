@@ -267,15 +267,11 @@ pub(super) fn writer_stage(
             {
                 fw.get_mut().clear();
                 if fw.write(&cells).is_ok() {
+                    // The row carries the flow's `community_id` (a column of both
+                    // vocabularies); it is also the message's key.
                     let mut text = String::from_utf8_lossy(fw.get_mut()).trim_end().to_owned();
                     if cid.is_empty() {
                         cid = rec.community_id(community_seed);
-                    }
-                    if text.ends_with('}') {
-                        text.pop();
-                        text.push_str(",\"community_id\":");
-                        text.push_str(&serde_json::Value::from(cid.as_str()).to_string());
-                        text.push('}');
                     }
                     let id =
                         outputs.publish.ids.as_mut().map(|ids| ids.next_id()).unwrap_or_default();
