@@ -291,6 +291,9 @@ pub fn run(
     let q = cfg.queue_batches.max(1);
     let width = RowEncoder::new(extractor.schema()).width();
     let n_cells = extractor.columns().len();
+    // The extractor computes each flow's community ID for its row; the writer takes it from
+    // there when rows are kept instead of hashing again.
+    let cid_column = extractor.columns().iter().position(|c| c.name == "community_id");
     let keep_cells = outputs.flows.is_some() || outputs.publish.flows.is_some();
     let community_seed = setup.flow.community_id_seed;
     let fingerprint = extractor.schema().fingerprint();
@@ -380,7 +383,7 @@ pub fn run(
                     outputs,
                     loop_links,
                     fingerprint,
-                    n_cells,
+                    (n_cells, cid_column),
                     community_seed,
                     scored_rx,
                     free_row_tx,

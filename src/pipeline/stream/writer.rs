@@ -62,6 +62,23 @@ fn scored_record(
     }
 }
 
+/// Flow `i`'s community ID: its row's cell when the batch kept rows (the extractor computed
+/// it there), else computed from the record (a SHA-1).
+fn community_id(
+    batch: &RowBatch,
+    i: usize,
+    (n_cells, column): (usize, Option<usize>),
+    rec: &FlowRecord,
+    seed: u16,
+) -> String {
+    if let Some(k) = column
+        && let Some(Cell::Str(s)) = batch.cells.get(i * n_cells + k)
+    {
+        return s.clone();
+    }
+    rec.community_id(seed)
+}
+
 /// What the writer hands back when it ends: the record writer, the alert sink, its counts.
 pub(super) type WriterEnd =
     (Option<RecordWriter<Box<dyn Write + Send>>>, Box<dyn Write + Send>, WriterResult);
@@ -71,7 +88,7 @@ pub(super) fn writer_stage(
     mut outputs: Outputs,
     links: LoopLinks<'_>,
     fingerprint: &str,
-    n_cells: usize,
+    (n_cells, cid_column): (usize, Option<usize>),
     community_seed: u16,
     rx: Receiver<RowBatch>,
     free: Sender<RowBatch>,
@@ -122,7 +139,7 @@ pub(super) fn writer_stage(
             let mut cid = String::new();
             if alert || check_indicators {
                 if alert || need_cid {
-                    cid = rec.community_id(community_seed);
+                    cid = community_id(&batch, i, (n_cells, cid_column), rec, community_seed);
                 }
                 let who = FlowIdentity {
                     src: rec.orig_addr,
@@ -141,7 +158,7 @@ pub(super) fn writer_stage(
                     alert = true;
                     by_indicator += 1;
                     if cid.is_empty() {
-                        cid = rec.community_id(community_seed);
+                        cid = community_id(&batch, i, (n_cells, cid_column), rec, community_seed);
                     }
                     if outputs.weak_labels.is_some() {
                         let f = scored_record(
@@ -271,7 +288,7 @@ pub(super) fn writer_stage(
                     // vocabularies); it is also the message's key.
                     let mut text = String::from_utf8_lossy(fw.get_mut()).trim_end().to_owned();
                     if cid.is_empty() {
-                        cid = rec.community_id(community_seed);
+                        cid = community_id(&batch, i, (n_cells, cid_column), rec, community_seed);
                     }
                     let id =
                         outputs.publish.ids.as_mut().map(|ids| ids.next_id()).unwrap_or_default();
