@@ -108,6 +108,11 @@ impl KafkaOut {
         cc.set("bootstrap.servers", brokers);
         cc.set("acks", "all");
         cc.set("client.id", "mnpflow");
+        // librdkafka's own queue holds 100,000 messages by default: a sensor publishing every
+        // scored flow fills it within a second of a slow broker, and each event that meets a
+        // full queue is sent again from the spool on disk (read back and parsed). Room for a
+        // million; the spool stays the bound on what waits.
+        cc.set("queue.buffering.max.messages", "1000000");
         for (k, v) in &cfg.client {
             cc.set(k, v);
         }
@@ -250,8 +255,7 @@ impl KafkaOut {
                     }
                 }
                 // Entries acknowledged meanwhile are no longer read back: forget them.
-                let pending = self.spool.pending();
-                waiting.retain(|s| pending.contains(s));
+                waiting.retain(|&s| self.spool.is_pending(s));
             }
             c.spool_bytes.store(self.spool.bytes(), Relaxed);
             c.spool_events.store(self.spool.pending_len() as u64, Relaxed);

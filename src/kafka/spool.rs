@@ -224,6 +224,11 @@ impl Spool {
         self.pending.keys().copied().collect()
     }
 
+    /// Whether event `seq` is still waiting for the broker's acknowledgement.
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.pending.contains_key(&seq)
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
