@@ -111,8 +111,10 @@ impl KafkaOut {
         // librdkafka's own queue holds 100,000 messages by default: a sensor publishing every
         // scored flow fills it within a second of a slow broker, and each event that meets a
         // full queue is sent again from the spool on disk (read back and parsed). Room for a
-        // million; the spool stays the bound on what waits.
+        // million, bounded by 256 MiB of memory (librdkafka's default is 1 GiB); the spool
+        // stays the bound on what waits.
         cc.set("queue.buffering.max.messages", "1000000");
+        cc.set("queue.buffering.max.kbytes", "262144");
         for (k, v) in &cfg.client {
             cc.set(k, v);
         }
