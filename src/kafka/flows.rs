@@ -62,16 +62,11 @@ impl FlowsIn {
     /// Consumes until `stop`, sending each batch of flows as one [`Sample`]; returns when
     /// stopped or when the loop's end of the channel is gone.
     pub fn run(self, stop: &AtomicBool, tx: Sender<Sample>, counters: &FlowsInCounters) {
-        let mut assigned = false;
         let mut said: Option<String> = None;
+        if !super::wait_assigned(&self.consumer, &self.topic, stop) {
+            return;
+        }
         while !stop.load(Relaxed) {
-            if !assigned {
-                assigned = super::assign_from_beginning(&self.consumer, &self.topic);
-                if !assigned {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                continue;
-            }
             let mut lines = String::new();
             let (mut n, mut t) = (0usize, i64::MIN);
             let started = Instant::now();

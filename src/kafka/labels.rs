@@ -86,25 +86,14 @@ impl LabelsIn {
         })
     }
 
-    /// Assigns every partition of the topic from the beginning; `false` while the broker or
-    /// the topic is not there.
-    fn assign(&self) -> bool {
-        super::assign_from_beginning(&self.consumer, &self.topic)
-    }
-
     /// Consumes until `stop`; labels new to the store are added. Counts labels stored and
     /// messages refused (not a label).
     pub fn run(mut self, stop: &AtomicBool, stored: &AtomicU64, refused: &AtomicU64) {
-        let mut assigned = false;
         let mut warned = false;
+        if !super::wait_assigned(&self.consumer, &self.topic, stop) {
+            return;
+        }
         while !stop.load(Relaxed) {
-            if !assigned {
-                assigned = self.assign();
-                if !assigned {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                continue;
-            }
             let mut batch = Vec::new();
             let mut next = self.consumer.poll(Duration::from_millis(100));
             while let Some(r) = next {

@@ -305,9 +305,26 @@ fn consumer_config(brokers: &str, cfg: &KafkaConfig, group: &str) -> rdkafka::Cl
     cc
 }
 
-/// Assigns every partition of `topic` to `consumer`, from the beginning; `false` while the
-/// broker or the topic is not there. The labels and models topics are read whole by every
-/// sensor (no consumer group: each must see every message).
+/// Assigns every partition of `topic` to `consumer` from the beginning, trying again every
+/// 200 ms while the broker or the topic is not there; `false` when `stop` came first. The
+/// labels, models and flows topics are read whole (no consumer group: each reader must see
+/// every message).
+#[cfg(feature = "kafka")]
+fn wait_assigned(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
+    while !stop.load(Relaxed) {
+        if assign_from_beginning(consumer, topic) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
+
+/// One try of [`wait_assigned`].
 #[cfg(feature = "kafka")]
 fn assign_from_beginning(consumer: &rdkafka::consumer::BaseConsumer, topic: &str) -> bool {
     use rdkafka::consumer::Consumer;

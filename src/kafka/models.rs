@@ -97,10 +97,6 @@ impl ModelsIn {
         Ok(ModelsIn { consumer, topic: cfg.models_topic.clone(), dir: data_dir.to_owned(), schema })
     }
 
-    fn assign(&self) -> bool {
-        super::assign_from_beginning(&self.consumer, &self.topic)
-    }
-
     /// Takes one message: `Ok(Some(version))` when registered, `Ok(None)` when the registry
     /// already holds that model, `Err` (the reason) when refused.
     fn take(&self, m: &ModelMessage) -> Result<Option<u64>, String> {
@@ -146,15 +142,10 @@ impl ModelsIn {
 
     /// Consumes until `stop`.
     pub fn run(self, stop: &AtomicBool, taken: &AtomicU64, refused: &AtomicU64) {
-        let mut assigned = false;
+        if !super::wait_assigned(&self.consumer, &self.topic, stop) {
+            return;
+        }
         while !stop.load(Relaxed) {
-            if !assigned {
-                assigned = self.assign();
-                if !assigned {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                continue;
-            }
             let Some(r) = self.consumer.poll(Duration::from_millis(100)) else { continue };
             let Ok(msg) = r else { continue };
             let parsed = msg.payload().map(serde_json::from_slice::<ModelMessage>);
