@@ -125,7 +125,7 @@ fn bench(c: &mut Criterion) {
             };
             let metrics = Metrics::new();
             let report = stream::run(
-                &mut source,
+                stream::Input::Shared(&mut source),
                 setup,
                 extractor(SchemaKind::Unsw, 0),
                 &slot,

@@ -52,6 +52,10 @@ impl Netns {
     fn dev_a(&self) -> String {
         format!("va{}", &self.a[4..])
     }
+
+    fn dev_b(&self) -> String {
+        format!("vb{}", &self.b[4..])
+    }
     fn exec(&self, ns: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]);
@@ -64,6 +68,49 @@ impl Drop for Netns {
         // Deleting a namespace deletes the veth end inside it, and so the pair.
         let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
+}
+
+/// A child's output, line by line, read on a thread: a test waits for a line to appear.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    seen: String,
+}
+
+impl Lines {
+    fn of(out: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::{BufRead, BufReader};
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines { rx, reader: Some(reader), seen: String::new() }
+    }
+
+    /// Waits until some line so far contains `needle`.
+    fn wait_for(&mut self, needle: &str, secs: u64) {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while !self.seen.contains(needle) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.seen.push_str(&(l + "\n")),
+                Err(_) => panic!("no {needle:?} within {secs} s: {}", self.seen),
+            }
+        }
+    }
+
+    /// Everything, once the child has exited.
+    fn all(mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        while let Ok(l) = self.rx.try_recv() {
+            self.seen.push_str(&(l + "\n"));
+        }
+        self.seen
     }
 }
 
@@ -156,7 +203,6 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
 /// those flows too (replayed from memory) before the interface's later traffic.
 #[test]
 fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
-    use std::io::{BufRead, BufReader};
     assert!(is_root(), "the live test runs as root (network namespaces); CI runs it as root");
     let ns = Netns::new();
     let work = tempfile::tempdir().unwrap();
@@ -182,31 +228,13 @@ fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Its standard error, line by line, on a thread: the test waits for the detector to start.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut err = String::new();
-    let mut wait_for = |needle: &str, secs: u64| {
-        let until = std::time::Instant::now() + Duration::from_secs(secs);
-        while !err.contains(needle) {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) => err.push_str(&(l + "\n")),
-                Err(_) => panic!("no {needle:?} within {secs} s: {err}"),
-            }
-        }
-    };
-    wait_for("cold start", 10);
+    let mut err = Lines::of(child.stderr.take().unwrap());
+    err.wait_for("cold start", 10);
     std::thread::sleep(Duration::from_millis(500));
     // The warm-up's traffic: a connect scan of 40 closed ports (40 short flows).
     let scan = "for p in $(seq 20 59); do timeout 0.3 bash -c \"echo > /dev/tcp/10.213.0.1/$p\" 2>/dev/null; done; true";
     assert!(ns.exec(&ns.b).args(["bash", "-c", scan]).status().unwrap().success());
-    wait_for("capturing on", 120);
+    err.wait_for("capturing on", 120);
     // After the model: a ping, which must end on the wall clock (ICMP idle 5 s) before Ctrl-C.
     let st = ns
         .exec(&ns.b)
@@ -219,10 +247,7 @@ fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
     let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
     let status = child.wait().unwrap();
-    reader.join().unwrap();
-    while let Ok(l) = rx.try_recv() {
-        err.push_str(&(l + "\n"));
-    }
+    let err = err.all();
     assert!(status.success(), "{err}");
     assert!(err.contains("warm-up") && err.contains("cold start: no labeled attack"), "{err}");
     // The model it trained is kept in the data directory.
@@ -246,6 +271,114 @@ fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
     let icmp = rows.iter().filter(|r| r["proto"] == "icmp").count();
     assert_eq!(icmp, 1, "the ping after the warm-up: {flows}");
     assert!(rows.iter().all(|r| r["score"].as_f64().is_some()), "every flow has a score");
+}
+
+/// Two fanout workers (one PACKET_FANOUT socket each): the bundled capture, replayed onto the
+/// interface by tcpreplay, gives every flow exactly once, and the very records, in the same
+/// order, that the offline engine writes for tcpdump's recording of what the interface saw.
+#[test]
+fn fanout_workers_export_every_flow_once_as_the_offline_engine_does() {
+    assert!(is_root(), "the live test runs as root (network namespaces); CI runs it as root");
+    let (model_path, _) = model();
+    let ns = Netns::new();
+    let work = tempfile::tempdir().unwrap();
+    let recording = work.path().join("seen.pcap");
+    let mut sensor = ns
+        .exec(&ns.a)
+        .arg(env!("CARGO_BIN_EXE_mnpflow"))
+        .args(["live", "--interface", &ns.dev_a(), "--capture", "fanout", "--workers", "2"])
+        .args(["--filter", "ip", "--flows", "csv", "--rules", "none", "--threshold", "5%"])
+        .arg("--model")
+        .arg(model_path)
+        .arg("--output-dir")
+        .arg(work.path())
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sensor_err = Lines::of(sensor.stderr.take().unwrap());
+    // The oracle's input: what the interface delivered, time-stamped in nanoseconds (the
+    // kernel stamps each packet once, for every socket that takes it).
+    let mut tcpdump = ns
+        .exec(&ns.a)
+        .args(["tcpdump", "-i", &ns.dev_a(), "--immediate-mode", "-B", "65536", "-Z", "root"])
+        .args(["--time-stamp-precision=nano", "-w"])
+        .arg(&recording)
+        .arg("ip")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running tcpdump (apt-get install tcpdump)");
+    let mut tcpdump_err = Lines::of(tcpdump.stderr.take().unwrap());
+    sensor_err.wait_for("2 fanout sockets", 20);
+    tcpdump_err.wait_for("listening on", 20);
+    let out = ns
+        .exec(&ns.b)
+        .args(["tcpreplay", "-i", &ns.dev_b(), "--pps", "10000"])
+        .arg(crate::stream::repo("captures/demo.pcap"))
+        .output()
+        .expect("running tcpreplay (apt-get install tcpreplay)");
+    assert!(out.status.success(), "tcpreplay: {}", String::from_utf8_lossy(&out.stderr));
+    // Less than a second: the sensor's idle clock (the wall clock less 1 s) ends nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in [sensor.id(), tcpdump.id()] {
+        assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    }
+    let (sensor_ok, tcpdump_ok) = (sensor.wait().unwrap(), tcpdump.wait().unwrap());
+    let (err, tcpdump_err) = (sensor_err.all(), tcpdump_err.all());
+    assert!(sensor_ok.success(), "{err}");
+    assert!(
+        tcpdump_ok.success() && tcpdump_err.lines().any(|l| l == "0 packets dropped by kernel"),
+        "{tcpdump_err}"
+    );
+    assert!(err.contains("capture: 0 kernel (per socket: 0, 0)"), "{err}");
+    let per_worker = err.lines().find(|l| l.contains("flows per worker")).unwrap_or_default();
+    assert!(!per_worker.contains("[0,") && !per_worker.contains(", 0]"), "{per_worker}");
+
+    let offline = work.path().join("offline.csv");
+    let st = mnpflow()
+        .arg("flows")
+        .arg(&recording)
+        .args(["--schema", "unsw", "--format", "csv", "-o"])
+        .arg(&offline)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let read = |p: &std::path::Path| {
+        let mut r = csv::Reader::from_path(p).unwrap();
+        let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        let rows: Vec<Vec<String>> = r
+            .records()
+            .map(|rec| rec.unwrap().iter().map(String::from).collect::<Vec<_>>())
+            .collect();
+        (header, rows)
+    };
+    let (live_header, live_rows) = read(&work.path().join("flows.csv"));
+    let (header, rows) = read(&offline);
+    // The sensor's rows carry its score and alert after the record's columns.
+    assert_eq!(live_header[..header.len()], header[..]);
+    assert_eq!(&live_header[header.len()..], ["score", "alert"]);
+    let live_rows: Vec<Vec<String>> =
+        live_rows.into_iter().map(|mut r| r.drain(..header.len()).collect()).collect();
+    assert!(rows.len() > 3000, "{} flows offline", rows.len());
+    let key = |r: &Vec<String>| -> Vec<String> {
+        ["srcip", "sport", "dstip", "dsport", "proto", "stime"]
+            .iter()
+            .map(|c| r[header.iter().position(|h| h == c).unwrap()].clone())
+            .collect()
+    };
+    let keys: std::collections::HashSet<Vec<String>> = live_rows.iter().map(key).collect();
+    assert_eq!(keys.len(), live_rows.len(), "a flow exported twice");
+    assert_eq!(live_rows.len(), rows.len(), "flows live and offline");
+    for (i, (l, o)) in live_rows.iter().zip(&rows).enumerate() {
+        let diff: Vec<(&String, &String, &String)> = header
+            .iter()
+            .zip(l.iter().zip(o))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(h, (a, b))| (h, a, b))
+            .collect();
+        assert!(diff.is_empty(), "row {i} differs (column, live, offline): {diff:?}");
+    }
 }
 
 #[test]

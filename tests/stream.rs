@@ -98,7 +98,7 @@ fn replay(
     };
     let stop = AtomicBool::new(false);
     let report = stream::run(
-        &mut source,
+        stream::Input::Shared(&mut source),
         setup,
         extractor,
         scoring,
@@ -699,7 +699,7 @@ fn quiet_workers_hold_no_flow_back_on_a_live_clock() {
         metrics_listener: None,
     };
     let report = stream::run(
-        &mut source,
+        stream::Input::Shared(&mut source),
         setup,
         features::extractor(SchemaKind::Unsw, 0),
         scoring,

@@ -34,6 +34,8 @@ pub struct LiveSource {
     ended: bool,
     /// How long to sleep when no packet is waiting.
     idle_sleep: Duration,
+    /// Time slept so far ([`PacketSource::take_waited`]).
+    waited: Duration,
 }
 
 impl LiveSource {
@@ -90,6 +92,7 @@ impl LiveSource {
             warnings: Vec::new(),
             ended: false,
             idle_sleep: Duration::from_millis(1),
+            waited: Duration::ZERO,
         })
     }
 }
@@ -100,7 +103,7 @@ impl PacketSource for LiveSource {
             return Next::End;
         }
         // Borrow the fields apart: the packet borrows the handle, the error path the rest.
-        let LiveSource { cap, link, iface, warnings, ended, idle_sleep } = self;
+        let LiveSource { cap, link, iface, warnings, ended, idle_sleep, waited } = self;
         match cap.next_packet() {
             Ok(p) => {
                 #[allow(clippy::unnecessary_cast)]
@@ -117,6 +120,7 @@ impl PacketSource for LiveSource {
             }
             Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
                 std::thread::sleep(*idle_sleep);
+                *waited += *idle_sleep;
                 Next::Idle
             }
             Err(e) => {
@@ -129,6 +133,10 @@ impl PacketSource for LiveSource {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn take_waited(&mut self) -> Duration {
+        std::mem::take(&mut self.waited)
     }
 
     fn drops(&mut self) -> SourceDrops {

@@ -4,6 +4,8 @@
 //! packet. The clock of everything downstream is the packet timestamp ([`Timestamp`]), never
 //! the wall clock, so replaying a capture gives the same flows at any speed.
 
+#[cfg(all(feature = "live", target_os = "linux"))]
+pub mod fanout;
 pub mod file;
 #[cfg(feature = "live")]
 pub mod live;

@@ -33,6 +33,11 @@ pub trait PacketSource: Send {
     /// Whether the clock of this source is the wall clock (live capture): flows then time out
     /// on the wall clock while no packet arrives.
     fn is_live(&self) -> bool;
+    /// Time [`next_packet`](Self::next_packet) spent waiting for packets since the last call
+    /// (live sources): idle time, which a stage's busy time leaves out.
+    fn take_waited(&mut self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Drop counters of the capture below us (zero for files).
     fn drops(&mut self) -> SourceDrops {
         SourceDrops::default()
@@ -45,22 +50,50 @@ pub trait PacketSource: Send {
     }
 }
 
-/// `[live]`: how the interface is opened (libpcap, feature `live`).
+/// How a live interface is read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMethod {
+    /// One AF_PACKET socket per flow worker, in a PACKET_FANOUT group (hash mode): the kernel
+    /// shards the packets by flow, each worker reads its own ring (Linux; the default there).
+    Fanout,
+    /// One libpcap handle; one capture thread decodes every packet and shards it among the
+    /// workers (any system).
+    Pcap,
+}
+
+impl CaptureMethod {
+    /// Fanout where the kernel offers it.
+    pub const DEFAULT: CaptureMethod =
+        if cfg!(target_os = "linux") { CaptureMethod::Fanout } else { CaptureMethod::Pcap };
+}
+
+/// `[live]`: how the interface is opened (feature `live`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
+    /// `fanout` (Linux default) or `pcap`.
+    pub capture: CaptureMethod,
     /// Bytes kept per packet (262144, libpcap's default: whole frames). Lengths count in full
     /// either way; service detection and HTTP fields need payload.
     pub snaplen: u32,
     /// Promiscuous mode: see traffic not addressed to this host (true).
     pub promisc: bool,
-    /// Kernel capture buffer in bytes (16 MiB); a larger buffer rides out bursts.
+    /// Kernel capture buffer in bytes (16 MiB; with fanout, each socket's); a larger buffer
+    /// rides out bursts.
     pub buffer_size: u32,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        LiveConfig { snaplen: 262_144, promisc: true, buffer_size: 16 << 20 }
+        LiveConfig {
+            capture: CaptureMethod::DEFAULT,
+            snaplen: 262_144,
+            promisc: true,
+            buffer_size: 16 << 20,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `mnpflow live`: watch an interface (libpcap, feature `live`) and write alerts as flows end.
+//! `mnpflow live`: watch an interface (feature `live`) and write alerts as flows end: one
+//! PACKET_FANOUT socket per flow worker on Linux, or one libpcap handle.
 
 use std::process::ExitCode;
 
@@ -8,11 +9,11 @@ use clap::Args;
 use super::replay::{DetectArgs, LoadedModel, load_model, register, registry_model, save_trained};
 use crate::capture::Timestamp;
 use crate::capture::live::LiveSource;
-use crate::capture::source::PacketSource;
+use crate::capture::source::{CaptureMethod, LiveConfig, PacketSource};
 use crate::config::Config;
 use crate::features::SchemaKind;
 use crate::pipeline::bootstrap::{self, MIN_FLOWS};
-use crate::pipeline::stream::{Backpressure, Speed};
+use crate::pipeline::stream::{Backpressure, Input, Speed};
 use crate::pipeline::warmup::{self, Replayed, WarmupEnd, WarmupLimits};
 
 #[derive(Debug, Args)]
@@ -20,7 +21,13 @@ pub struct LiveArgs {
     /// Interface to capture on (e.g. eth0).
     #[arg(short, long)]
     pub interface: String,
-    /// BPF filter (tcpdump syntax), e.g. "not port 22".
+    /// How the interface is read (default from [live] capture): `fanout`, one AF_PACKET socket
+    /// per flow worker in a PACKET_FANOUT group, the kernel sharding packets by flow (Linux);
+    /// `pcap`, one libpcap handle whose reader shards them. A cold start (no model) reads
+    /// through one libpcap handle either way.
+    #[arg(long, value_enum)]
+    pub capture: Option<CaptureMethod>,
+    /// BPF filter (tcpdump syntax), e.g. "not port 22" (compiled by libpcap either way).
     #[arg(long)]
     pub filter: Option<String>,
     /// Bytes kept per packet (default from [live] snaplen).
@@ -43,6 +50,9 @@ pub struct LiveArgs {
 pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
     super::replay::check_kafka(&args.detect, config)?;
     let mut cfg = config.live.clone();
+    if let Some(c) = args.capture {
+        cfg.capture = c;
+    }
     if let Some(s) = args.snaplen {
         cfg.snaplen = s;
     }
@@ -52,27 +62,61 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.buffer_size {
         cfg.buffer_size = b;
     }
+    let workers = args.detect.workers.unwrap_or(config.stream.workers);
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let dir = super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
+    let model = match &args.detect.model {
+        Some(model) => match load_model(model) {
+            Ok(m) => Some(m),
+            Err(e) => bail!("loading model {}: {e:#}", model.display()),
+        },
+        None => registry_model(&dir)?,
+    };
+    let loaded = match model {
+        Some(m) if cfg.capture == CaptureMethod::Fanout => {
+            let sockets = open_fanout(&args, &cfg, workers)?;
+            eprintln!(
+                "capturing on {} with {} fanout sockets, one per flow worker (Ctrl-C to stop; open flows are flushed and scored)",
+                args.interface,
+                sockets.len()
+            );
+            super::replay::detect(
+                Input::PerWorker(sockets),
+                &args.detect,
+                config,
+                m,
+                Speed::Max,
+                Backpressure::Drop,
+                false,
+                false,
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        m => m,
+    };
     // One line for the user: the interface, and what libpcap said.
     let mut source = match LiveSource::open(&args.interface, args.filter.as_deref(), &cfg) {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
-    let dir = super::labels::DataDirArg { data_dir: args.detect.data_dir.clone() }.resolve();
-    let (loaded, recording) = match &args.detect.model {
-        Some(model) => match load_model(model) {
-            Ok(m) => (m, None),
-            Err(e) => bail!("loading model {}: {e:#}", model.display()),
-        },
-        None => match registry_model(&dir)? {
-            Some(m) => (m, None),
-            None => {
-                let (m, r) = cold_start(&mut source, &args, config, &dir)?;
-                (m, Some(r))
-            }
-        },
+    let (loaded, recording) = match loaded {
+        Some(m) => (m, None),
+        None => {
+            let (m, r) = cold_start(&mut source, &args, config, &dir)?;
+            (m, Some(r))
+        }
+    };
+    let how = if cfg.capture == CaptureMethod::Fanout {
+        // The warm-up's packets are replayed into the stream before the interface's later
+        // ones; one handle keeps them in one order. The next start finds the model and fans out.
+        " through one libpcap handle (cold start; the next start fans out)"
+    } else {
+        " through one libpcap handle"
     };
     eprintln!(
-        "capturing on {} (Ctrl-C to stop; open flows are flushed and scored)",
+        "capturing on {}{how} (Ctrl-C to stop; open flows are flushed and scored)",
         args.interface
     );
     let mut replayed;
@@ -84,7 +128,7 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         None => &mut source,
     };
     super::replay::detect(
-        source,
+        Input::Shared(source),
         &args.detect,
         config,
         loaded,
@@ -94,6 +138,32 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         false,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One fanout socket per flow worker.
+#[cfg(target_os = "linux")]
+fn open_fanout(
+    args: &LiveArgs,
+    cfg: &LiveConfig,
+    workers: usize,
+) -> anyhow::Result<Vec<Box<dyn PacketSource>>> {
+    match crate::capture::fanout::open_group(&args.interface, args.filter.as_deref(), cfg, workers)
+    {
+        Ok(v) => Ok(v.into_iter().map(|s| Box::new(s) as Box<dyn PacketSource>).collect()),
+        Err(e) => bail!("{e}"),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_fanout(
+    args: &LiveArgs,
+    _: &LiveConfig,
+    _: usize,
+) -> anyhow::Result<Vec<Box<dyn PacketSource>>> {
+    bail!(
+        "interface {}: fanout capture needs Linux (PACKET_FANOUT); use --capture pcap",
+        args.interface
+    )
 }
 
 /// No model anywhere: learn this network from the interface's first flows (the `[bootstrap]

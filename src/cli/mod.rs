@@ -45,7 +45,8 @@ enum Command {
     /// Replay captures through the streaming detector: flows are scored as they end and
     /// alerts written to alerts.jsonl (Suricata EVE style).
     Replay(replay::ReplayArgs),
-    /// Watch a network interface (libpcap) and write alerts as flows end.
+    /// Watch a network interface (PACKET_FANOUT sockets on Linux, or libpcap) and write alerts
+    /// as flows end.
     #[cfg(feature = "live")]
     Live(live::LiveArgs),
     /// Turn capture files into flow records (one per flow, at the flow's end).

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::alert::{RuleSet, Threshold, ThresholdCalibrator};
 use crate::capture::Timestamp;
-use crate::capture::source::{FileSource, PacketSource};
+use crate::capture::source::FileSource;
 use crate::config::Config;
 use crate::features::{self, SchemaKind};
 use crate::feedback;
@@ -28,7 +28,9 @@ use crate::pipeline::bootstrap::{self, Truth};
 use crate::pipeline::learn::LearnSetup;
 use crate::pipeline::metrics::{self, Metrics};
 use crate::pipeline::sensor::{self, WebSetup};
-use crate::pipeline::stream::{self, Backpressure, Outputs, Scoring, Setup, Speed, StreamReport};
+use crate::pipeline::stream::{
+    self, Backpressure, Input, Outputs, Scoring, Setup, Speed, StreamReport,
+};
 use crate::pipeline::web_server;
 
 /// Options shared by `replay` and `live`.
@@ -421,7 +423,7 @@ fn open_page(
 /// Runs the pipeline over a source and prints the summary; shared by `replay` and `live`.
 #[allow(clippy::too_many_arguments)] // the command's parsed options as `replay` and `live` each hold them
 pub fn detect(
-    source: &mut dyn PacketSource,
+    input: Input<'_>,
     d: &DetectArgs,
     config: &Config,
     mut loaded: LoadedModel,
@@ -575,7 +577,7 @@ pub fn detect(
             None => None,
         };
         let report = sensor::run(
-            source,
+            input,
             setup,
             extractor,
             &slot,
@@ -848,7 +850,7 @@ pub fn run(args: ReplayArgs, config: &Config) -> anyhow::Result<ExitCode> {
         }
     };
     let report = detect(
-        &mut source,
+        Input::Shared(&mut source),
         &args.detect,
         config,
         loaded,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::capture::source::SourceDrops;
+
 /// A queue between two stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
@@ -89,6 +91,9 @@ pub struct Metrics {
     /// Capture below us (libpcap): kernel buffer and interface drops.
     pub kernel_drops: AtomicU64,
     pub interface_drops: AtomicU64,
+    /// Per capture socket (fanout capture: one per flow worker), kernel and interface drops;
+    /// `kernel_drops` and `interface_drops` hold their sums.
+    sockets: Mutex<Vec<SourceDrops>>,
     /// Alerts raised by indicator rules (whatever the score).
     pub indicator_alerts: AtomicU64,
     /// Times the scorer moved to another model (learning loop, rollback).
@@ -137,6 +142,7 @@ impl Metrics {
             dropped_flows: AtomicU64::new(0),
             kernel_drops: AtomicU64::new(0),
             interface_drops: AtomicU64::new(0),
+            sockets: Mutex::new(Vec::new()),
             indicator_alerts: AtomicU64::new(0),
             model_swaps: AtomicU64::new(0),
             retrains: AtomicU64::new(0),
@@ -155,6 +161,22 @@ impl Metrics {
             stop: AtomicBool::new(false),
             kafka: Default::default(),
         }
+    }
+
+    /// One capture socket's drop counters so far (fanout capture).
+    pub fn socket_drops(&self, socket: usize, d: SourceDrops) {
+        let mut v = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() <= socket {
+            v.resize(socket + 1, SourceDrops::default());
+        }
+        v[socket] = d;
+        self.kernel_drops.store(v.iter().map(|d| d.kernel).sum(), Relaxed);
+        self.interface_drops.store(v.iter().map(|d| d.interface).sum(), Relaxed);
+    }
+
+    /// Kernel drops per capture socket; empty unless capture fans out.
+    pub fn kernel_drops_per_socket(&self) -> Vec<u64> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|d| d.kernel).collect()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -280,9 +302,16 @@ impl Metrics {
         let q: Vec<String> =
             Queue::ALL.iter().map(|q| format!("{} {}", q.name(), self.high_water(*q))).collect();
         let _ = writeln!(s, "queues    high-water marks (batches): {}", q.join(", "));
+        let per_socket = self.kernel_drops_per_socket();
+        let per_socket = if per_socket.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = per_socket.iter().map(|d| d.to_string()).collect();
+            format!(" (per socket: {})", v.join(", "))
+        };
         let _ = writeln!(
             s,
-            "drops     {} packets, {} flow records (queue full, policy drop); capture: {} kernel, {} interface",
+            "drops     {} packets, {} flow records (queue full, policy drop); capture: {} kernel{per_socket}, {} interface",
             g(&self.dropped_packets),
             g(&self.dropped_flows),
             g(&self.kernel_drops),
@@ -401,6 +430,17 @@ impl Metrics {
             g(&k.spool_bytes),
             g(&k.spool_events)
         );
+        let per_socket = self.kernel_drops_per_socket();
+        if !per_socket.is_empty() {
+            let _ = writeln!(
+                s,
+                "# HELP mnpflow_capture_socket_kernel_drops_total Packets the kernel dropped, per fanout capture socket.\n# TYPE mnpflow_capture_socket_kernel_drops_total counter"
+            );
+            for (i, d) in per_socket.iter().enumerate() {
+                let _ =
+                    writeln!(s, "mnpflow_capture_socket_kernel_drops_total{{socket=\"{i}\"}} {d}");
+            }
+        }
         let _ = writeln!(
             s,
             "# HELP mnpflow_stage_busy_seconds_total Time each stage spent working.\n# TYPE mnpflow_stage_busy_seconds_total counter"

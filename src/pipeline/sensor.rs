@@ -10,9 +10,8 @@ use crossbeam_channel::bounded;
 
 use super::learn::{self, LearnSetup};
 use super::metrics::Metrics;
-use super::stream::{self, LoopLinks, Outputs, Sample, Scoring, Setup, StreamReport};
+use super::stream::{self, Input, LoopLinks, Outputs, Sample, Scoring, Setup, StreamReport};
 use crate::alert::RuleSet;
-use crate::capture::source::PacketSource;
 use crate::features::RecordExtractor;
 use crate::feedback::LabelStore;
 use crate::feedback::access::Access;
@@ -43,7 +42,7 @@ pub struct WebSetup {
 /// with `web.stay`, the page was stopped).
 #[allow(clippy::too_many_arguments)] // the stream's parts plus the loop's and the page's, each owned by the caller
 pub fn run(
-    source: &mut dyn PacketSource,
+    input: Input<'_>,
     setup: Setup<'_>,
     extractor: Box<dyn RecordExtractor>,
     slot: &ModelSlot<Scoring>,
@@ -101,7 +100,7 @@ pub fn run(
             }
             _ => None,
         };
-        let report = stream::run(source, setup, extractor, slot, outputs, links, stop, metrics);
+        let report = stream::run(input, setup, extractor, slot, outputs, links, stop, metrics);
         drop(idle_sender);
         if let Some(l) = learner {
             l.join().expect("the learning loop panicked");

@@ -244,6 +244,10 @@ impl PacketSource for Replayed<'_> {
         self.then.is_live()
     }
 
+    fn take_waited(&mut self) -> std::time::Duration {
+        self.then.take_waited()
+    }
+
     fn drops(&mut self) -> SourceDrops {
         self.then.drops()
     }

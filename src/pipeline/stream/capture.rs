@@ -92,7 +92,7 @@ fn advance_clock(clock: &mut Option<Timestamp>, ts: Timestamp, regression_ns: i6
 }
 
 /// How far behind the wall clock the live flow clock is held (1 s).
-const LIVE_CLOCK_SLACK_NS: i64 = 1_000_000_000;
+pub(super) const LIVE_CLOCK_SLACK_NS: i64 = 1_000_000_000;
 
 #[allow(clippy::too_many_arguments)] // a stage's channel ends, clock and counters, wired once in `run`
 pub(super) fn capture_stage(
@@ -135,6 +135,7 @@ pub(super) fn capture_stage(
                     }
                 }
                 // The source waited inside next_packet: that is idle time, not work.
+                busy += busy_from.elapsed().saturating_sub(source.take_waited());
                 cap.send_all(clock);
                 last_tick = Instant::now();
                 let d = source.drops();
@@ -211,7 +212,7 @@ pub(super) fn capture_stage(
         }
     }
     cap.send_all(clock);
-    busy += busy_from.elapsed();
+    busy += busy_from.elapsed().saturating_sub(source.take_waited());
     metrics.busy(Stage::Capture, busy);
     metrics.packets_read.store(read, Relaxed);
     metrics.bytes_read.store(bytes, Relaxed);

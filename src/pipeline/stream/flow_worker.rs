@@ -27,26 +27,7 @@ pub(super) fn flow_worker(
 ) -> FlowStats {
     let mut pending: Vec<Exported> = Vec::new();
     let mut busy = Duration::ZERO;
-    let mut sent_mark = StreamTime::MIN;
-    let mut send = |pending: &mut Vec<Exported>, mark: StreamTime| {
-        if pending.is_empty() && mark <= sent_mark {
-            return;
-        }
-        let flows = std::mem::take(pending);
-        let n = flows.len() as u64;
-        metrics.flows_exported.fetch_add(n, Relaxed);
-        // A dropped batch loses its mark too; the next one carries a later mark.
-        match send_or_drop(&out, FlowBatch { worker, flows, mark }, policy) {
-            Ok(()) => {
-                sent_mark = mark;
-                metrics.queue_len(Queue::Flows, out.len());
-            }
-            Err(Some(_)) => {
-                metrics.dropped_flows.fetch_add(n, Relaxed);
-            }
-            Err(None) => {}
-        }
-    };
+    let mut exports = Exports::new(worker, out, policy);
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         {
@@ -77,14 +58,56 @@ pub(super) fn flow_worker(
         batch.clear();
         let _ = free.try_send(batch);
         busy += t0.elapsed();
-        send(&mut pending, table.low_mark());
+        exports.send(&mut pending, table.low_mark(), metrics);
     }
     let t0 = Instant::now();
     table.flush(EndReason::EndOfInput, &mut |r: &FlowRecord| {
         pending.push(Exported { rec: *r, at: Instant::now() })
     });
     busy += t0.elapsed();
-    send(&mut pending, StreamTime::MAX);
+    exports.send(&mut pending, StreamTime::MAX, metrics);
     metrics.busy(Stage::Flow, busy);
     table.stats()
+}
+
+/// A worker's end of the queue to the features stage: sends its ended flows with its low
+/// mark, by the back-pressure policy.
+pub(super) struct Exports {
+    worker: usize,
+    out: Sender<FlowBatch>,
+    policy: Backpressure,
+    sent_mark: StreamTime,
+}
+
+impl Exports {
+    pub(super) fn new(worker: usize, out: Sender<FlowBatch>, policy: Backpressure) -> Exports {
+        Exports { worker, out, policy, sent_mark: StreamTime::MIN }
+    }
+
+    /// Sends `pending` (emptied) with `mark`; nothing when there are no flows and the mark
+    /// has not moved.
+    pub(super) fn send(
+        &mut self,
+        pending: &mut Vec<Exported>,
+        mark: StreamTime,
+        metrics: &Metrics,
+    ) {
+        if pending.is_empty() && mark <= self.sent_mark {
+            return;
+        }
+        let flows = std::mem::take(pending);
+        let n = flows.len() as u64;
+        metrics.flows_exported.fetch_add(n, Relaxed);
+        // A dropped batch loses its mark too; the next one carries a later mark.
+        match send_or_drop(&self.out, FlowBatch { worker: self.worker, flows, mark }, self.policy) {
+            Ok(()) => {
+                self.sent_mark = mark;
+                metrics.queue_len(Queue::Flows, self.out.len());
+            }
+            Err(Some(_)) => {
+                metrics.dropped_flows.fetch_add(n, Relaxed);
+            }
+            Err(None) => {}
+        }
+    }
 }

@@ -72,6 +72,7 @@ use crate::output::RecordWriter;
 
 mod batch;
 mod capture;
+mod capture_worker;
 mod features;
 mod flow_worker;
 mod score;
@@ -79,6 +80,7 @@ mod writer;
 
 use batch::{FlowBatch, PacketBatch, RowBatch};
 use capture::{Capture, WorkerLink, capture_stage};
+use capture_worker::capture_worker;
 use features::features_stage;
 use flow_worker::flow_worker;
 pub use score::Scoring;
@@ -140,6 +142,18 @@ impl Default for StreamConfig {
             shard_seed: None,
         }
     }
+}
+
+/// Where the packets come from.
+pub enum Input<'a> {
+    /// One source, read by the capture stage, which decodes every packet and shards it among
+    /// `StreamConfig::workers` flow workers (capture files, a libpcap handle).
+    Shared(&'a mut dyn PacketSource),
+    /// One source per flow worker, sharded below us (the kernel's `PACKET_FANOUT` sockets,
+    /// [`crate::capture::fanout`]): each worker reads its own, and there are as many workers
+    /// as sources. The stream has no shared clock then: each worker's is its own packets'
+    /// (live capture only; replay pace does not apply).
+    PerWorker(Vec<Box<dyn PacketSource + 'a>>),
 }
 
 /// Replay pace: as fast as possible, or the capture's own timing times a factor.
@@ -272,11 +286,11 @@ pub struct Setup<'a> {
     pub metrics_listener: Option<std::net::TcpListener>,
 }
 
-/// Runs `source` through the pipeline until it ends or `stop` is set; returns when every
+/// Runs `input` through the pipeline until it ends or `stop` is set; returns when every
 /// stage has drained and the outputs are flushed.
 #[allow(clippy::too_many_arguments)] // the pipeline's parts, each owned by a different caller
 pub fn run(
-    source: &mut dyn PacketSource,
+    input: Input<'_>,
     setup: Setup<'_>,
     extractor: Box<dyn RecordExtractor>,
     slot: &ModelSlot<Scoring>,
@@ -286,7 +300,14 @@ pub fn run(
     metrics: &Metrics,
 ) -> StreamReport {
     let cfg = setup.stream;
-    let n = cfg.workers.max(1);
+    let (mut shared, own_sources) = match input {
+        Input::Shared(s) => (Some(s), None),
+        Input::PerWorker(v) => (None, Some(v)),
+    };
+    let n = match &own_sources {
+        Some(v) => v.len().max(1),
+        None => cfg.workers.max(1),
+    };
     let policy = cfg.backpressure.unwrap_or(setup.default_backpressure);
     let q = cfg.queue_batches.max(1);
     let width = RowEncoder::new(extractor.schema()).width();
@@ -333,19 +354,38 @@ pub fn run(
                 stats_loop(setup.stats_interval, metrics, done);
             }
         });
-        let workers: Vec<_> = worker_rx
-            .into_iter()
-            .enumerate()
-            .map(|(w, rx)| {
-                let table = FlowTable::with_ids(per_worker.clone(), w as u64, n as u64);
-                let free = free_pkt_tx.clone();
-                let out = flow_tx.clone();
-                std::thread::Builder::new()
-                    .name(format!("mnpflow-flow-{w}"))
-                    .spawn_scoped(s, move || flow_worker(w, table, rx, free, out, policy, metrics))
-                    .expect("spawning a flow worker")
-            })
-            .collect();
+        let table = |w: usize| FlowTable::with_ids(per_worker.clone(), w as u64, n as u64);
+        let mut workers = Vec::new();
+        let mut capture_workers = Vec::new();
+        match own_sources {
+            Some(sources) => {
+                for (w, source) in sources.into_iter().enumerate() {
+                    let (table, out) = (table(w), flow_tx.clone());
+                    let tick = cfg.tick;
+                    capture_workers.push(
+                        std::thread::Builder::new()
+                            .name(format!("mnpflow-capture-{w}"))
+                            .spawn_scoped(s, move || {
+                                capture_worker(w, table, source, out, policy, tick, stop, metrics)
+                            })
+                            .expect("spawning a capture worker"),
+                    );
+                }
+            }
+            None => {
+                for (w, rx) in worker_rx.into_iter().enumerate() {
+                    let (table, free, out) = (table(w), free_pkt_tx.clone(), flow_tx.clone());
+                    workers.push(
+                        std::thread::Builder::new()
+                            .name(format!("mnpflow-flow-{w}"))
+                            .spawn_scoped(s, move || {
+                                flow_worker(w, table, rx, free, out, policy, metrics)
+                            })
+                            .expect("spawning a flow worker"),
+                    );
+                }
+            }
+        }
         drop(flow_tx);
         drop(free_pkt_tx);
         let features = std::thread::Builder::new()
@@ -399,14 +439,35 @@ pub fn run(
             batch_size: cfg.packet_batch.max(1),
             metrics,
         };
-        let (decode_stats, interrupted) =
-            capture_stage(source, cap, &sharder, setup.flow, setup.speed, cfg.tick, stop, metrics);
-        report.decode = decode_stats;
-        report.interrupted = interrupted;
+        if let Some(source) = shared.as_deref_mut() {
+            let (decode_stats, interrupted) = capture_stage(
+                source,
+                cap,
+                &sharder,
+                setup.flow,
+                setup.speed,
+                cfg.tick,
+                stop,
+                metrics,
+            );
+            report.decode = decode_stats;
+            report.interrupted = interrupted;
+        } else {
+            // The capture workers read for themselves; their queues close when they end.
+            drop(cap);
+        }
         for w in workers {
             let st = w.join().expect("a flow worker panicked");
             report.worker_flows.push(st.exported_total());
             report.flow.merge(&st);
+        }
+        for w in capture_workers {
+            let end = w.join().expect("a capture worker panicked");
+            report.worker_flows.push(end.flow.exported_total());
+            report.flow.merge(&end.flow);
+            report.decode.merge(&end.decode);
+            report.interrupted |= end.interrupted;
+            report.warnings.extend(end.warnings);
         }
         (report.encode, report.order) = features.join().expect("the features stage panicked");
         let (thr, range) = scorer.join().expect("the scorer panicked");
@@ -431,11 +492,12 @@ pub fn run(
         done.store(true, Relaxed);
         monitor.join().expect("the monitor panicked");
     });
-    // Each worker counted the resets it was told of; the stream had them once.
-    report.flow.clock_resets /= n as u64;
-    let file_stats = source.file_stats();
-    report.file = file_stats;
-    report.warnings = source.take_warnings();
+    if let Some(source) = shared {
+        // Each worker counted the resets it was told of; the stream had them once.
+        report.flow.clock_resets /= n as u64;
+        report.file = source.file_stats();
+        report.warnings = source.take_warnings();
+    }
     report
 }
 
