@@ -110,6 +110,45 @@ impl PacketMeta<'_> {
     pub fn header_len(&self) -> u32 {
         self.ip_len.saturating_sub(self.payload_len)
     }
+
+    /// The same packet with its payload borrowed from elsewhere (the streaming pipeline
+    /// decodes a frame once and hands on the decoded fields and a copy of the payload only).
+    pub fn with_payload<'b>(&self, payload: &'b [u8]) -> PacketMeta<'b> {
+        let PacketMeta {
+            ts,
+            vlan,
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            wire_len,
+            ip_len,
+            payload_len,
+            ttl,
+            tcp,
+            frag,
+            tunneled,
+            payload: _,
+        } = *self;
+        PacketMeta {
+            ts,
+            vlan,
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            wire_len,
+            ip_len,
+            payload_len,
+            ttl,
+            tcp,
+            frag,
+            tunneled,
+            payload,
+        }
+    }
 }
 
 /// Not-IP frames: counted, not flows.

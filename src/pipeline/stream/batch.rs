@@ -10,22 +10,26 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::{Backpressure, Scoring};
 use crate::alert::Explanation;
-use crate::capture::{LinkType, Timestamp};
+use crate::capture::Timestamp;
+use crate::decode::PacketMeta;
 use crate::features::Cell;
 use crate::flow::{FlowRecord, StreamTime};
 
+/// A packet the capture stage decoded: the flow worker takes the decoded fields as they are
+/// (no second decode) and its payload from the batch's arena.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PktRef {
-    pub(super) ts: Timestamp,
+    /// The decoded packet, its payload left out (empty).
+    pub(super) meta: PacketMeta<'static>,
     /// The stream's capture clock after this packet.
     pub(super) clock: Timestamp,
-    pub(super) wire_len: u32,
-    pub(super) link: LinkType,
+    /// The payload's place in the arena.
     pub(super) start: u32,
     pub(super) len: u32,
 }
 
-/// Packets for one worker: frames copied into one arena.
+/// Packets for one worker: decoded fields, their payloads copied into one arena (headers are
+/// not copied: the flow table reads only the decoded fields and the payload).
 #[derive(Debug, Default)]
 pub(super) struct PacketBatch {
     pub(super) data: Vec<u8>,

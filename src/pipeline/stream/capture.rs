@@ -1,8 +1,10 @@
 //! The capture stage: the one reader of the source. It decodes each frame to find its flow
 //! worker (the symmetric shard hash, `pipeline::shard`), keeps the stream's one capture clock
 //! (it decides clock resets for every worker, and on a live interface moves the clock on the
-//! wall clock while no packet arrives), keeps the replay pace (`--speed`), and copies frames
-//! into per-worker packet batches, handed on when full and on every tick.
+//! wall clock while no packet arrives), keeps the replay pace (`--speed`), and puts each
+//! packet's decoded fields and a copy of its payload into its worker's packet batch (the
+//! worker does not decode again; headers are not copied), handed on when full and on every
+//! tick.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -187,14 +189,12 @@ pub(super) fn capture_stage(
         let w = sharder.worker(&meta, n);
         let link = &mut cap.links[w];
         let start = link.current.data.len();
-        link.current.data.extend_from_slice(raw.data);
+        link.current.data.extend_from_slice(meta.payload);
         link.current.pkts.push(PktRef {
-            ts: raw.ts,
+            meta: meta.with_payload(&[]),
             clock: now_clock,
-            wire_len: raw.wire_len,
-            link: raw.link,
             start: start as u32,
-            len: raw.data.len() as u32,
+            len: meta.payload.len() as u32,
         });
         if link.current.pkts.len() >= cap.batch_size {
             cap.send(w, clock);

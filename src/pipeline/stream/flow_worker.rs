@@ -10,8 +10,6 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::Backpressure;
 use super::batch::{Exported, FlowBatch, PacketBatch, send_or_drop};
-use crate::capture::RawPacket;
-use crate::decode::decode;
 use crate::flow::{EndReason, FlowRecord, FlowStats, FlowTable, StreamTime};
 use crate::pipeline::metrics::{Metrics, Queue, Stage};
 
@@ -36,19 +34,12 @@ pub(super) fn flow_worker(
                 table.restart_clock(&mut sink);
             }
             for p in &batch.pkts {
-                let raw = RawPacket {
-                    ts: p.ts,
-                    link: p.link,
-                    wire_len: p.wire_len,
-                    data: &batch.data[p.start as usize..(p.start + p.len) as usize],
-                };
-                // The capture stage decoded this frame already; the same bytes decode the same.
-                if let Ok(meta) = decode(&raw) {
-                    if p.clock > meta.ts {
-                        table.advance_to(p.clock, &mut sink);
-                    }
-                    table.process(&meta, &mut sink);
+                let payload = &batch.data[p.start as usize..(p.start + p.len) as usize];
+                let meta = p.meta.with_payload(payload);
+                if p.clock > meta.ts {
+                    table.advance_to(p.clock, &mut sink);
                 }
+                table.process(&meta, &mut sink);
             }
             if let Some(c) = batch.clock {
                 table.advance_to(c, &mut sink);

@@ -102,7 +102,7 @@ pub enum Backpressure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
-    /// Flow workers (decode and flow table), 2. Packets are sharded among them by address pair.
+    /// Flow workers (flow table), 2. Packets are sharded among them by address pair.
     pub workers: usize,
     /// Packets per batch handed from capture to a worker (512).
     pub packet_batch: usize,
