@@ -14,8 +14,9 @@
 //! packet after its last one, so a packet's bytes are never copied before the flow table
 //! reads them, and there is no system call per packet (a `poll` only when the ring is empty).
 //!
-//! libpcap compiles the `--filter` expression (a dead handle of the socket's link type);
-//! the program is attached to every socket with its accept length set to the snap length.
+//! libpcap compiles the `--filter` expression on a handle of the same interface (so that
+//! `vlan` tests read the tag where the kernel keeps it, as libpcap's own captures do); the
+//! program is attached to every socket with its accept length set to the snap length.
 //! Sockets start with a filter that takes nothing, join the group, and only then get the
 //! real filter: a socket bound but not yet in the group would otherwise see every packet
 //! that the group also sees, and a flow would be exported twice.
@@ -179,11 +180,13 @@ fn ret(k: u32) -> libc::sock_filter {
     libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k }
 }
 
-/// The filter every socket gets: `filter` compiled by libpcap for the link type, or all
-/// packets; either way cut to `snaplen` bytes.
+/// The filter every socket gets: `filter` compiled by libpcap on a handle of the interface
+/// itself, or all packets; either way cut to `snaplen` bytes. A live handle, not a dead one:
+/// on Linux the kernel takes an 802.1Q tag out of the frame before any packet socket's filter
+/// runs, and libpcap compiles `vlan` tests for a live handle to read the tag where the kernel
+/// keeps it (an ancillary load), as it does for its own captures.
 fn compile_filter(
     filter: Option<&str>,
-    link: LinkType,
     snaplen: u32,
     iface: &str,
 ) -> Result<Vec<libc::sock_filter>, FanoutError> {
@@ -191,12 +194,16 @@ fn compile_filter(
     let Some(f) = filter else { return Ok(vec![ret(snaplen)]) };
     let err =
         |message: String| FanoutError::Filter { iface: iface.into(), filter: f.into(), message };
-    let dlt = match link {
-        LinkType::Raw => pcap::Linktype(12),
-        _ => pcap::Linktype::ETHERNET,
-    };
-    let dead = pcap::Capture::dead(dlt).map_err(|e| err(e.to_string()))?;
-    let program = dead.compile(f, true).map_err(|e| err(e.to_string()))?;
+    // A small buffer, no promiscuous mode: the handle only compiles, and closes at once.
+    let handle = pcap::Capture::from_device(iface)
+        .and_then(|c| {
+            c.snaplen(i32::try_from(snaplen).unwrap_or(i32::MAX))
+                .buffer_size(1 << 16)
+                .promisc(false)
+                .open()
+        })
+        .map_err(|e| FanoutError::Open { iface: iface.into(), message: e.to_string() })?;
+    let program = handle.compile(f, true).map_err(|e| err(e.to_string()))?;
     let insns = program.get_instructions();
     if insns.is_empty() || insns.len() > u16::MAX as usize {
         return Err(err(format!("{} instructions", insns.len())));
@@ -205,7 +212,7 @@ fn compile_filter(
     // (u16 code, u8 jt, u8 jf, u32 k), which has the layout of the kernel's `sock_filter`.
     let insns: &[libc::sock_filter] =
         unsafe { std::slice::from_raw_parts(insns.as_ptr().cast(), insns.len()) };
-    // The dead handle's accept length is its own snap length: accept `snaplen` instead.
+    // Accept `snaplen` bytes (libpcap may have capped the handle's own snap length).
     Ok(insns
         .iter()
         .map(|i| if i.code == BPF_RET_K && i.k != 0 { ret(snaplen) } else { *i })
@@ -263,11 +270,13 @@ pub fn open_group(
         return Err(open(format!("no such interface (have: {})", interfaces().join(", "))));
     }
     let link = link_of(iface)?;
-    let program = compile_filter(filter, link, cfg.snaplen, iface)?;
+    let program = compile_filter(filter, cfg.snaplen, iface)?;
     let blocks = (cfg.buffer_size as usize / BLOCK_SIZE).max(4);
     let base = interface_drops(iface);
     let mut sockets = Vec::with_capacity(n);
     let mut group: Option<u16> = None;
+    // Said with every failure to set the group up: the other way in.
+    let open = |m: String| open(format!("{m}; --capture pcap reads through libpcap instead"));
     for i in 0..n.max(1) {
         let s = open_socket(iface, ifindex, link, blocks, cfg.promisc && i == 0, &mut group)
             .map_err(open)?;
@@ -312,32 +321,17 @@ fn open_socket(
     };
     setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req, "setting up the ring")?;
     let len = blocks * BLOCK_SIZE;
-    // SAFETY: maps the ring just set up on this socket; checked for failure below.
+    // SAFETY: maps the ring just set up on this socket; checked for failure below. (The
+    // ring's pages are the kernel's and never swapped: no MAP_LOCKED needed.)
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_LOCKED,
+            libc::MAP_SHARED,
             fd.as_raw_fd(),
             0,
         )
-    };
-    // MAP_LOCKED can fail under a memory-lock limit: map without it then.
-    let ptr = if ptr == libc::MAP_FAILED {
-        // SAFETY: as above.
-        unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        }
-    } else {
-        ptr
     };
     if ptr == libc::MAP_FAILED {
         return Err(os_error("mapping the ring"));
@@ -582,18 +576,22 @@ impl PacketSource for FanoutSocket {
 mod tests {
     use super::*;
 
+    /// Run as root (the live stage): libpcap compiles on a live handle of `lo`.
     #[test]
-    fn filters_compile_with_the_snap_length_and_bad_ones_are_named() {
-        let all = compile_filter(None, LinkType::Ethernet, 200, "x").unwrap();
+    fn filters_compile_for_the_interface_with_the_snap_length() {
+        let all = compile_filter(None, 200, "lo").unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].code, all[0].k), (BPF_RET_K, 200));
-        let tcp = compile_filter(Some("tcp port 80"), LinkType::Ethernet, 300, "x").unwrap();
+        let tcp = compile_filter(Some("tcp port 80"), 300, "lo").unwrap();
         assert!(tcp.len() > 4);
         let rets: Vec<u32> = tcp.iter().filter(|i| i.code == BPF_RET_K).map(|i| i.k).collect();
         assert!(rets.contains(&300) && rets.contains(&0), "{rets:?}");
         assert!(rets.iter().all(|&k| k == 0 || k == 300), "{rets:?}");
-        let e = compile_filter(Some("tcp prot 80"), LinkType::Ethernet, 300, "eth9").unwrap_err();
-        assert!(e.to_string().contains("eth9") && e.to_string().contains("tcp prot 80"), "{e}");
+        // `vlan` reads the tag where the kernel keeps it: an ancillary load (SKF_AD_OFF).
+        let vlan = compile_filter(Some("vlan 10"), 300, "lo").unwrap();
+        assert!(vlan.iter().any(|i| i.k >= 0xffff_f000 && i.code & 0x07 == 0x00), "{vlan:?}");
+        let e = compile_filter(Some("tcp prot 80"), 300, "lo").unwrap_err();
+        assert!(e.to_string().contains("lo") && e.to_string().contains("tcp prot 80"), "{e}");
     }
 
     #[test]
