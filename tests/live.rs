@@ -203,6 +203,16 @@ fn live_capture_between_namespaces_gives_flows_and_alerts() {
 /// those flows too (replayed from memory) before the interface's later traffic.
 #[test]
 fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
+    cold_start_through("fanout");
+}
+
+/// The same through one libpcap handle.
+#[test]
+fn live_cold_start_through_libpcap() {
+    cold_start_through("pcap");
+}
+
+fn cold_start_through(capture: &str) {
     assert!(is_root(), "the live test runs as root (network namespaces); CI runs it as root");
     let ns = Netns::new();
     let work = tempfile::tempdir().unwrap();
@@ -221,7 +231,7 @@ fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
         .arg("--config")
         .arg(&config)
         .args(["live", "--interface", &ns.dev_a(), "--filter", "ip", "--flows", "jsonl"])
-        .args(["--rules", "none", "--output-dir"])
+        .args(["--capture", capture, "--rules", "none", "--output-dir"])
         .arg(&out_dir)
         .arg("--data-dir")
         .arg(&data_dir)
@@ -250,6 +260,9 @@ fn live_cold_start_learns_then_scores_the_warm_up_flows_too() {
     let err = err.all();
     assert!(status.success(), "{err}");
     assert!(err.contains("warm-up") && err.contains("cold start: no labeled attack"), "{err}");
+    if capture == "fanout" {
+        assert!(err.contains("with 2 fanout sockets"), "{err}");
+    }
     // The model it trained is kept in the data directory.
     let models: Vec<_> = std::fs::read_dir(data_dir.join("models"))
         .unwrap()

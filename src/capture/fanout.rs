@@ -412,55 +412,52 @@ fn join_group(fd: &OwnedFd, group: &mut Option<u16>) -> Result<(), String> {
     }
 }
 
-impl FanoutSocket {
-    /// Whether a block is ready, waiting up to [`POLL_MS`] for one.
-    fn wait(&mut self) -> Result<bool, String> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLERR,
-            revents: 0,
+/// Waits up to [`POLL_MS`] for any of `fds` to have a block ready; the sockets with an error
+/// (the interface went down or away: ENETDOWN, ENXIO, ENODEV) are returned with it.
+fn wait_any(fds: &[i32]) -> Result<Vec<(usize, String)>, String> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN | libc::POLLERR, revents: 0 })
+        .collect();
+    // SAFETY: `pfds` holds `pfds.len()` pollfds.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, POLL_MS) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Vec::new())
+        } else {
+            Err(e.to_string())
         };
-        let t0 = std::time::Instant::now();
-        // SAFETY: one pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        self.waited += t0.elapsed();
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e.to_string())
-            };
-        }
-        if pfd.revents & (libc::POLLERR | libc::POLLNVAL | libc::POLLHUP) != 0 {
+    }
+    let mut failed = Vec::new();
+    for (i, p) in pfds.iter().enumerate() {
+        if p.revents & (libc::POLLERR | libc::POLLNVAL | libc::POLLHUP) != 0 {
             let mut err: i32 = 0;
             let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
             // SAFETY: `err` is an i32 of the length passed.
             unsafe {
                 libc::getsockopt(
-                    self.fd.as_raw_fd(),
+                    p.fd,
                     libc::SOL_SOCKET,
                     libc::SO_ERROR,
                     (&mut err as *mut i32).cast(),
                     &mut len,
                 )
             };
-            // The interface went down (ENETDOWN) or away (ENXIO, ENODEV): the capture ends.
             if err != 0 {
-                return Err(io::Error::from_raw_os_error(err).to_string());
+                failed.push((i, io::Error::from_raw_os_error(err).to_string()));
             }
         }
-        Ok(self.ring.status(self.block).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0)
     }
+    Ok(failed)
 }
 
-impl PacketSource for FanoutSocket {
-    fn next_packet(&mut self) -> Next<'_> {
-        if self.ended {
-            return Next::End;
-        }
-        // Find the next packet: its header's place in the ring, or none now.
-        let at = loop {
+impl FanoutSocket {
+    /// The ring position of the next packet's header, if the kernel has handed one over.
+    /// A block whose packets were all used is given back first (the caller asks for the next
+    /// packet only when done with the last).
+    fn advance(&mut self) -> Option<usize> {
+        loop {
             if let Some(c) = &mut self.cursor {
                 if c.left > 0 {
                     let at = self.block * BLOCK_SIZE + c.offset;
@@ -471,35 +468,48 @@ impl PacketSource for FanoutSocket {
                     };
                     c.left -= 1;
                     c.offset += next as usize;
-                    break at;
+                    return Some(at);
                 }
-                // Every packet of the block was used (the caller asks for the next one only
-                // when done with the last): give it back.
                 self.ring.status(self.block).store(libc::TP_STATUS_KERNEL, Ordering::Release);
                 self.cursor = None;
                 self.block = (self.block + 1) % self.ring.blocks;
             }
-            let ready =
-                self.ring.status(self.block).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0;
-            let ready = ready
-                || match self.wait() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.warnings
-                            .push(format!("interface {}: capture stopped: {e}", self.iface));
-                        self.ended = true;
-                        return Next::End;
-                    }
-                };
-            if !ready {
-                return Next::Idle;
+            if self.ring.status(self.block).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                return None;
             }
             let (n, first) = self.ring.contents(self.block);
             self.cursor = Some(Cursor { left: n, offset: first });
-        };
-        // SAFETY: as above; the packet's bytes follow at `tp_mac` and stay ours until the
-        // block is given back, on a later call (which needs `&mut self`, so the packet
-        // returned here cannot outlive it).
+        }
+    }
+
+    /// Whether the block being read has no packet left (a group moves to its next socket).
+    fn block_done(&self) -> bool {
+        self.cursor.is_none_or(|c| c.left == 0)
+    }
+
+    /// Waits for a block, counting the time waited; false when none came.
+    fn wait(&mut self) -> Result<bool, String> {
+        let t0 = std::time::Instant::now();
+        let failed = wait_any(&[self.fd.as_raw_fd()]);
+        self.waited += t0.elapsed();
+        match failed?.pop() {
+            Some((_, e)) => Err(e),
+            None => {
+                Ok(self.ring.status(self.block).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0)
+            }
+        }
+    }
+
+    fn stop(&mut self, why: &str) {
+        self.warnings.push(format!("interface {}: capture stopped: {why}", self.iface));
+        self.ended = true;
+    }
+
+    /// The packet whose header is at `at` (from [`Self::advance`]).
+    fn packet(&mut self, at: usize) -> RawPacket<'_> {
+        // SAFETY: the kernel wrote a tpacket3_hdr at `at`, and the packet's bytes follow at
+        // `tp_mac`, in a block handed over; the block stays ours until it is given back, on a
+        // later call (which needs `&mut self`, so the packet returned here cannot outlive it).
         let (h, frame) = unsafe {
             let h = &*self.ring.ptr.add(at).cast::<libc::tpacket3_hdr>();
             let frame = std::slice::from_raw_parts(
@@ -514,8 +524,8 @@ impl PacketSource for FanoutSocket {
             && self.link == LinkType::Ethernet
             && frame.len() >= MAC_PAIR
         {
-            // The kernel took the 802.1Q tag out of the frame (receive offload): put it back,
-            // as libpcap does, so that the VLAN is part of the flow key here too.
+            // The kernel took the 802.1Q tag out of the frame before any packet socket saw
+            // it: put it back, as libpcap does, so that the VLAN is part of the flow key.
             let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                 h.hv1.tp_vlan_tpid
             } else {
@@ -532,18 +542,10 @@ impl PacketSource for FanoutSocket {
         } else {
             frame
         };
-        Next::Packet(RawPacket { ts, link: self.link, wire_len, data })
+        RawPacket { ts, link: self.link, wire_len, data }
     }
 
-    fn is_live(&self) -> bool {
-        true
-    }
-
-    fn take_waited(&mut self) -> std::time::Duration {
-        std::mem::take(&mut self.waited)
-    }
-
-    fn drops(&mut self) -> SourceDrops {
+    fn read_drops(&mut self) -> SourceDrops {
         // SAFETY: plain data.
         let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
@@ -566,9 +568,141 @@ impl PacketSource for FanoutSocket {
             .unwrap_or(0);
         SourceDrops { kernel: self.kernel_drops, interface }
     }
+}
+
+impl PacketSource for FanoutSocket {
+    fn next_packet(&mut self) -> Next<'_> {
+        if self.ended {
+            return Next::End;
+        }
+        let at = match self.advance() {
+            Some(at) => at,
+            None => match self.wait() {
+                Ok(true) => match self.advance() {
+                    Some(at) => at,
+                    None => return Next::Idle,
+                },
+                Ok(false) => return Next::Idle,
+                Err(e) => {
+                    self.stop(&e);
+                    return Next::End;
+                }
+            },
+        };
+        Next::Packet(self.packet(at))
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn take_waited(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.waited)
+    }
+
+    fn drops(&mut self) -> SourceDrops {
+        self.read_drops()
+    }
 
     fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
+    }
+}
+
+/// A whole fanout group read as one source, for a live cold start: the warm-up's single flow
+/// table reads every socket, a block at a time from each in turn, and the recording keeps
+/// which socket each packet came from ([`PacketSource::origin`]), so that afterwards each
+/// flow worker replays exactly the packets the kernel gave its socket before reading on.
+/// Blocks of different sockets interleave, so packets can arrive up to a block's time out of
+/// order (the flow table counts them, `packets older than the clock`); within a socket, and so
+/// within a flow, the order is the kernel's.
+pub struct FanoutGroup {
+    sockets: Vec<FanoutSocket>,
+    /// The socket to read first next time.
+    current: usize,
+    /// The socket the last packet came from.
+    current_packet: usize,
+    waited: std::time::Duration,
+}
+
+impl FanoutGroup {
+    pub fn new(sockets: Vec<FanoutSocket>) -> FanoutGroup {
+        FanoutGroup { sockets, current: 0, current_packet: 0, waited: std::time::Duration::ZERO }
+    }
+
+    /// The sockets, for one flow worker each.
+    pub fn into_sockets(self) -> Vec<FanoutSocket> {
+        self.sockets
+    }
+}
+
+impl PacketSource for FanoutGroup {
+    fn next_packet(&mut self) -> Next<'_> {
+        let n = self.sockets.len();
+        for waited in [false, true] {
+            for k in 0..n {
+                let i = (self.current + k) % n;
+                if self.sockets[i].ended {
+                    continue;
+                }
+                if let Some(at) = self.sockets[i].advance() {
+                    // Stay on this socket to the end of its block, then move on.
+                    self.current = if self.sockets[i].block_done() { (i + 1) % n } else { i };
+                    self.current_packet = i;
+                    return Next::Packet(self.sockets[i].packet(at));
+                }
+            }
+            if self.sockets.iter().all(|s| s.ended) {
+                return Next::End;
+            }
+            if waited {
+                break;
+            }
+            let fds: Vec<i32> = self.sockets.iter().map(|s| s.fd.as_raw_fd()).collect();
+            let t0 = std::time::Instant::now();
+            let failed = wait_any(&fds);
+            self.waited += t0.elapsed();
+            match failed {
+                Ok(failed) => {
+                    for (i, e) in failed {
+                        self.sockets[i].stop(&e);
+                    }
+                }
+                Err(e) => {
+                    for s in &mut self.sockets {
+                        s.stop(&e);
+                    }
+                    return Next::End;
+                }
+            }
+        }
+        Next::Idle
+    }
+
+    fn origin(&self) -> usize {
+        self.current_packet
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn take_waited(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.waited)
+    }
+
+    fn drops(&mut self) -> SourceDrops {
+        let mut d = SourceDrops::default();
+        for s in &mut self.sockets {
+            let one = s.read_drops();
+            d.kernel += one.kernel;
+            d.interface += one.interface;
+        }
+        d
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        self.sockets.iter_mut().flat_map(|s| s.take_warnings()).collect()
     }
 }
 

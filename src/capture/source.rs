@@ -38,6 +38,12 @@ pub trait PacketSource: Send {
     fn take_waited(&mut self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Which part of the source the last packet came from (a fanout group read as one: the
+    /// socket, so that a recording can be replayed to the worker that socket feeds); 0 for a
+    /// source of one part.
+    fn origin(&self) -> usize {
+        0
+    }
     /// Drop counters of the capture below us (zero for files).
     fn drops(&mut self) -> SourceDrops {
         SourceDrops::default()

@@ -23,8 +23,7 @@ pub struct LiveArgs {
     pub interface: String,
     /// How the interface is read (default from [live] capture): `fanout`, one AF_PACKET socket
     /// per flow worker in a PACKET_FANOUT group, the kernel sharding packets by flow (Linux);
-    /// `pcap`, one libpcap handle whose reader shards them. A cold start (no model) reads
-    /// through one libpcap handle either way.
+    /// `pcap`, one libpcap handle whose reader shards them.
     #[arg(long, value_enum)]
     pub capture: Option<CaptureMethod>,
     /// BPF filter (tcpdump syntax), e.g. "not port 22" (compiled by libpcap either way).
@@ -74,49 +73,24 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         },
         None => registry_model(&dir)?,
     };
-    let loaded = match model {
-        Some(m) if cfg.capture == CaptureMethod::Fanout => {
-            let sockets = open_fanout(&args, &cfg, workers)?;
-            eprintln!(
-                "capturing on {} with {} fanout sockets, one per flow worker (Ctrl-C to stop; open flows are flushed and scored)",
-                args.interface,
-                sockets.len()
-            );
-            super::replay::detect(
-                Input::PerWorker(sockets),
-                &args.detect,
-                config,
-                m,
-                Speed::Max,
-                Backpressure::Drop,
-                false,
-                false,
-            )?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        m => m,
-    };
+    if cfg.capture == CaptureMethod::Fanout {
+        run_fanout(&args, &cfg, config, workers, model, &dir)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // One line for the user: the interface, and what libpcap said.
     let mut source = match LiveSource::open(&args.interface, args.filter.as_deref(), &cfg) {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
-    let (loaded, recording) = match loaded {
+    let (loaded, recording) = match model {
         Some(m) => (m, None),
         None => {
             let (m, r) = cold_start(&mut source, &args, config, &dir)?;
             (m, Some(r))
         }
     };
-    let how = if cfg.capture == CaptureMethod::Fanout {
-        // The warm-up's packets are replayed into the stream before the interface's later
-        // ones; one handle keeps them in one order. The next start finds the model and fans out.
-        " through one libpcap handle (cold start; the next start fans out)"
-    } else {
-        " through one libpcap handle"
-    };
     eprintln!(
-        "capturing on {}{how} (Ctrl-C to stop; open flows are flushed and scored)",
+        "capturing on {} through one libpcap handle (Ctrl-C to stop; open flows are flushed and scored)",
         args.interface
     );
     let mut replayed;
@@ -140,26 +114,71 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One fanout socket per flow worker.
+/// One fanout socket per flow worker, each read by its worker. With no model, the warm-up
+/// reads the whole group as one source, and each worker then replays the recorded packets of
+/// its own socket before reading on.
 #[cfg(target_os = "linux")]
-fn open_fanout(
+fn run_fanout(
     args: &LiveArgs,
     cfg: &LiveConfig,
+    config: &Config,
     workers: usize,
-) -> anyhow::Result<Vec<Box<dyn PacketSource>>> {
-    match crate::capture::fanout::open_group(&args.interface, args.filter.as_deref(), cfg, workers)
-    {
-        Ok(v) => Ok(v.into_iter().map(|s| Box::new(s) as Box<dyn PacketSource>).collect()),
+    model: Option<LoadedModel>,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::capture::fanout::{FanoutGroup, open_group};
+    let sockets = match open_group(&args.interface, args.filter.as_deref(), cfg, workers) {
+        Ok(s) => s,
         Err(e) => bail!("{e}"),
-    }
+    };
+    let (loaded, recording, sockets) = match model {
+        Some(m) => (m, None, sockets),
+        None => {
+            let mut group = FanoutGroup::new(sockets);
+            let (m, r) = cold_start(&mut group, args, config, dir)?;
+            (m, Some(r), group.into_sockets())
+        }
+    };
+    eprintln!(
+        "capturing on {} with {} fanout sockets, one per flow worker (Ctrl-C to stop; open flows are flushed and scored)",
+        args.interface,
+        sockets.len()
+    );
+    // With a recording, each worker's source borrows its socket; they live here.
+    let mut replayed_sockets;
+    let inputs: Vec<Box<dyn PacketSource + '_>> = match recording {
+        None => sockets.into_iter().map(|s| Box::new(s) as Box<dyn PacketSource>).collect(),
+        Some(r) => {
+            replayed_sockets = sockets;
+            r.split(replayed_sockets.len())
+                .into_iter()
+                .zip(replayed_sockets.iter_mut())
+                .map(|(r, s)| Box::new(Replayed::new(r, s)) as Box<dyn PacketSource + '_>)
+                .collect()
+        }
+    };
+    super::replay::detect(
+        Input::PerWorker(inputs),
+        &args.detect,
+        config,
+        loaded,
+        Speed::Max,
+        Backpressure::Drop,
+        false,
+        false,
+    )?;
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_fanout(
+fn run_fanout(
     args: &LiveArgs,
     _: &LiveConfig,
+    _: &Config,
     _: usize,
-) -> anyhow::Result<Vec<Box<dyn PacketSource>>> {
+    _: Option<LoadedModel>,
+    _: &std::path::Path,
+) -> anyhow::Result<()> {
     bail!(
         "interface {}: fanout capture needs Linux (PACKET_FANOUT); use --capture pcap",
         args.interface
@@ -171,7 +190,7 @@ fn open_fanout(
 /// back the recording, which the detector reads before the interface so that the warm-up's
 /// flows are scored too ([`crate::pipeline::warmup`]).
 fn cold_start(
-    source: &mut LiveSource,
+    source: &mut dyn PacketSource,
     args: &LiveArgs,
     config: &Config,
     dir: &std::path::Path,

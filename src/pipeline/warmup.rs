@@ -56,6 +56,8 @@ struct Recorded {
     wire_len: u32,
     start: usize,
     len: u32,
+    /// The part of the source it came from ([`PacketSource::origin`]).
+    origin: u16,
 }
 
 /// The packets read during the warm-up, in order, to be replayed into the detector.
@@ -72,6 +74,19 @@ impl Recording {
 
     pub fn bytes(&self) -> usize {
         self.data.len()
+    }
+
+    /// The recording as `n` recordings, one per origin (a fanout socket), each in its order:
+    /// what each flow worker replays before it reads its own socket.
+    pub fn split(self, n: usize) -> Vec<Recording> {
+        let mut parts: Vec<Recording> = (0..n.max(1)).map(|_| Recording::default()).collect();
+        for p in &self.packets {
+            let part = &mut parts[(p.origin as usize).min(n.max(1) - 1)];
+            let start = part.data.len();
+            part.data.extend_from_slice(&self.data[p.start..p.start + p.len as usize]);
+            part.packets.push(Recorded { start, ..*p });
+        }
+        parts
     }
 }
 
@@ -118,8 +133,10 @@ pub fn record(
             progress(to_row.flows, started.elapsed());
             last_progress = Instant::now();
         }
+        let mut kept = false;
         let step = match source.next_packet() {
             Next::Packet(raw) => {
+                kept = true;
                 // A packet read is kept, whatever the limit: it is lost otherwise. The limit
                 // is passed by one packet at most.
                 keep(&mut recording, &raw);
@@ -143,6 +160,10 @@ pub fn record(
             }
             Next::End => ControlFlow::Break(WarmupEnd::SourceEnded),
         };
+        // Where the packet came from, asked once the packet's borrow of the source has ended.
+        if kept && let Some(p) = recording.packets.last_mut() {
+            p.origin = u16::try_from(source.origin()).unwrap_or(u16::MAX);
+        }
         if let ControlFlow::Break(end) = step {
             break end;
         }
@@ -192,6 +213,7 @@ fn keep(recording: &mut Recording, raw: &RawPacket<'_>) {
         wire_len: raw.wire_len,
         start,
         len: raw.data.len() as u32,
+        origin: 0,
     });
 }
 
@@ -298,6 +320,51 @@ mod tests {
         assert!(w.recording.packets() > 0 && w.recording.packets() < all.len());
         let mut replayed = Replayed::new(w.recording, &mut source);
         assert_eq!(count_packets(&mut replayed), all);
+    }
+
+    /// A source of two parts (every other packet from the second): the recording keeps each
+    /// packet's part, and split gives each part its own packets, in order.
+    #[test]
+    fn a_recording_splits_by_the_part_each_packet_came_from() {
+        struct TwoParts {
+            inner: FileSource,
+            read: usize,
+        }
+        impl PacketSource for TwoParts {
+            fn next_packet(&mut self) -> Next<'_> {
+                self.read += 1;
+                self.inner.next_packet()
+            }
+            fn origin(&self) -> usize {
+                (self.read + 1) % 2
+            }
+            fn is_live(&self) -> bool {
+                false
+            }
+            fn take_warnings(&mut self) -> Vec<String> {
+                Vec::new()
+            }
+        }
+        let all = count_packets(&mut FileSource::open(&[demo()]).unwrap());
+        let mut source = TwoParts { inner: FileSource::open(&[demo()]).unwrap(), read: 0 };
+        let limits = WarmupLimits { flows: 100, time: Duration::from_secs(600), bytes: 64 << 20 };
+        let stop = AtomicBool::new(false);
+        let w = record(
+            &mut source,
+            SchemaKind::Unsw,
+            &FlowConfig::default(),
+            &limits,
+            &stop,
+            |_, _| {},
+        );
+        let n = w.recording.packets();
+        let parts = w.recording.split(2);
+        assert_eq!(parts[0].packets() + parts[1].packets(), n);
+        for (k, part) in parts.into_iter().enumerate() {
+            let want: Vec<_> = all[..n].iter().skip(k).step_by(2).copied().collect();
+            let mut empty = FileSource::open(&[]).unwrap();
+            assert_eq!(count_packets(&mut Replayed::new(part, &mut empty)), want, "part {k}");
+        }
     }
 
     /// The byte limit and the end of the source stop it too; Ctrl-C at once reads nothing.
