@@ -24,7 +24,9 @@ pub enum Format {
 pub struct RecordWriter<W: Write> {
     out: W,
     format: Format,
-    columns: Vec<Column>,
+    /// JSON lines: each column's `"name":`, escaped once.
+    keys: Vec<String>,
+    /// The last row rendered, newline included.
     line: String,
 }
 
@@ -148,16 +150,30 @@ impl<W: Write> RecordWriter<W> {
                 writeln!(out, "#types\t{}", types.join("\t"))?;
             }
         }
-        Ok(RecordWriter {
-            out,
-            format,
-            columns: columns.to_vec(),
-            line: String::with_capacity(512),
-        })
+        let keys = match format {
+            Format::Jsonl => columns
+                .iter()
+                .map(|c| {
+                    let mut k = String::new();
+                    json_string(&c.name, &mut k);
+                    k.push(':');
+                    k
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(RecordWriter { out, format, keys, line: String::with_capacity(512) })
     }
 
     /// Writes one row (one cell per column).
     pub fn write(&mut self, cells: &[Cell]) -> io::Result<()> {
+        self.render(cells);
+        self.out.write_all(self.line.as_bytes())
+    }
+
+    /// Renders one row without writing it: [`Self::last_line`] has it (a JSON line to hand
+    /// elsewhere, as the flows topic takes it).
+    pub fn render(&mut self, cells: &[Cell]) {
         self.line.clear();
         let line = &mut self.line;
         match self.format {
@@ -180,12 +196,11 @@ impl<W: Write> RecordWriter<W> {
             }
             Format::Jsonl => {
                 line.push('{');
-                for (i, (col, cell)) in self.columns.iter().zip(cells).enumerate() {
+                for (i, (key, cell)) in self.keys.iter().zip(cells).enumerate() {
                     if i > 0 {
                         line.push(',');
                     }
-                    json_string(&col.name, line);
-                    line.push(':');
+                    line.push_str(key);
                     match cell {
                         Cell::Num(v) if v.is_finite() => push_f64(*v, line),
                         Cell::Num(_) | Cell::Unset => line.push_str("null"),
@@ -226,7 +241,15 @@ impl<W: Write> RecordWriter<W> {
             }
         }
         line.push('\n');
-        self.out.write_all(line.as_bytes())
+    }
+
+    /// The row last written or rendered, without its newline.
+    pub fn last_line(&self) -> &str {
+        self.line.strip_suffix('\n').unwrap_or(&self.line)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The writer under the records (a `Vec<u8>` one renders records to hand elsewhere).
@@ -302,6 +325,24 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert!(v.get("note").is_some());
         }
+    }
+
+    /// A rendered row is the line `write` would write, and nothing is written; odd column
+    /// names are escaped in the keys.
+    #[test]
+    fn render_gives_the_written_line_without_writing() {
+        let mut c = cols();
+        c[1].name = "no\"te".into();
+        let row = [Cell::Str("x\ny".into()), Cell::Num(1.5), Cell::Count(2)];
+        let mut w = RecordWriter::new(Vec::new(), Format::Jsonl, &c, "").unwrap();
+        w.render(&row);
+        let rendered = w.last_line().to_owned();
+        assert!(w.get_mut().is_empty());
+        w.write(&row).unwrap();
+        assert_eq!(String::from_utf8(w.get_mut().clone()).unwrap(), format!("{rendered}\n"));
+        let v: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(v["no\"te"], 1.5);
+        assert_eq!(v["ts"], "x\ny");
     }
 
     #[test]

@@ -105,13 +105,16 @@ pub(super) fn writer_stage(
     // Which flows of the batch were written as alerts, for the page's timeline.
     let mut alerted: Vec<bool> = Vec::new();
     let keep_records = outputs.flow_log.is_some() || links.feed.is_some();
-    // Scored flows for the flows topic: rendered as JSON lines, one at a time.
+    // Scored flows for the flows topic: JSON lines. The flows file's own line when it is
+    // JSON lines too (the same columns), else rendered here.
+    let file_is_json = outputs.flows.as_ref().is_some_and(|w| w.format() == Format::Jsonl);
     let mut flow_json = match (&outputs.publish.flows, &outputs.publish.sink) {
-        (Some((_, columns)), Some(_)) => {
-            RecordWriter::new(Vec::<u8>::new(), Format::Jsonl, columns, "").ok()
+        (Some((_, columns)), Some(_)) if !file_is_json => {
+            RecordWriter::new(std::io::sink(), Format::Jsonl, columns, "").ok()
         }
         _ => None,
     };
+    let publish_flows = outputs.publish.flows.is_some() && outputs.publish.sink.is_some();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         if let Some(new) = links.rules.as_ref().and_then(|r| r.try_iter().last()) {
@@ -273,20 +276,38 @@ pub(super) fn writer_stage(
                 cells.push(Cell::Num(score as f64));
                 cells.push(Cell::Count(wrote_alert as u64));
             }
+            // Whether the flows file rendered this row (its line is then the topic's too).
+            let mut rendered = false;
             if let Some(w) = outputs.flows.as_mut()
                 && error.is_none()
-                && let Err(e) = w.write(&cells)
             {
-                error = Some(format!("writing flows: {e}"));
+                rendered = true;
+                if let Err(e) = w.write(&cells) {
+                    error = Some(format!("writing flows: {e}"));
+                }
             }
-            if let (Some(fw), Some(sink), Some((topic, _))) =
-                (flow_json.as_mut(), &outputs.publish.sink, &outputs.publish.flows)
+            if publish_flows
+                && let (Some(sink), Some((topic, _))) =
+                    (&outputs.publish.sink, &outputs.publish.flows)
             {
-                fw.get_mut().clear();
-                if fw.write(&cells).is_ok() {
+                let line = match (flow_json.as_mut(), outputs.flows.as_mut()) {
+                    (Some(fw), _) => {
+                        fw.render(&cells);
+                        fw.last_line()
+                    }
+                    (None, Some(file)) => {
+                        if !rendered {
+                            file.render(&cells);
+                        }
+                        file.last_line()
+                    }
+                    (None, None) => "",
+                };
+                if !line.is_empty() {
+                    let mut text = String::with_capacity(line.len() + 80);
+                    text.push_str(line);
                     // The row carries the flow's `community_id` (a column of both
                     // vocabularies); it is also the message's key.
-                    let mut text = String::from_utf8_lossy(fw.get_mut()).trim_end().to_owned();
                     if cid.is_empty() {
                         cid = community_id(&batch, i, (n_cells, cid_column), rec, community_seed);
                     }
