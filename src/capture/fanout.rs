@@ -266,6 +266,11 @@ pub fn open_group(
     let c_iface = CString::new(iface).map_err(|_| open("the name holds a NUL byte".into()))?;
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
+    if ifindex == 0 && iface == "any" {
+        return Err(open(
+            "fanout capture reads one interface; --capture pcap reads libpcap's \"any\"".into(),
+        ));
+    }
     if ifindex == 0 {
         return Err(open(format!("no such interface (have: {})", interfaces().join(", "))));
     }
@@ -738,5 +743,10 @@ mod tests {
             e.contains("nosuch0") && e.contains("no such interface") && e.contains("lo"),
             "{e}"
         );
+        let e = match open_group("any", None, &LiveConfig::default(), 2) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("fanout on any"),
+        };
+        assert!(e.contains("--capture pcap"), "{e}");
     }
 }

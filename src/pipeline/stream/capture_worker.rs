@@ -27,6 +27,9 @@ use crate::pipeline::metrics::{Metrics, Stage};
 const CHECK_EVERY: u32 = 256;
 /// Ended flows sent on as soon as this many wait (else on the tick).
 const SEND_AT: usize = 512;
+/// How often a busy socket's kernel drop counter is read (a quiet one: whenever it waits), so
+/// that the metrics show drops while they happen, when the socket never goes quiet.
+const DROPS_EVERY: Duration = Duration::from_millis(100);
 
 /// What a capture worker hands back when its source ends or the stop flag is set.
 pub(super) struct CaptureWorkerEnd {
@@ -53,6 +56,7 @@ pub(super) fn capture_worker(
     let mut busy = Duration::ZERO;
     let mut busy_from = Instant::now();
     let mut last_tick = Instant::now();
+    let mut last_drops = Instant::now();
     // Counted here, added to the shared counters every CHECK_EVERY packets.
     let (mut read, mut bytes, mut skipped) = (0u64, 0u64, 0u64);
     let mut since_check = 0u32;
@@ -84,6 +88,10 @@ pub(super) fn capture_worker(
                 if pending.len() >= SEND_AT || last_tick.elapsed() >= tick {
                     exports.send(&mut pending, table.low_mark(), metrics);
                     last_tick = Instant::now();
+                    if last_tick.duration_since(last_drops) >= DROPS_EVERY {
+                        metrics.socket_drops(worker, source.drops());
+                        last_drops = last_tick;
+                    }
                 }
             }
             Next::Idle => {

@@ -14,7 +14,9 @@
 //! features, batcher) -> `score.rs` (the model slot, alert cuts, reasons) -> `writer.rs`
 //! (rules, alerts, the outputs, the learning loop's samples). `batch.rs` holds what they hand
 //! each other; this file the public types and [`run`], which builds the queues, spawns the
-//! stages and joins them.
+//! stages and joins them. Live capture on Linux has no capture stage: each flow worker reads
+//! its own `PACKET_FANOUT` socket (`capture_worker.rs`, [`Input::PerWorker`]), the kernel
+//! having sharded the packets by flow.
 //!
 //! What it guarantees:
 //!
