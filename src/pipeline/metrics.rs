@@ -524,3 +524,28 @@ pub fn serve(listener: TcpListener, metrics: &Metrics, done: &AtomicBool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-socket drops (fanout capture) are summed into the capture counters and shown per
+    /// socket in the summary and in Prometheus; a later reading replaces an earlier one.
+    #[test]
+    fn socket_drops_are_summed_and_listed_per_socket() {
+        let m = Metrics::new();
+        assert!(m.kernel_drops_per_socket().is_empty());
+        assert!(!m.prometheus().contains("socket_kernel_drops"));
+        m.socket_drops(1, SourceDrops { kernel: 7, interface: 0 });
+        m.socket_drops(0, SourceDrops { kernel: 2, interface: 5 });
+        m.socket_drops(1, SourceDrops { kernel: 9, interface: 0 });
+        assert_eq!(m.kernel_drops_per_socket(), [2, 9]);
+        assert_eq!(m.kernel_drops.load(Relaxed), 11);
+        assert_eq!(m.interface_drops.load(Relaxed), 5);
+        let p = m.prometheus();
+        assert!(p.contains("mnpflow_capture_socket_kernel_drops_total{socket=\"1\"} 9"), "{p}");
+        assert!(p.contains("mnpflow_capture_kernel_drops_total 11"), "{p}");
+        let s = m.summary();
+        assert!(s.contains("capture: 11 kernel (per socket: 2, 9), 5 interface"), "{s}");
+    }
+}
