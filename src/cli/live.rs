@@ -101,8 +101,20 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         }
         None => &mut source,
     };
+    detect(Input::Shared(source), &args, config, loaded)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The detector on a live input: as fast as packets come, dropping (and counting) what does
+/// not fit rather than stalling the capture.
+fn detect(
+    input: Input<'_>,
+    args: &LiveArgs,
+    config: &Config,
+    loaded: LoadedModel,
+) -> anyhow::Result<()> {
     super::replay::detect(
-        Input::Shared(source),
+        input,
         &args.detect,
         config,
         loaded,
@@ -111,7 +123,7 @@ pub fn run(args: LiveArgs, config: &Config) -> anyhow::Result<ExitCode> {
         false,
         false,
     )?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// One fanout socket per flow worker, each read by its worker. With no model, the warm-up
@@ -157,17 +169,7 @@ fn run_fanout(
                 .collect()
         }
     };
-    super::replay::detect(
-        Input::PerWorker(inputs),
-        &args.detect,
-        config,
-        loaded,
-        Speed::Max,
-        Backpressure::Drop,
-        false,
-        false,
-    )?;
-    Ok(())
+    detect(Input::PerWorker(inputs), args, config, loaded)
 }
 
 #[cfg(not(target_os = "linux"))]

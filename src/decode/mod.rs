@@ -111,42 +111,27 @@ impl PacketMeta<'_> {
         self.ip_len.saturating_sub(self.payload_len)
     }
 
-    /// The same packet with its payload borrowed from elsewhere (the streaming pipeline
-    /// decodes a frame once and hands on the decoded fields and a copy of the payload only).
-    pub fn with_payload<'b>(&self, payload: &'b [u8]) -> PacketMeta<'b> {
-        let PacketMeta {
-            ts,
-            vlan,
-            src,
-            dst,
-            proto,
-            sport,
-            dport,
-            wire_len,
-            ip_len,
-            payload_len,
-            ttl,
-            tcp,
-            frag,
-            tunneled,
-            payload: _,
-        } = *self;
+    /// The decoded fields with no payload, free of the frame they came from: the streaming
+    /// pipeline decodes a frame once and hands on these and a copy of the payload, which the
+    /// flow worker puts back (`meta.payload = ...`; a `PacketMeta<'static>` is a
+    /// `PacketMeta` of any lifetime).
+    pub fn detached(&self) -> PacketMeta<'static> {
         PacketMeta {
-            ts,
-            vlan,
-            src,
-            dst,
-            proto,
-            sport,
-            dport,
-            wire_len,
-            ip_len,
-            payload_len,
-            ttl,
-            tcp,
-            frag,
-            tunneled,
-            payload,
+            ts: self.ts,
+            vlan: self.vlan,
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+            wire_len: self.wire_len,
+            ip_len: self.ip_len,
+            payload_len: self.payload_len,
+            ttl: self.ttl,
+            tcp: self.tcp,
+            frag: self.frag,
+            tunneled: self.tunneled,
+            payload: &[],
         }
     }
 }

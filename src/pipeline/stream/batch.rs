@@ -19,7 +19,7 @@ use crate::flow::{FlowRecord, StreamTime};
 /// (no second decode) and its payload from the batch's arena.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PktRef {
-    /// The decoded packet, its payload left out (empty).
+    /// The decoded packet, its payload left out (empty; [`PacketMeta::detached`]).
     pub(super) meta: PacketMeta<'static>,
     /// The stream's capture clock after this packet.
     pub(super) clock: Timestamp,

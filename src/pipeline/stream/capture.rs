@@ -191,7 +191,7 @@ pub(super) fn capture_stage(
         let start = link.current.data.len();
         link.current.data.extend_from_slice(meta.payload);
         link.current.pkts.push(PktRef {
-            meta: meta.with_payload(&[]),
+            meta: meta.detached(),
             clock: now_clock,
             start: start as u32,
             len: meta.payload.len() as u32,

@@ -34,8 +34,8 @@ pub(super) fn flow_worker(
                 table.restart_clock(&mut sink);
             }
             for p in &batch.pkts {
-                let payload = &batch.data[p.start as usize..(p.start + p.len) as usize];
-                let meta = p.meta.with_payload(payload);
+                let mut meta = p.meta;
+                meta.payload = &batch.data[p.start as usize..(p.start + p.len) as usize];
                 if p.clock > meta.ts {
                     table.advance_to(p.clock, &mut sink);
                 }
