@@ -333,9 +333,12 @@ pub fn run(
     let (row_tx, row_rx) = bounded::<RowBatch>(q);
     let (free_row_tx, free_row_rx) = bounded::<RowBatch>(q + 4);
     let (scored_tx, scored_rx) = bounded::<RowBatch>(q);
-    let mut links = Vec::with_capacity(n);
-    let mut worker_rx = Vec::with_capacity(n);
-    for _ in 0..n {
+    // Packet queues from the capture stage, one per worker; none when each worker reads its
+    // own source.
+    let shared_workers = if own_sources.is_some() { 0 } else { n };
+    let mut links = Vec::with_capacity(shared_workers);
+    let mut worker_rx = Vec::with_capacity(shared_workers);
+    for _ in 0..shared_workers {
         let (tx, rx) = bounded::<PacketBatch>(q);
         links.push(WorkerLink { tx, current: PacketBatch::default(), last_sent_clock: None });
         worker_rx.push(rx);
@@ -434,14 +437,14 @@ pub fn run(
             })
             .expect("spawning the writer");
 
-        let cap = Capture {
-            links,
-            free: free_pkt_rx,
-            policy,
-            batch_size: cfg.packet_batch.max(1),
-            metrics,
-        };
         if let Some(source) = shared.as_deref_mut() {
+            let cap = Capture {
+                links,
+                free: free_pkt_rx,
+                policy,
+                batch_size: cfg.packet_batch.max(1),
+                metrics,
+            };
             let (decode_stats, interrupted) = capture_stage(
                 source,
                 cap,
@@ -454,9 +457,6 @@ pub fn run(
             );
             report.decode = decode_stats;
             report.interrupted = interrupted;
-        } else {
-            // The capture workers read for themselves; their queues close when they end.
-            drop(cap);
         }
         for w in workers {
             let st = w.join().expect("a flow worker panicked");

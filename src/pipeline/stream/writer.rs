@@ -114,7 +114,6 @@ pub(super) fn writer_stage(
         }
         _ => None,
     };
-    let publish_flows = outputs.publish.flows.is_some() && outputs.publish.sink.is_some();
     for mut batch in rx.iter() {
         let t0 = Instant::now();
         if let Some(new) = links.rules.as_ref().and_then(|r| r.try_iter().last()) {
@@ -286,9 +285,7 @@ pub(super) fn writer_stage(
                     error = Some(format!("writing flows: {e}"));
                 }
             }
-            if publish_flows
-                && let (Some(sink), Some((topic, _))) =
-                    (&outputs.publish.sink, &outputs.publish.flows)
+            if let (Some(sink), Some((topic, _))) = (&outputs.publish.sink, &outputs.publish.flows)
             {
                 let line = match (flow_json.as_mut(), outputs.flows.as_mut()) {
                     (Some(fw), _) => {
