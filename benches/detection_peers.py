@@ -19,8 +19,9 @@ scenario, the same figures as mnpflow's table (mean +- std over seeds):
   reference's train.py would use truth labels there, which this benchmark gives no method).
   For one thread, as the published reference figures: OMP_NUM_THREADS=1.
 
-Each peer's alert threshold is the cut that flags 1 % of its own training rows that are not
-labeled attacks (the same budget mnpflow's default threshold holds).
+Each peer's alert threshold holds a 1 % budget on its own training rows that are not labeled
+attacks, by mnpflow's rule (the cut lets through as many as keep the budget with 90 %
+confidence: `allowed_above`), as mnpflow's default threshold does.
 
 Needs: scikit-learn, numpy (pip install scikit-learn numpy; deepod for DevNet).
 Usage: benches/detection_peers.py [--ref-dir REF_DIR] DIR
@@ -88,9 +89,20 @@ def tpr_at_fpr(y, s, fpr=0.01):
     return best
 
 
+def allowed_above(n, budget, confidence=0.9):
+    """mnpflow's rule (src/alert/threshold.rs): the largest k with P(Bin(n, budget) <= k) <=
+    1 - confidence, 0 when none is; the cut lets k of the n training normals through."""
+    from scipy.stats import binom
+
+    k = 0
+    while k < n and binom.cdf(k + 1, n, budget) <= 1 - confidence:
+        k += 1
+    return k
+
+
 def budget_cut(train_scores, labeled, budget=0.01):
     normal = np.sort(train_scores[labeled == 0])[::-1]
-    k = int(np.floor(budget * len(normal)))
+    k = allowed_above(len(normal), budget)
     return np.nextafter(normal[k], np.inf) if k < len(normal) else -np.inf
 
 

@@ -44,7 +44,8 @@ pub struct AlertConfig {
     /// Scores kept for rate calibration (10000 flows).
     pub calibration_window: usize,
     /// The default threshold's false-positive budget: the share of normal-looking traffic
-    /// that may alert (0.01, i.e. 1 %).
+    /// that may alert (0.01, i.e. 1 %), held with 90 % confidence
+    /// ([`threshold::allowed_above`]).
     pub fpr_budget: f64,
     /// Folder of suppression rules (`*.toml`); missing folder = no rules.
     pub rules: std::path::PathBuf,

@@ -44,12 +44,14 @@ pub struct BudgetCut {
     pub set_aside: f32,
 }
 
-/// How many flows the budget must allow before a window's cut counts (see `min_flows`).
+/// How many flows the budget's own quantile must allow before a window's cut counts (see
+/// `min_flows`).
 const MIN_FLOWS_BUDGET: f64 = 3.0;
 
 impl BudgetCut {
-    /// Normal-looking flows the window needs before its cut counts: enough for the budget to
-    /// allow three flows (300 at 1 %), so that one odd flow does not set the bar. Fewer and
+    /// Normal-looking flows the window needs before its cut counts: enough for the budget's
+    /// own quantile to allow three flows (300 at 1 %; [`allowed_above`] lets none of them
+    /// through, one from 388), so that one odd flow does not set the bar. Fewer and
     /// the cut is noise; more and a drifted network overruns the budget for longer (on the
     /// capture benchmark's test halves, 400 to 550 benign flows each, ten flows' worth never
     /// came into force; docs/detection.md).
@@ -135,7 +137,7 @@ pub fn budget_cut(unlabeled: &[f32], labeled: &[f32], budget: f64) -> BudgetCut 
         return BudgetCut { budget, floor: f32::INFINITY, set_aside };
     }
     normal.sort_by(|a, b| b.total_cmp(a));
-    let allowed = (budget * normal.len() as f64).floor() as usize;
+    let allowed = allowed_above(normal.len(), budget);
     let floor = match normal.get(allowed) {
         Some(&s) => s.next_up(),
         None => f32::NEG_INFINITY,
@@ -143,7 +145,55 @@ pub fn budget_cut(unlabeled: &[f32], labeled: &[f32], budget: f64) -> BudgetCut 
     BudgetCut { budget, floor, set_aside }
 }
 
-/// Turns a [`Threshold`] into a score cut per batch.
+/// Confidence that a cut set on a sample of normal flows holds its budget on the traffic the
+/// sample came from (see [`allowed_above`]).
+const CONFIDENCE: f64 = 0.9;
+
+/// How many of `n` normal-looking flows a cut may let through so that, with [`CONFIDENCE`], it
+/// lets through at most `budget` of the traffic they were drawn from.
+///
+/// Letting `floor(budget * n)` through (the sample's own quantile) overruns the budget on new
+/// traffic about half the time, by a lot when `n` is a few hundred: the cut then rests on the
+/// sample's few highest scores. A cut at the (k+1)-th highest of `n` holds the budget when at
+/// least k+1 of the sample lie above the traffic's own `1 - budget` quantile, a count that is
+/// Binomial(n, budget); so `k` is the largest count with `P(Bin(n, budget) <= k) <= 1 -
+/// CONFIDENCE` (0 when even none is that unlikely: a sample too small to hold the budget
+/// lets nothing through). Exact up to a variance of 1,000 (n = 101,010 at 1 %, a thousand
+/// terms), past it the normal approximation with a skew correction (Cornish-Fisher), which
+/// agrees with the exact count or is one lower.
+pub fn allowed_above(n: usize, budget: f64) -> usize {
+    let (n_f, p) = (n as f64, budget.clamp(0.0, 1.0));
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    let alpha = 1.0 - CONFIDENCE;
+    let var = n_f * p * (1.0 - p);
+    if var > 1000.0 {
+        // z for the lower alpha tail (alpha = 0.1): P(Z <= -1.2816) = 0.1.
+        const Z: f64 = -1.281_551_565_545;
+        let skew = (1.0 - 2.0 * p) / var.sqrt();
+        let q = n_f * p + var.sqrt() * (Z + (Z * Z - 1.0) * skew / 6.0);
+        return (q - 0.5).floor().clamp(0.0, n_f) as usize;
+    }
+    // Exact: accumulate the binomial's terms in log space, so that (1 - p)^n does not
+    // underflow, until the CDF passes alpha.
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let mut log_pmf = n_f * lq;
+    let mut cdf = 0.0;
+    let mut k = 0usize;
+    loop {
+        cdf += log_pmf.exp();
+        if cdf > alpha || k == n {
+            return k.saturating_sub(1);
+        }
+        log_pmf += ((n - k) as f64).ln() - ((k + 1) as f64).ln() + lp - lq;
+        k += 1;
+    }
+}
+
 /// Total order of scores as integers (NaN counts as the lowest score), for the ordered sets.
 fn order_bits(s: f32) -> u32 {
     let s = if s.is_nan() { f32::NEG_INFINITY } else { s };
@@ -175,6 +225,9 @@ pub struct ThresholdCalibrator {
     seen: u64,
     window: usize,
     current: f32,
+    /// The last window length and its [`allowed_above`]: the count is worked out once per
+    /// length, so only while the window fills.
+    allowed: (usize, usize),
 }
 
 impl ThresholdCalibrator {
@@ -193,6 +246,7 @@ impl ThresholdCalibrator {
             seen: 0,
             window,
             current,
+            allowed: (0, 0),
         }
     }
 
@@ -201,7 +255,7 @@ impl ThresholdCalibrator {
     /// ending at that flow, k = ceil(rate * n): at most k of the window alert (ties aside).
     /// A budget's window holds only the flows below its `set_aside` line, and its cut is the
     /// higher of its floor and (once the window holds `min_flows`) the k-th highest + one step,
-    /// k = floor(budget * n) + 1: at most floor(budget * n) of those flows alert.
+    /// k = [`allowed_above`]`(n, budget) + 1`: at most k - 1 of those flows alert.
     pub fn calibrate(&mut self, scores: &[f32], cuts: &mut Vec<f32>) {
         match self.threshold {
             Threshold::Score(_) => cuts.extend(std::iter::repeat_n(self.current, scores.len())),
@@ -219,7 +273,10 @@ impl ThresholdCalibrator {
                         self.push(s);
                         let n = self.ring.len();
                         self.current = if n >= b.min_flows() {
-                            let k = (b.budget * n as f64).floor() as usize + 1;
+                            if self.allowed.0 != n {
+                                self.allowed = (n, allowed_above(n, b.budget));
+                            }
+                            let k = self.allowed.1 + 1;
                             b.floor.max(self.kth_highest(k).next_up())
                         } else {
                             b.floor
@@ -293,11 +350,11 @@ mod tests {
         assert_eq!(b.budget, 0.01);
         assert!((b.set_aside - 0.821).abs() < 1e-6, "{}", b.set_aside);
         let cut = b.floor;
-        // 1 % of the 200 normal-looking rows, 2 rows, may reach the cut: above the third highest.
-        assert_eq!(cut, 0.197f32.next_up());
-        assert_eq!(unlabeled.iter().filter(|&&s| s >= cut && s < 0.5).count(), 2);
-        // Without labels the unlabeled attacks count as traffic: a plain 1 % rate of 220 rows
-        // puts the cut among the attacks' tied scores, just above them.
+        // 200 normal-looking rows are too few to let any through with 90 % confidence of
+        // holding 1 % (P(Bin(200, 0.01) = 0) = 0.134): the cut is above the highest.
+        assert_eq!(cut, 0.199f32.next_up());
+        // Without labels the unlabeled attacks count as traffic: the cut on 220 rows lands
+        // among the attacks' tied scores, just above them.
         let cold = budget_cut(&unlabeled, &[], 0.01);
         assert_eq!(cold.set_aside, f32::INFINITY);
         let cold = cold.floor;
@@ -308,6 +365,35 @@ mod tests {
         assert_eq!(budget_cut(&[], &[], 0.01).floor, f32::INFINITY);
         assert_eq!(budget_cut(&[f32::NAN, 0.5], &[f32::NAN], 0.5).floor, 0.5f32.next_up());
         assert_eq!(budget_cut(&[0.5], &[], 1.0).floor, f32::NEG_INFINITY);
+    }
+
+    /// The count a cut may let through: the largest k with P(Bin(n, budget) <= k) <= 0.1,
+    /// against the binomial's CDF computed by hand (Python's math.comb):
+    /// P(Bin(430, .01) <= 1) = 0.071, <= 2: 0.196; P(Bin(1000, .01) <= 5) = 0.066, <= 6:
+    /// 0.129; P(Bin(20, .5) <= 5) = 0.021, <= 6: 0.058, <= 7: 0.132; P(Bin(10000, .01) <= 86)
+    /// = 0.085, <= 87: 0.103 (normal approximation there).
+    #[test]
+    fn allowed_above_holds_the_budget_with_confidence() {
+        assert_eq!(allowed_above(430, 0.01), 1);
+        assert_eq!(allowed_above(1000, 0.01), 5);
+        assert_eq!(allowed_above(20, 0.5), 6);
+        assert_eq!(allowed_above(10_000, 0.01), 86);
+        // Below 388 flows, a cut at 1 % lets none through; from 388 one.
+        assert_eq!(allowed_above(387, 0.01), 0);
+        assert_eq!(allowed_above(388, 0.01), 1);
+        assert_eq!(allowed_above(0, 0.01), 0);
+        assert_eq!(allowed_above(500, 0.0), 0);
+        assert_eq!(allowed_above(500, 1.0), 500);
+        // Never more than the sample's own quantile, and never less as the sample grows
+        // (where the exact sum hands over to the approximation, too).
+        let mut last = 0;
+        for n in (0..20_000).step_by(7) {
+            let k = allowed_above(n, 0.01);
+            assert!(k <= n / 100 && k >= last, "n {n}: {k} after {last}");
+            last = k;
+        }
+        // Huge windows: no underflow, no overflow.
+        assert_eq!(allowed_above(usize::MAX >> 12, 1e-9), 4_500_879);
     }
 
     #[test]
@@ -388,9 +474,9 @@ mod tests {
         let got = cuts(&mut c, &drifted);
         assert!(got[..299].iter().all(|&cut| cut == 0.5), "the floor until 300 flows");
         assert!(got[299..].iter().all(|&cut| cut > 0.5), "then the window's, above the floor");
-        // At 1000 flows: 10 may alert, so the cut is just above the 11th highest (0.989).
-        assert_eq!(got[999], 0.989f32.next_up());
-        assert_eq!(drifted.iter().filter(|&&x| x >= got[999]).count(), 10);
+        // At 1000 flows: 5 may alert (allowed_above), so the cut is just above the 6th highest.
+        assert_eq!(got[999], 0.994f32.next_up());
+        assert_eq!(drifted.iter().filter(|&&x| x >= got[999]).count(), 5);
         // An attack burst past the set-aside line changes nothing and alerts throughout.
         let burst = cuts(&mut c, &[3.0; 4000]);
         assert!(burst.iter().all(|&cut| cut == got[999]));
