@@ -28,6 +28,20 @@ fn flows_writes_every_format_with_stats() {
     }
 }
 
+/// `-o -` is standard output, as for other tools: the same records, and no file named `-`.
+#[test]
+fn flows_output_dash_is_standard_output() {
+    let cap = shared("captures/chrissanders/http_espn.pcapng");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = mnpflow().arg("flows").arg(&cap).output().unwrap();
+    let dash =
+        mnpflow().args(["flows", "-o", "-"]).arg(&cap).current_dir(dir.path()).output().unwrap();
+    assert!(dash.status.success(), "{}", String::from_utf8_lossy(&dash.stderr));
+    assert!(plain.stdout.len() > 100);
+    assert_eq!(dash.stdout, plain.stdout);
+    assert!(!dir.path().join("-").exists());
+}
+
 #[test]
 fn zeek_schema_has_conn_log_columns() {
     let cap = shared("captures/chrissanders/http_google.pcapng");

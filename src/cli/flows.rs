@@ -25,7 +25,7 @@ pub struct FlowsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
-    /// Write records here instead of standard output.
+    /// Write records here instead of standard output (`-`: standard output).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print a summary to standard error: packets, bytes, flows, packets skipped and why,
@@ -38,10 +38,10 @@ pub fn run(args: FlowsArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let captures =
         if args.captures.is_empty() { vec![super::bundled_capture()?] } else { args.captures };
     let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(
+        Some(p) if p.as_os_str() != "-" => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => Box::new(BufWriter::new(io::stdout().lock())),
+        _ => Box::new(BufWriter::new(io::stdout().lock())),
     };
     let mut extractor = features::extractor(args.schema, config.flow.community_id_seed);
     let mut writer = RecordWriter::new(out, args.format, extractor.columns(), "conn")?;
