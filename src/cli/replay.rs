@@ -587,16 +587,16 @@ pub fn detect(
             &crate::pipeline::INTERRUPTED,
             &m,
         );
+        // The pipeline's figures as of its end: before the consumers below are stopped and
+        // the Kafka producer flushes (waits for the broker that are not the sensor's time).
+        let summary = m.summary();
         labels_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "kafka")]
         for t in [labels_in, models_in].into_iter().flatten() {
             let _ = t.join();
         }
-        report
+        report.map(|r| (r, summary))
     });
-    // The pipeline's figures as of its end, before the Kafka flush below (its wait for the
-    // broker is not the sensor's time).
-    let summary = m.summary();
     // The writer has ended (its end of the Kafka queue with it): the producer thread
     // flushes, then reports.
     if let Some(t) = kafka_thread {
@@ -606,7 +606,7 @@ pub fn detect(
             eprintln!("warning   kafka: {n}");
         }
     }
-    let report = report?;
+    let (report, summary) = report?;
     eprint!("{summary}");
     let f = &report.flow;
     eprintln!(

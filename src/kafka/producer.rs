@@ -22,6 +22,13 @@ use super::{Event, KafkaConfig, KafkaCounters};
 
 /// Events taken from the queue per spool append (one `fsync`).
 const BATCH: usize = 4096;
+/// How long the first event of a batch waits for others to share its spool `fsync`. With an
+/// `fsync` per arriving alert (hundreds a second in a burst), one sensor replaying at full
+/// speed and publishing its alerts ran at 0.70 of its files-only packet rate here, with twice
+/// the system time (on ext4 an `fsync` is a journal commit, which also waits on the data the
+/// sensor's other outputs are writing); with 50 ms, 0.89. At most 20 `fsync`s a second, for
+/// up to 50 ms more latency per event.
+const SPOOL_LINGER: Duration = Duration::from_millis(50);
 /// Events read back from the spool per resend turn.
 const RESEND_BATCH: usize = 10_000;
 
@@ -178,7 +185,19 @@ impl KafkaOut {
                 match rx.recv_timeout(Duration::from_millis(20)) {
                     Ok(e) => {
                         batch.push(e);
-                        batch.extend(rx.try_iter().take(BATCH));
+                        // Group commit: what arrives within SPOOL_LINGER joins this batch
+                        // and its one `fsync`.
+                        let until = Instant::now() + SPOOL_LINGER;
+                        while batch.len() < BATCH {
+                            match rx.recv_deadline(until) {
+                                Ok(e) => batch.push(e),
+                                Err(RecvTimeoutError::Timeout) => break,
+                                Err(RecvTimeoutError::Disconnected) => {
+                                    closed_at = Some(Instant::now());
+                                    break;
+                                }
+                            }
+                        }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
