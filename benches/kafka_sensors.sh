@@ -2,8 +2,8 @@
 # Issue 13's bar: two sensors replaying one capture at full speed into one Kafka-protocol
 # broker, beside the same two replays writing files only, in alternating rounds of one run.
 # Prints per round and mode each sensor's packets/s (its own summary line) and CPU seconds
-# (user + system, from /usr/bin/time), the events each published, and the ratios of the
-# Kafka modes to files only.
+# (user + system, from /usr/bin/time), the events each published (and per second of its
+# replay), and the ratios of the Kafka modes to files only.
 #
 # Usage: benches/kafka_sensors.sh [ROUNDS] [SCALE]   (default: 2 rounds, synth --scale 10
 # --snaplen 128)
@@ -51,8 +51,8 @@ done
 printf '[kafka]\nalerts_topic = "alerts"\n' >"$work/alerts.toml"
 printf '[kafka]\nalerts_topic = "alerts"\nflows_topic = "flows"\n' >"$work/flows.toml"
 echo "capture: synth --scale $scale ($(stat -c %s "$work/synth.pcap") bytes); broker: $tansu on 127.0.0.1:$port"
-echo "| round | mode | sensor | packets/s | CPU s | events queued / delivered / dropped |"
-echo "|---|---|---|---|---|---|"
+echo "| round | mode | sensor | packets/s | CPU s | events queued / delivered / dropped | events/s |"
+echo "|---|---|---|---|---|---|---|"
 for r in $(seq "$rounds"); do
     for mode in files alerts flows; do
         pids=()
@@ -75,7 +75,10 @@ for r in $(seq "$rounds"); do
             pps=$(sed -n 's/^packets .* \([0-9.e+]*\) packets\/s over.*/\1/p' "$out.err")
             secs=$(awk '{print $1 + $2}' "$out.time")
             ev=$(sed -n 's/^kafka     \([0-9]*\) events queued, \([0-9]*\) delivered, \([0-9]*\) dropped.*/\1 \/ \2 \/ \3/p' "$out.err")
-            echo "| $r | $mode | $s | $pps | $secs | ${ev:--} |"
+            # Events published per second of the replay (queued over the pipeline's time).
+            over=$(sed -n 's/^packets .* packets\/s over \([0-9.]*\) s.*/\1/p' "$out.err")
+            eps=$(awk -v q="${ev%% *}" -v t="$over" 'BEGIN { if (q != "" && t > 0) printf "%.0f", q / t; else print "-" }')
+            echo "| $r | $mode | $s | $pps | $secs | ${ev:--} | $eps |"
             echo "$mode $pps $secs" >>"$work/figures"
         done
     done
