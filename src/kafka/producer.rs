@@ -26,8 +26,8 @@ const BATCH: usize = 4096;
 /// `fsync` per arriving alert (hundreds a second in a burst), one sensor replaying at full
 /// speed and publishing its alerts ran at 0.70 of its files-only packet rate here, with twice
 /// the system time (on ext4 an `fsync` is a journal commit, which also waits on the data the
-/// sensor's other outputs are writing); with 50 ms, 0.89. At most 20 `fsync`s a second, for
-/// up to 50 ms more latency per event.
+/// sensor's other outputs are writing); with 50 ms, 0.89. At most 20 `fsync`s a second
+/// unless batches fill ([`BATCH`] events), for up to 50 ms more latency per event.
 const SPOOL_LINGER: Duration = Duration::from_millis(50);
 /// Events read back from the spool per resend turn.
 const RESEND_BATCH: usize = 10_000;
