@@ -50,11 +50,13 @@ const MIN_FLOWS_BUDGET: f64 = 3.0;
 
 impl BudgetCut {
     /// Normal-looking flows the window needs before its cut counts: enough for the budget's
-    /// own quantile to allow three flows (300 at 1 %; [`allowed_above`] lets none of them
-    /// through, one from 388), so that one odd flow does not set the bar. Fewer and
-    /// the cut is noise; more and a drifted network overruns the budget for longer (on the
-    /// capture benchmark's test halves, 400 to 550 benign flows each, ten flows' worth never
-    /// came into force; docs/detection.md).
+    /// own quantile to allow three flows (300 at 1 %). Its confidence bound
+    /// ([`allowed_above`]) still lets none of them through until 388, so until then the
+    /// window's cut sits just above its highest flow. Sooner, the sensor is all but silent
+    /// after every model swap (the window starts again with each model); later, a drifted
+    /// network overruns the budget for longer (on the capture benchmark's test halves, 400 to
+    /// 550 benign flows each, ten flows' worth never came into force; both measured in
+    /// docs/detection.md).
     pub fn min_flows(&self) -> usize {
         if self.budget > 0.0 {
             (MIN_FLOWS_BUDGET / self.budget).ceil().min(1e9) as usize
