@@ -52,11 +52,13 @@ impl BudgetCut {
     /// Normal-looking flows the window needs before its cut counts: enough for the budget's
     /// own quantile to allow three flows (300 at 1 %). Its confidence bound
     /// ([`allowed_above`]) still lets none of them through until 388, so until then the
-    /// window's cut sits just above its highest flow. Sooner, the sensor is all but silent
-    /// after every model swap (the window starts again with each model); later, a drifted
-    /// network overruns the budget for longer (on the capture benchmark's test halves, 400 to
-    /// 550 benign flows each, ten flows' worth never came into force; both measured in
-    /// docs/detection.md).
+    /// window's cut sits just above its highest flow (the flow itself included), and no
+    /// normal-looking flow can alert at all. Sooner, a sensor would be mute but for its most
+    /// attack-like flows for its first few hundred flows; later, a drifted network overruns
+    /// the budget for longer (on the capture benchmark's test halves, 400 to 550 benign flows
+    /// each, ten flows' worth never came into force; both measured in docs/detection.md). A
+    /// model swap does not start the window again: the scorer has the new model score the
+    /// window's flows (`pipeline::stream::score`).
     pub fn min_flows(&self) -> usize {
         if self.budget > 0.0 {
             (MIN_FLOWS_BUDGET / self.budget).ceil().min(1e9) as usize
@@ -330,6 +332,17 @@ impl ThresholdCalibrator {
 
     pub fn threshold(&self) -> Threshold {
         self.threshold
+    }
+
+    /// Whether [`calibrate`](Self::calibrate) takes a flow of this score into the window: every
+    /// flow of a rate, the normal-looking ones of a budget, none of a fixed score. The scorer
+    /// keeps those flows' rows, so that the next model can score the window again.
+    pub fn keeps(&self, score: f32) -> bool {
+        match self.threshold {
+            Threshold::Score(_) => false,
+            Threshold::Rate(_) => true,
+            Threshold::Budget(b) => score < b.set_aside,
+        }
     }
 
     /// Recent scores a rate is calibrated on.
