@@ -38,13 +38,27 @@ fn zeek_stamp(t: crate::capture::Timestamp) -> String {
 
 /// Numbers are formatted with `itoa` and `ryu` (shortest round-trip floats): the standard
 /// formatter was the largest cost of writing records.
+/// Most cells of a record are counts below 100 (flags, small counts, the `ct_*` windows): those
+/// are pushed as characters, since copying a formatted one- or two-digit buffer costs a call
+/// to `memcpy` per cell.
 fn push_u64(v: u64, line: &mut String) {
-    line.push_str(itoa::Buffer::new().format(v));
+    if v < 10 {
+        line.push(char::from(b'0' + v as u8));
+    } else if v < 100 {
+        line.push(char::from(b'0' + (v / 10) as u8));
+        line.push(char::from(b'0' + (v % 10) as u8));
+    } else {
+        line.push_str(itoa::Buffer::new().format(v));
+    }
 }
 
 fn push_f64(v: f64, line: &mut String) {
     if v.fract() == 0.0 && v.abs() < 1e15 {
-        line.push_str(itoa::Buffer::new().format(v as i64));
+        if v >= 0.0 {
+            push_u64(v as u64, line);
+        } else {
+            line.push_str(itoa::Buffer::new().format(v as i64));
+        }
     } else {
         line.push_str(ryu::Buffer::new().format(v));
     }
@@ -56,12 +70,13 @@ fn push_time(t: crate::capture::Timestamp, line: &mut String) {
     let micros = (t.0.rem_euclid(1_000_000_000) / 1000) as u64;
     line.push_str(itoa::Buffer::new().format(secs));
     line.push('.');
-    let mut b = itoa::Buffer::new();
-    let digits = b.format(micros);
-    for _ in digits.len()..6 {
-        line.push('0');
+    let mut digits = [b'0'; 6];
+    let mut m = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
     }
-    line.push_str(digits);
+    line.extend(digits.map(char::from));
 }
 
 /// An address as `Display` writes it; IPv4 without the formatter (a large share of writing a
@@ -69,12 +84,17 @@ fn push_time(t: crate::capture::Timestamp, line: &mut String) {
 fn push_addr(a: std::net::IpAddr, line: &mut String) {
     match a {
         std::net::IpAddr::V4(v4) => {
-            let mut b = itoa::Buffer::new();
             for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     line.push('.');
                 }
-                line.push_str(b.format(o));
+                if o >= 100 {
+                    line.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    line.push(char::from(b'0' + o / 10 % 10));
+                }
+                line.push(char::from(b'0' + o % 10));
             }
         }
         std::net::IpAddr::V6(v6) => {
@@ -84,7 +104,7 @@ fn push_addr(a: std::net::IpAddr, line: &mut String) {
 }
 
 fn csv_field(s: &str, line: &mut String) {
-    if s.contains([',', '"', '\n', '\r']) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         line.push('"');
         line.push_str(&s.replace('"', "\"\""));
         line.push('"');
@@ -365,6 +385,22 @@ mod tests {
         l.push(' ');
         push_time(crate::capture::Timestamp(7_000_123_000), &mut l);
         assert_eq!(l, "0 12 0.5 0.0000125 -3 NaN -1.998500 7.000123");
+        // Every width of count as the standard formatter writes it, and every octet.
+        for v in [0, 7, 9, 10, 42, 99, 100, 101, 999, 1000, 65_535, 999_999_999_999_999, u64::MAX] {
+            let (mut count, mut num) = (String::new(), String::new());
+            push_u64(v, &mut count);
+            assert_eq!(count, v.to_string());
+            if v < 1_000_000_000_000_000 {
+                push_f64(v as f64, &mut num);
+                assert_eq!(num, count);
+            }
+        }
+        for o in 0..=255u8 {
+            let a = std::net::IpAddr::from([o, 255 - o, o / 3, 9]);
+            let mut l = String::new();
+            push_addr(a, &mut l);
+            assert_eq!(l, a.to_string());
+        }
     }
 
     #[test]
