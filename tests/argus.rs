@@ -223,6 +223,7 @@ fn cell_text(c: &Cell) -> String {
         Cell::Count(v) => v.to_string(),
         Cell::Text(t) => t.to_string(),
         Cell::Str(s) => s.clone(),
+        Cell::Short(s) => s.as_str().to_owned(),
         Cell::Addr(a) => a.to_string(),
         Cell::Port(p) => p.to_string(),
         Cell::Time(t) => format!("{}", t.as_secs_f64()),

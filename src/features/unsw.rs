@@ -320,8 +320,8 @@ impl RecordExtractor for UnswExtractor {
         out.extend([
             Cell::Time(r.first_ts),
             Cell::Time(r.last_ts),
-            Cell::Str(super::uid(r)),
-            Cell::Str(r.community_id(self.seed)),
+            Cell::Short(super::uid_text(r)),
+            Cell::Short(r.community_id_text(self.seed)),
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),

@@ -87,7 +87,7 @@ impl RecordExtractor for ZeekExtractor {
         let opt_count = |v: u64| if timed { Cell::Count(v) } else { Cell::Unset };
         out.extend([
             Cell::Time(r.first_ts),
-            Cell::Str(super::uid(r)),
+            Cell::Short(super::uid_text(r)),
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),
@@ -107,7 +107,7 @@ impl RecordExtractor for ZeekExtractor {
             Cell::Count(r.resp.pkts),
             Cell::Count(r.resp.ip_bytes),
             Cell::Unset,
-            Cell::Str(r.community_id(self.seed)),
+            Cell::Short(r.community_id_text(self.seed)),
         ]);
     }
 }

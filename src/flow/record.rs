@@ -683,6 +683,11 @@ impl FlowRecord {
     }
 
     pub fn community_id(&self, seed: u16) -> String {
+        self.community_id_text(seed).as_str().to_owned()
+    }
+
+    /// [`Self::community_id`], kept inline (no allocation).
+    pub fn community_id_text(&self, seed: u16) -> crate::features::ShortText {
         super::key::community_id(
             seed,
             self.orig_addr,

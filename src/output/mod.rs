@@ -207,6 +207,7 @@ impl<W: Write> RecordWriter<W> {
                         Cell::Count(v) => push_u64(*v, line),
                         Cell::Text(t) => csv_field(t, line),
                         Cell::Str(s) => csv_field(s, line),
+                        Cell::Short(s) => csv_field(s.as_str(), line),
                         Cell::Addr(a) => push_addr(*a, line),
                         Cell::Port(p) => push_u64(*p as u64, line),
                         Cell::Time(t) => push_time(*t, line),
@@ -227,6 +228,7 @@ impl<W: Write> RecordWriter<W> {
                         Cell::Count(v) => push_u64(*v, line),
                         Cell::Text(t) => json_string(t, line),
                         Cell::Str(s) => json_string(s, line),
+                        Cell::Short(s) => json_string(s.as_str(), line),
                         Cell::Addr(a) => {
                             line.push('"');
                             push_addr(*a, line);
@@ -252,6 +254,8 @@ impl<W: Write> RecordWriter<W> {
                         Cell::Text(t) => line.push_str(t),
                         Cell::Str(s) if s.is_empty() => line.push_str("(empty)"),
                         Cell::Str(s) => line.push_str(s),
+                        Cell::Short(s) if s.as_str().is_empty() => line.push_str("(empty)"),
+                        Cell::Short(s) => line.push_str(s.as_str()),
                         Cell::Addr(a) => push_addr(*a, line),
                         Cell::Port(p) => push_u64(*p as u64, line),
                         Cell::Time(t) => push_time(*t, line),

@@ -72,9 +72,9 @@ fn community_id(
     seed: u16,
 ) -> String {
     if let Some(k) = column
-        && let Some(Cell::Str(s)) = batch.cells.get(i * n_cells + k)
+        && let Some(Cell::Short(s)) = batch.cells.get(i * n_cells + k)
     {
-        return s.clone();
+        return s.as_str().to_owned();
     }
     rec.community_id(seed)
 }
