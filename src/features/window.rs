@@ -47,6 +47,7 @@ fn addr_bits(a: IpAddr) -> u128 {
 type AddrId = u8;
 const EMPTY: AddrId = AddrId::MAX;
 const _: () = assert!(2 * WINDOW + 2 <= EMPTY as usize, "every address in use needs a number");
+const _: () = assert!(WINDOW <= u8::MAX as usize, "a count of the window fits a byte");
 
 /// The last `WINDOW` records, each as the numbers of its addresses, its ports and its service,
 /// in arrays that a count scans whole.
@@ -111,19 +112,22 @@ impl CtWindow {
         self.dport[slot] = e.dport;
         self.service[slot] = e.service as u8;
         let (sp, dp, sv) = (e.sport, e.dport, e.service as u8);
-        let mut c = [0u32; 7];
+        // Counts of at most WINDOW (100) fit a byte: byte-wide sums take four times the lanes
+        // of a vector register that u32 sums do.
+        let mut c = [0u8; 7];
         for j in 0..WINDOW {
             let ms = self.src[j] == s;
             let md = self.dst[j] == d;
             let mv = self.service[j] == sv;
-            c[0] += u32::from(mv & ms);
-            c[1] += u32::from(mv & md);
-            c[2] += u32::from(md);
-            c[3] += u32::from(ms);
-            c[4] += u32::from(ms & (self.dport[j] == dp));
-            c[5] += u32::from(md & (self.sport[j] == sp));
-            c[6] += u32::from(ms & md);
+            c[0] += u8::from(mv & ms);
+            c[1] += u8::from(mv & md);
+            c[2] += u8::from(md);
+            c[3] += u8::from(ms);
+            c[4] += u8::from(ms & (self.dport[j] == dp));
+            c[5] += u8::from(md & (self.sport[j] == sp));
+            c[6] += u8::from(ms & md);
         }
+        let c = c.map(u32::from);
         CtCounts {
             srv_src: c[0],
             srv_dst: c[1],
