@@ -21,6 +21,7 @@ pub mod gemm;
 pub mod kmeans;
 pub mod loss;
 pub mod mnpwad;
+pub mod near_attacks;
 pub mod reasons;
 pub mod score;
 pub mod slot;
