@@ -41,7 +41,9 @@ pub struct AlertConfig {
     /// trained by mnpflow holds its false-positive budget (`fpr_budget`) over the recent
     /// normal-looking flows, never below its training cut; a model without one `2%`.
     pub threshold: Option<String>,
-    /// Scores kept for rate calibration (10000 flows).
+    /// Recent flows a rate or a budget is calibrated on (10000). The scorer keeps their rows
+    /// as well, so that a new model can score them again: about 250 bytes per flow (2.5 MB by
+    /// default), and a model swap rescores them once.
     pub calibration_window: usize,
     /// The default threshold's false-positive budget: the share of normal-looking traffic
     /// that may alert (0.01, i.e. 1 %), held with 90 % confidence
