@@ -140,7 +140,7 @@ pub fn community_id(
     dst: IpAddr,
     dport: u16,
     proto: u8,
-) -> crate::features::ShortText {
+) -> super::ShortText {
     let (mut sport, mut dport, mut one_way) = (sport, dport, false);
     if matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6) {
         (sport, dport, one_way) = icmp_port_equivalents(proto, sport as u8, dport as u8);
@@ -162,12 +162,12 @@ pub fn community_id(
         h.update(sport.to_be_bytes());
         h.update(dport.to_be_bytes());
     }
-    let mut out = [0u8; crate::features::ShortText::CAPACITY];
+    let mut out = [0u8; super::ShortText::CAPACITY];
     out[..2].copy_from_slice(b"1:");
     let n = base64::engine::general_purpose::STANDARD
         .encode_slice(h.finalize(), &mut out[2..])
         .expect("a SHA-1 is 28 base64 characters");
-    crate::features::ShortText::from_ascii(&out[..2 + n]).expect("base64 is ASCII and fits")
+    super::ShortText::from_ascii(&out[..2 + n]).expect("base64 is ASCII and fits")
 }
 
 #[cfg(test)]

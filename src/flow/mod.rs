@@ -14,6 +14,7 @@ pub mod history;
 pub mod key;
 pub mod order;
 pub mod record;
+pub mod short_text;
 pub mod table;
 pub mod tcp_state;
 
@@ -22,5 +23,6 @@ pub use config::{CutPolicy, FlowConfig, ZeekTimers};
 pub use key::{FlowKey, community_id};
 pub use order::{OrderKey, Reorder, StreamTime};
 pub use record::{EndReason, FlowRecord};
+pub use short_text::ShortText;
 pub use table::{FlowStats, FlowTable};
 pub use tcp_state::{ConnState, EndpointState};

@@ -687,7 +687,7 @@ impl FlowRecord {
     }
 
     /// [`Self::community_id`], kept inline (no allocation).
-    pub fn community_id_text(&self, seed: u16) -> crate::features::ShortText {
+    pub fn community_id_text(&self, seed: u16) -> super::ShortText {
         super::key::community_id(
             seed,
             self.orig_addr,
