@@ -38,6 +38,7 @@ fn zeek_stamp(t: crate::capture::Timestamp) -> String {
 
 /// Numbers are formatted with `itoa` and `ryu` (shortest round-trip floats): the standard
 /// formatter was the largest cost of writing records.
+///
 /// Most cells of a record are counts below 100 (flags, small counts, the `ct_*` windows): those
 /// are pushed as characters, since copying a formatted one- or two-digit buffer costs a call
 /// to `memcpy` per cell.
