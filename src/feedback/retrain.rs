@@ -35,6 +35,7 @@ use crate::flow::config::secs;
 use crate::model::artifact::{Artifact, DataSummary};
 use crate::model::eval::{Metrics, metrics};
 use crate::model::mnpwad::Mnpwad;
+use crate::model::near_attacks::{self, NearAttacks};
 use crate::model::reasons::Profiles;
 use crate::model::score::CpuScorer;
 use crate::model::train::{TrainConfig, TrainData, TrainError, train, train_warm};
@@ -75,6 +76,11 @@ pub struct LearnConfig {
     pub min_rows: usize,
     /// Seed of the retraining runs (42).
     pub seed: u64,
+    /// Recent unlabeled flows that lie as close to a confirmed attack as recent flows lie to
+    /// each other (`drop`: left out of what a retrain learns as normal traffic, as the rest of
+    /// an attack analysts confirmed a few flows of; `keep`: learned as normal, as the paper
+    /// trains). `model::near_attacks`.
+    pub unlabeled_near_attacks: NearAttacks,
 }
 
 impl Default for LearnConfig {
@@ -95,9 +101,14 @@ impl Default for LearnConfig {
             threads: 1,
             min_rows: 200,
             seed: 42,
+            unlabeled_near_attacks: NearAttacks::Drop,
         }
     }
 }
+
+/// Unlabeled rows a retrain keeps at least when it leaves out rows near confirmed attacks (it
+/// leaves none out rather than train on fewer): more than the most prototypes (10) it places.
+const MIN_KEPT_ROWS: usize = 32;
 
 /// A request, from another process, to retrain now: `<data-dir>/retrain.request` holding
 /// `warm` or `scratch` (`mnpflow models retrain [--scratch]` writes it; the running sensor's
@@ -293,8 +304,19 @@ pub fn retrain(
             .unwrap_or_default();
         Scaler::fit(&all, d, &rows, &rows, &preps)
     };
-    let unlabeled = scaler.transform(&unlabeled_raw, d, &(0..n_u).collect::<Vec<_>>());
+    let mut unlabeled = scaler.transform(&unlabeled_raw, d, &(0..n_u).collect::<Vec<_>>());
     let anomalies = scaler.transform(&anomalies_raw, d, &(0..n_a).collect::<Vec<_>>());
+    // The rest of the confirmed attacks is not learned as normal traffic (the confirmed benign
+    // rows at the front always are).
+    let mut left_out = 0;
+    if cfg.unlabeled_near_attacks == NearAttacks::Drop {
+        let w = scaler.width().max(1);
+        let keep = near_attacks::rows_to_keep(&unlabeled, &anomalies, w, train_benign.len());
+        if keep.len() < unlabeled.len() / w && keep.len() >= MIN_KEPT_ROWS {
+            left_out = unlabeled.len() / w - keep.len();
+            unlabeled = keep.iter().flat_map(|&i| unlabeled[i * w..(i + 1) * w].to_vec()).collect();
+        }
+    }
     let mut tc = TrainConfig {
         max_epochs: cfg.max_epochs.max(1),
         pretrain_epochs: cfg.max_epochs.max(1),
@@ -309,12 +331,13 @@ pub fn retrain(
         trusted_normal: train_benign.len(),
         val: None,
     };
-    let trained = if cfg.warm_start {
+    let mut trained = if cfg.warm_start {
         train_warm(&data, &tc, current.model, device)?
     } else {
         tc.n_prototypes = Some(current.model.config.n_prototypes);
         train(&data, &tc, device, false)?
     };
+    trained.report.dropped_near_attacks += left_out;
 
     // Validation on what neither model trained on here.
     let mut val_raw = rows_of(&held_attacks);
@@ -504,6 +527,33 @@ mod tests {
         let again = retrain(&cur, &recent, &labels, &small(), &Device::flex()).unwrap();
         assert_eq!(again.artifact.weights, r.artifact.weights);
         assert_eq!(again.cut, r.cut);
+    }
+
+    /// Recent flows like the confirmed attack (the rest of it, unlabeled) are not learned as
+    /// normal traffic, unless the configuration keeps them.
+    #[test]
+    fn the_rest_of_a_confirmed_attack_is_not_learned_as_normal() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (art, model) = current_model(&mut rng);
+        let confirmed = rows(&mut rng, 12, 2);
+        let mut recent = rows(&mut rng, 600, 0);
+        // The attack's other flows: near copies of the confirmed ones, as a flood's are.
+        for copy in 0..2 {
+            recent.extend(confirmed.iter().map(|&v| v + 0.001 * (copy as f32 + 1.0)));
+        }
+        let labels: Vec<Label> = confirmed
+            .chunks(D)
+            .enumerate()
+            .map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r))
+            .collect();
+        let cur = Current { artifact: &art, model: &model, cut: 0.5 };
+        let r = retrain(&cur, &recent, &labels, &small(), &Device::flex()).unwrap();
+        let left_out = r.artifact.report.dropped_near_attacks;
+        // Of the 24 copies, those not held back for validation; no normal flow.
+        assert!((10..=24).contains(&left_out), "{left_out} of the 24 unconfirmed rows left out");
+        let keep = LearnConfig { unlabeled_near_attacks: NearAttacks::Keep, ..small() };
+        let r = retrain(&cur, &recent, &labels, &keep, &Device::flex()).unwrap();
+        assert_eq!(r.artifact.report.dropped_near_attacks, 0);
     }
 
     #[test]

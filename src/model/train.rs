@@ -139,7 +139,7 @@ pub struct TrainConfig {
     /// other (`keep`: trained as normal, as the paper does; `drop`: left out of the rows
     /// trained as normal, as most likely unconfirmed flows of that attack). Keep by default:
     /// on the capture benchmark dropping them helped two mixes and hurt the third
-    /// (docs/detection.md).
+    /// (docs/detection.md). The learning loop's retraining drops them (`LearnConfig`).
     pub unlabeled_near_attacks: NearAttacks,
 }
 
