@@ -466,6 +466,14 @@ mod tests {
         }
     }
 
+    /// Attack labels for rows of `D` features, one per row (uids C0, C1, ...).
+    fn attack_labels(rows: &[f32]) -> Vec<Label> {
+        rows.chunks(D)
+            .enumerate()
+            .map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r))
+            .collect()
+    }
+
     fn small() -> LearnConfig {
         LearnConfig {
             max_epochs: 8,
@@ -510,11 +518,7 @@ mod tests {
         let (art, model) = current_model(&mut rng);
         let recent = rows(&mut rng, 600, 0);
         let new_attack = rows(&mut rng, 12, 2);
-        let labels: Vec<Label> = new_attack
-            .chunks(D)
-            .enumerate()
-            .map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r))
-            .collect();
+        let labels = attack_labels(&new_attack);
         let cur = Current { artifact: &art, model: &model, cut: 0.5 };
         let r = retrain(&cur, &recent, &labels, &small(), &Device::flex()).unwrap();
         let (c, k) = (r.decision.current.unwrap(), r.decision.candidate.unwrap());
@@ -541,11 +545,7 @@ mod tests {
         for copy in 0..2 {
             recent.extend(confirmed.iter().map(|&v| v + 0.001 * (copy as f32 + 1.0)));
         }
-        let labels: Vec<Label> = confirmed
-            .chunks(D)
-            .enumerate()
-            .map(|(i, r)| label(format!("C{i}"), Verdict::Attack, r))
-            .collect();
+        let labels = attack_labels(&confirmed);
         let cur = Current { artifact: &art, model: &model, cut: 0.5 };
         let r = retrain(&cur, &recent, &labels, &small(), &Device::flex()).unwrap();
         let left_out = r.artifact.report.dropped_near_attacks;
