@@ -273,7 +273,7 @@ impl ThresholdCalibrator {
             }
             Threshold::Budget(b) => {
                 for &s in scores {
-                    if s < b.set_aside {
+                    if self.keeps(s) {
                         self.push(s);
                         let n = self.ring.len();
                         self.current = if n >= b.min_flows() {

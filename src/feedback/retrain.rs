@@ -309,21 +309,32 @@ pub fn retrain(
     // The rest of the confirmed attacks is not learned as normal traffic (the confirmed benign
     // rows at the front always are).
     let mut left_out = 0;
-    if cfg.unlabeled_near_attacks == NearAttacks::Drop {
-        let w = scaler.width().max(1);
-        let keep = near_attacks::rows_to_keep(&unlabeled, &anomalies, w, train_benign.len());
-        if keep.len() < unlabeled.len() / w && keep.len() >= MIN_KEPT_ROWS {
-            left_out = unlabeled.len() / w - keep.len();
-            unlabeled = keep.iter().flat_map(|&i| unlabeled[i * w..(i + 1) * w].to_vec()).collect();
-        }
+    if cfg.unlabeled_near_attacks == NearAttacks::Drop
+        && let Some((rows, n)) = near_attacks::leave_out(
+            &unlabeled,
+            &anomalies,
+            scaler.width(),
+            train_benign.len(),
+            MIN_KEPT_ROWS,
+        )
+    {
+        (unlabeled, left_out) = (rows, n);
     }
     let mut tc = TrainConfig {
         max_epochs: cfg.max_epochs.max(1),
         pretrain_epochs: cfg.max_epochs.max(1),
         batches_per_epoch: cfg.batches_per_epoch.max(1),
         seed: cfg.seed,
+        // What the loop did, for the candidate's record.
+        unlabeled_near_attacks: cfg.unlabeled_near_attacks,
         ..art.train.clone()
     };
+    if !cfg.warm_start {
+        tc.n_prototypes = Some(current.model.config.n_prototypes);
+    }
+    // Left out above for warm and cold starts alike: training must not leave rows out again
+    // (a model in service trained with `drop` would have had it done twice from scratch).
+    let fit_cfg = TrainConfig { unlabeled_near_attacks: NearAttacks::Keep, ..tc.clone() };
     let data = TrainData {
         d: scaler.width(),
         unlabeled: &unlabeled,
@@ -332,10 +343,9 @@ pub fn retrain(
         val: None,
     };
     let mut trained = if cfg.warm_start {
-        train_warm(&data, &tc, current.model, device)?
+        train_warm(&data, &fit_cfg, current.model, device)?
     } else {
-        tc.n_prototypes = Some(current.model.config.n_prototypes);
-        train(&data, &tc, device, false)?
+        train(&data, &fit_cfg, device, false)?
     };
     trained.report.dropped_near_attacks += left_out;
 

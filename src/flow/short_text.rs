@@ -14,10 +14,7 @@ impl ShortText {
 
     /// The text of `s`, or `None` when longer than the capacity.
     pub fn new(s: &str) -> Option<ShortText> {
-        let mut t = ShortText { len: 0, bytes: [0; ShortText::CAPACITY] };
-        t.bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
-        t.len = s.len() as u8;
-        Some(t)
+        ShortText::copied(s.as_bytes())
     }
 
     /// The text of ASCII bytes (a uid's digits, base64), or `None` when they are not ASCII or
@@ -26,6 +23,11 @@ impl ShortText {
         if !b.is_ascii() {
             return None;
         }
+        ShortText::copied(b)
+    }
+
+    /// Bytes that are valid UTF-8 (the callers' promise), or `None` when they do not fit.
+    fn copied(b: &[u8]) -> Option<ShortText> {
         let mut t = ShortText { len: 0, bytes: [0; ShortText::CAPACITY] };
         t.bytes.get_mut(..b.len())?.copy_from_slice(b);
         t.len = b.len() as u8;

@@ -76,6 +76,26 @@ pub fn rows_to_keep(unlabeled: &[f32], anomalies: &[f32], d: usize, trusted: usi
         .collect()
 }
 
+/// `unlabeled` without its rows near a confirmed attack ([`rows_to_keep`]), and how many were
+/// left out; `None` when none is near or fewer than `min_kept` rows would remain (then every
+/// row is trained on rather than too few).
+pub fn leave_out(
+    unlabeled: &[f32],
+    anomalies: &[f32],
+    d: usize,
+    trusted: usize,
+    min_kept: usize,
+) -> Option<(Vec<f32>, usize)> {
+    let d = d.max(1);
+    let n = unlabeled.len() / d;
+    let keep = rows_to_keep(unlabeled, anomalies, d, trusted);
+    if keep.len() == n || keep.len() < min_kept {
+        return None;
+    }
+    let rows = keep.iter().flat_map(|&i| unlabeled[i * d..(i + 1) * d].iter().copied()).collect();
+    Some((rows, n - keep.len()))
+}
+
 /// `k` indices spread evenly over `0..n` (all of them when `n <= k`).
 fn evenly(n: usize, k: usize) -> Vec<usize> {
     if n <= k {
@@ -106,6 +126,11 @@ mod tests {
         // No confirmed attack, or too few rows: everything is kept.
         assert_eq!(rows_to_keep(&unlabeled, &[], 1, 0).len(), 14);
         assert_eq!(rows_to_keep(&[5.0], &[5.0], 1, 0), vec![0]);
+        // The rows themselves: the near ones gone, unless too few would remain.
+        let (rows, n) = leave_out(&unlabeled, &[5.0], 1, 0, 11).unwrap();
+        assert_eq!((rows.len(), n, rows[10]), (11, 3, 9.0));
+        assert_eq!(leave_out(&unlabeled, &[5.0], 1, 0, 12), None);
+        assert_eq!(leave_out(&unlabeled, &[20.0], 1, 0, 1), None);
     }
 
     #[test]

@@ -480,24 +480,20 @@ pub fn train(
     // enough rows remain to train on).
     let cleaned: Vec<f32>;
     let cleaned_data;
-    let data = match cfg.unlabeled_near_attacks {
+    let left_out = match cfg.unlabeled_near_attacks {
         NearAttacks::Drop => {
-            let n_all = data.unlabeled.len() / d;
-            let keep =
-                near_attacks::rows_to_keep(data.unlabeled, data.anomalies, d, data.trusted_normal);
-            if keep.len() < n_all && keep.len() >= needed {
-                report.dropped_near_attacks = n_all - keep.len();
-                cleaned = keep
-                    .iter()
-                    .flat_map(|&i| data.unlabeled[i * d..(i + 1) * d].iter().copied())
-                    .collect();
-                cleaned_data = TrainData { unlabeled: &cleaned, ..*data };
-                &cleaned_data
-            } else {
-                data
-            }
+            near_attacks::leave_out(data.unlabeled, data.anomalies, d, data.trusted_normal, needed)
         }
-        NearAttacks::Keep => data,
+        NearAttacks::Keep => None,
+    };
+    let data = match left_out {
+        Some((rows, n)) => {
+            report.dropped_near_attacks = n;
+            cleaned = rows;
+            cleaned_data = TrainData { unlabeled: &cleaned, ..*data };
+            &cleaned_data
+        }
+        None => data,
     };
     let n_u = data.unlabeled.len() / d;
     if n_u < needed {
