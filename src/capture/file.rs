@@ -222,7 +222,17 @@ impl CaptureFile {
 
     /// Makes at least `need` bytes available at `pos` unless the input ends first; returns how
     /// many are available (capped at what was asked for, or fewer at end of input).
+    #[inline]
     fn fill(&mut self, need: usize) -> Result<usize, CaptureError> {
+        // Nearly every call finds its bytes buffered: that check inline, the reading out of line.
+        if self.end - self.pos >= need {
+            return Ok(need);
+        }
+        self.fill_slow(need)
+    }
+
+    #[inline(never)]
+    fn fill_slow(&mut self, need: usize) -> Result<usize, CaptureError> {
         while self.end - self.pos < need && !self.eof {
             if self.pos + need > self.buf.len() {
                 // Compact, then grow if one record does not fit.
@@ -265,6 +275,7 @@ impl CaptureFile {
     }
 
     /// Ensures a whole record of `need` bytes is buffered, or reports truncation.
+    #[inline]
     fn need(&mut self, need: usize) -> Result<(), CaptureError> {
         let have = self.fill(need)?;
         if have < need {

@@ -282,6 +282,10 @@ pub struct FlowTable {
     id_stride: u64,
     frags: HashMap<FragKey, FragState, Hasher>,
     stats: FlowStats,
+    /// The least of the list heads' timers as [`FlowTable::low_mark`] counts them (`None`:
+    /// no flow), or stale: the heads change on a small share of packets, and the mark is
+    /// asked for after every one.
+    oldest_head: std::cell::Cell<Option<Option<Timestamp>>>,
 }
 
 fn ns(d: std::time::Duration) -> i64 {
@@ -340,6 +344,7 @@ impl FlowTable {
             id_stride: 1,
             frags: HashMap::with_hasher(Hasher::default()),
             stats: FlowStats::default(),
+            oldest_head: std::cell::Cell::new(None),
             config,
         }
     }
@@ -387,10 +392,25 @@ impl FlowTable {
         let Some(clock) = self.clock else {
             return StreamTime { epoch: self.epoch, clock: Timestamp(i64::MIN) };
         };
-        // A DNS session's last packet may precede its last check by up to the check interval;
-        // every other list's `since` is at most its flows' activity.
-        let oldest = self
-            .lists
+        let oldest = match self.oldest_head.get() {
+            Some(oldest) => {
+                debug_assert_eq!(oldest, self.oldest_head_now(), "a list head changed unseen");
+                oldest
+            }
+            None => {
+                let oldest = self.oldest_head_now();
+                self.oldest_head.set(Some(oldest));
+                oldest
+            }
+        };
+        StreamTime { epoch: self.epoch, clock: oldest.unwrap_or(clock).min(clock) }
+    }
+
+    /// The least list head timer, counted afresh. A DNS session's last packet may precede its
+    /// last check by up to the check interval; every other list's `since` is at most its
+    /// flows' activity.
+    fn oldest_head_now(&self) -> Option<Timestamp> {
+        self.lists
             .iter()
             .enumerate()
             .filter(|(_, l)| l.head != NIL)
@@ -403,8 +423,14 @@ impl FlowTable {
                 }
             })
             .min()
-            .unwrap_or(clock);
-        StreamTime { epoch: self.epoch, clock: oldest.min(clock) }
+    }
+
+    /// Slot `i`'s timer moved where it stays in its list: if it heads the list, the low mark
+    /// must be counted again.
+    fn since_moved_in_place(&self, i: u32) {
+        if self.lists[self.slots[i as usize].class as usize].head == i {
+            self.oldest_head.set(None);
+        }
     }
 
     fn unlink(&mut self, i: u32) {
@@ -413,7 +439,8 @@ impl FlowTable {
             (s.prev, s.next, s.class as usize)
         };
         if prev == NIL {
-            self.lists[class].head = next
+            self.lists[class].head = next;
+            self.oldest_head.set(None);
         } else {
             self.slots[prev as usize].next = next
         }
@@ -436,7 +463,8 @@ impl FlowTable {
             s.next = NIL;
         }
         if tail == NIL {
-            self.lists[class as usize].head = i
+            self.lists[class as usize].head = i;
+            self.oldest_head.set(None);
         } else {
             self.slots[tail as usize].next = i
         }
@@ -690,6 +718,8 @@ impl FlowTable {
                 if class != slot.class || self.lists[class as usize].tail != i {
                     self.unlink(i);
                     self.push_tail(i, class);
+                } else {
+                    self.since_moved_in_place(i);
                 }
                 return (i, from_orig);
             }
@@ -726,6 +756,7 @@ impl FlowTable {
             if self.lists[class as usize].tail == i {
                 // Already last: a later start keeps the list in order.
                 slot.since = since;
+                self.since_moved_in_place(i);
                 return;
             }
         }
