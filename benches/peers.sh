@@ -9,7 +9,10 @@
 # concatenation of every shared capture (`mergecap -a`, pcapng). Peers: Argus 3 (writing its
 # binary records; the UNSW-NB15 base), nfstream (flows with statistical features), and a
 # plain `tcpdump -r -w` copy without decoding. mnpflow writes UNSW-NB15 CSV records with
-# every feature. Each tool runs 3 times (nfstream once: it is slow); the best time counts.
+# every feature, built with the `release-lto` profile (the build to deploy; PROFILE=release
+# for the quicker one). Each tool runs 3 times (nfstream once: it is slow); the best wall
+# time and the best CPU time (user + system, one core's work: the per-core rate) count, and
+# "faster by" compares CPU times (Argus's wall time includes waits on a one-second timer).
 # Needs: argus-server, tcpdump, wireshark-common (mergecap), python3 -m pip install nfstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,32 +20,34 @@ scale=${1:-100}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mnpflow-target}"
-cargo build --release -q
-bin="$CARGO_TARGET_DIR/release/mnpflow"
+profile=${PROFILE:-release-lto}
+cargo build --profile "$profile" -q
+bin="$CARGO_TARGET_DIR/$profile/mnpflow"
 
 "$bin" synth --scale "$scale" --snaplen 128 -o "$work/synth.pcap" 2>/dev/null
 python3 benches/flow_heavy.py "${HEAVY_ROUNDS:-57}" "$work/heavy.pcap" >/dev/null
 mapfile -t shared < <(find ../shared/data/captures -name '*.pcap' -o -name '*.pcapng' | sort)
 mergecap -a -F pcapng -w "$work/shared.pcapng" "${shared[@]}"
 
-best() { # best wall time of N runs of a command, in seconds
+best() { # best wall and best CPU (user + system) seconds of N runs of a command
     local n=$1; shift
-    local best="" t0 dt
+    local wall="" cpu="" times w c
     for _ in $(seq "$n"); do
-        t0=$(date +%s.%N)
-        "$@" >/dev/null 2>&1 || { echo "n/a"; return; }
-        dt=$(echo "$(date +%s.%N) - $t0" | bc -l)
-        if [ -z "$best" ] || [ "$(echo "$dt < $best" | bc -l)" = 1 ]; then best=$dt; fi
+        times=$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>&1; } 2>&1 ) || { echo "n/a"; return; }
+        w=$(echo "$times" | awk '{print $1}')
+        c=$(echo "$times" | awk '{print $2 + $3}')
+        if [ -z "$wall" ] || [ "$(echo "$w < $wall" | bc -l)" = 1 ]; then wall=$w; fi
+        if [ -z "$cpu" ] || [ "$(echo "$c < $cpu" | bc -l)" = 1 ]; then cpu=$c; fi
     done
-    echo "$best"
+    echo "$wall $cpu"
 }
 
 nfstream_run() {
     python3 -c "import sys; from nfstream import NFStreamer; print(sum(1 for _ in NFStreamer(source=sys.argv[1], statistical_analysis=True, n_dissections=0)))" "$1"
 }
 
-echo "| input | packets | tool | seconds (best) | packets/s | mnpflow is faster by |"
-echo "|---|---|---|---|---|---|"
+echo "| input | packets | tool | wall s (best) | CPU s (best) | packets/s per core | mnpflow is faster by (CPU) |"
+echo "|---|---|---|---|---|---|---|"
 for input in "$work/synth.pcap" "$work/heavy.pcap" "$work/shared.pcapng"; do
     pkts=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
     name=$(basename "$input")
@@ -55,11 +60,12 @@ for input in "$work/synth.pcap" "$work/heavy.pcap" "$work/shared.pcapng"; do
             tcpdump) t=$(best 3 tcpdump -r "$input" -w "$work/copy.pcap") ;;
         esac
         if [ "$t" = n/a ]; then
-            printf "| %s | %s | %s | n/a (cannot run on this input) | | |\n" "$name" "$pkts" "$tool"
+            printf "| %s | %s | %s | n/a (cannot run on this input) | | | |\n" "$name" "$pkts" "$tool"
             continue
         fi
-        rate=$(echo "$pkts / $t" | bc -l)
-        ratio=$(echo "$t / $ours" | bc -l)
-        printf "| %s | %s | %s | %.3f | %.0f | %.2fx |\n" "$name" "$pkts" "$tool" "$t" "$rate" "$ratio"
+        read -r wall cpu <<<"$t"
+        rate=$(echo "$pkts / $cpu" | bc -l)
+        ratio=$(echo "$cpu / ${ours#* }" | bc -l)
+        printf "| %s | %s | %s | %.3f | %.3f | %.0f | %.2fx |\n" "$name" "$pkts" "$tool" "$wall" "$cpu" "$rate" "$ratio"
     done
 done
