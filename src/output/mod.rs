@@ -42,6 +42,7 @@ fn zeek_stamp(t: crate::capture::Timestamp) -> String {
 /// Most cells of a record are counts below 100 (flags, small counts, the `ct_*` windows): those
 /// are pushed as characters, since copying a formatted one- or two-digit buffer costs a call
 /// to `memcpy` per cell.
+#[inline]
 fn push_u64(v: u64, line: &mut String) {
     if v < 10 {
         line.push(char::from(b'0' + v as u8));
@@ -73,14 +74,14 @@ fn push_time(t: crate::capture::Timestamp, line: &mut String) {
     let secs = t.0.div_euclid(1_000_000_000);
     let micros = (t.0.rem_euclid(1_000_000_000) / 1000) as u64;
     line.push_str(itoa::Buffer::new().format(secs));
-    line.push('.');
-    let mut digits = [b'0'; 6];
+    // ".uuuuuu" built whole and pushed once (a push per character checks capacity each time).
+    let mut frac = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
     let mut m = micros;
-    for d in digits.iter_mut().rev() {
+    for d in frac[1..].iter_mut().rev() {
         *d = b'0' + (m % 10) as u8;
         m /= 10;
     }
-    line.extend(digits.map(char::from));
+    line.push_str(std::str::from_utf8(&frac).expect("ASCII digits"));
 }
 
 /// An address as `Display` writes it; IPv4 without the formatter (a large share of writing a
