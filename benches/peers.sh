@@ -10,9 +10,10 @@
 # binary records; the UNSW-NB15 base), nfstream (flows with statistical features), and a
 # plain `tcpdump -r -w` copy without decoding. mnpflow writes UNSW-NB15 CSV records with
 # every feature, built with the `release-lto` profile (the build to deploy; PROFILE=release
-# for the quicker one). Each tool runs 3 times (nfstream once: it is slow); the best wall
-# time and the best CPU time (user + system, one core's work: the per-core rate) count, and
-# "faster by" compares CPU times (Argus's wall time includes waits on a one-second timer).
+# for the quicker one). The tools take turns, ROUNDS rounds (default 5; nfstream in the
+# first only: it is slow); each tool's best wall time and best CPU time (user + system, one
+# core's work: the per-core rate) count, and "faster by" compares CPU times (Argus runs
+# threads and its wall time includes waits on a one-second timer).
 # Needs: argus-server, tcpdump, wireshark-common (mergecap), python3 -m pip install nfstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,43 +30,56 @@ python3 benches/flow_heavy.py "${HEAVY_ROUNDS:-57}" "$work/heavy.pcap" >/dev/nul
 mapfile -t shared < <(find ../shared/data/captures -name '*.pcap' -o -name '*.pcapng' | sort)
 mergecap -a -F pcapng -w "$work/shared.pcapng" "${shared[@]}"
 
-best() { # best wall and best CPU (user + system) seconds of N runs of a command
-    local n=$1; shift
-    local wall="" cpu="" times w c
-    for _ in $(seq "$n"); do
-        times=$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>&1; } 2>&1 ) || { echo "n/a"; return; }
-        w=$(echo "$times" | awk '{print $1}')
-        c=$(echo "$times" | awk '{print $2 + $3}')
-        if [ -z "$wall" ] || [ "$(echo "$w < $wall" | bc -l)" = 1 ]; then wall=$w; fi
-        if [ -z "$cpu" ] || [ "$(echo "$c < $cpu" | bc -l)" = 1 ]; then cpu=$c; fi
-    done
-    echo "$wall $cpu"
+# One timed run of a command: "wall cpu" in seconds (cpu = user + system), or "n/a" when
+# the command fails.
+timed() {
+    local times
+    times=$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>&1; } 2>&1 ) || { echo "n/a"; return; }
+    echo "$times" | awk '{print $1, $2 + $3}'
 }
 
 nfstream_run() {
     python3 -c "import sys; from nfstream import NFStreamer; print(sum(1 for _ in NFStreamer(source=sys.argv[1], statistical_analysis=True, n_dissections=0)))" "$1"
 }
 
+run_tool() { # tool input
+    case $1 in
+        mnpflow) timed "$bin" flows --schema unsw -o /dev/null "$2" ;;
+        argus) timed argus -X -J -R -S 60 -r "$2" -w "$work/out.argus" ;;
+        nfstream) timed nfstream_run "$2" ;;
+        tcpdump) timed tcpdump -r "$2" -w "$work/copy.pcap" ;;
+    esac
+}
+
+rounds=${ROUNDS:-5}
+tools=(mnpflow argus nfstream tcpdump)
 echo "| input | packets | tool | wall s (best) | CPU s (best) | packets/s per core | mnpflow is faster by (CPU) |"
 echo "|---|---|---|---|---|---|---|"
 for input in "$work/synth.pcap" "$work/heavy.pcap" "$work/shared.pcapng"; do
     pkts=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
     name=$(basename "$input")
-    ours=$(best 3 "$bin" flows --schema unsw -o /dev/null "$input")
-    for tool in mnpflow argus nfstream tcpdump; do
-        case $tool in
-            mnpflow) t=$ours ;;
-            argus) t=$(best 3 argus -X -J -R -S 60 -r "$input" -w "$work/out.argus") ;;
-            nfstream) t=$(best 1 nfstream_run "$input") ;;
-            tcpdump) t=$(best 3 tcpdump -r "$input" -w "$work/copy.pcap") ;;
-        esac
-        if [ "$t" = n/a ]; then
+    declare -A wall=() cpu=()
+    # Round by round, every tool once per round (nfstream in the first only: it is slow), so
+    # that a slow spell of this shared machine falls on every tool alike.
+    for round in $(seq "$rounds"); do
+        for tool in "${tools[@]}"; do
+            [ "$tool" = nfstream ] && [ "$round" -gt 1 ] && continue
+            [ "${wall[$tool]:-}" = n/a ] && continue
+            t=$(run_tool "$tool" "$input")
+            if [ "$t" = n/a ]; then wall[$tool]=n/a; continue; fi
+            read -r w c <<<"$t"
+            if [ -z "${wall[$tool]:-}" ] || [ "$(echo "$w < ${wall[$tool]}" | bc -l)" = 1 ]; then wall[$tool]=$w; fi
+            if [ -z "${cpu[$tool]:-}" ] || [ "$(echo "$c < ${cpu[$tool]}" | bc -l)" = 1 ]; then cpu[$tool]=$c; fi
+        done
+    done
+    for tool in "${tools[@]}"; do
+        if [ "${wall[$tool]}" = n/a ]; then
             printf "| %s | %s | %s | n/a (cannot run on this input) | | | |\n" "$name" "$pkts" "$tool"
             continue
         fi
-        read -r wall cpu <<<"$t"
-        rate=$(echo "$pkts / $cpu" | bc -l)
-        ratio=$(echo "$cpu / ${ours#* }" | bc -l)
-        printf "| %s | %s | %s | %.3f | %.3f | %.0f | %.2fx |\n" "$name" "$pkts" "$tool" "$wall" "$cpu" "$rate" "$ratio"
+        rate=$(echo "$pkts / ${cpu[$tool]}" | bc -l)
+        ratio=$(echo "${cpu[$tool]} / ${cpu[mnpflow]}" | bc -l)
+        printf "| %s | %s | %s | %.3f | %.3f | %.0f | %.2fx |\n" "$name" "$pkts" "$tool" "${wall[$tool]}" "${cpu[$tool]}" "$rate" "$ratio"
     done
+    unset wall cpu
 done
