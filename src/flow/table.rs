@@ -916,6 +916,8 @@ mod tests {
                 while let Ok(Some(raw)) = file.next_packet() {
                     if let Ok(m) = crate::decode::decode(&raw) {
                         t.process(&m, &mut |_| {});
+                        // The value kept since the last packet where still valid, then one
+                        // counted afresh (and kept for the next packet).
                         let kept = t.low_mark();
                         t.oldest_head.set(None);
                         assert_eq!(kept, t.low_mark(), "{path} {cut:?} packet {checked}");
