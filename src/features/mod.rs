@@ -33,9 +33,9 @@ pub enum Cell {
     Count(u64),
     /// A category or other fixed text.
     Text(&'static str),
-    /// Text built per record (Zeek's history).
+    /// Text built per record, too long to keep inline (a Zeek history past 30 letters).
     Str(String),
-    /// Short text built per record (uid, community ID), kept inline.
+    /// Short text built per record (uid, community ID, Zeek history), kept inline.
     Short(ShortText),
     Addr(IpAddr),
     Port(u16),
@@ -83,6 +83,11 @@ pub trait RecordExtractor: Send {
     fn columns(&self) -> &[Column];
     /// Fills `out` (cleared first) with one cell per column.
     fn extract(&mut self, rec: &FlowRecord, out: &mut Vec<Cell>);
+    /// With `false`, `extract` leaves the uid and community ID cells `Unset`. Model rows never
+    /// read them: a stage that only encodes rows (the streaming features stage when no flow
+    /// records are written, rows to train on) saves a SHA-1 and two hash folds per flow, a
+    /// tenth of extracting a UNSW-NB15 record. On from the start.
+    fn write_identity_text(&mut self, on: bool);
 }
 
 /// Why a schema cannot be served by an extractor.
@@ -164,6 +169,43 @@ mod tests {
     #[test]
     fn a_cell_stays_32_bytes() {
         assert_eq!(std::mem::size_of::<Cell>(), 32);
+    }
+
+    /// With the identity text off, the uid and community ID cells are unset and every other
+    /// cell, and so every model row, is the same (both vocabularies, the bundled capture).
+    #[test]
+    fn identity_text_off_changes_only_uid_and_community_id() {
+        let capture = concat!(env!("CARGO_MANIFEST_DIR"), "/captures/demo.pcap");
+        for kind in [SchemaKind::Unsw, SchemaKind::Zeek] {
+            let flow = crate::flow::FlowConfig::default().for_cut(kind.cut_policy());
+            let mut recs = Vec::new();
+            crate::pipeline::offline::run_files(&[capture.into()], &flow, |r| recs.push(*r))
+                .expect("bundled capture reads");
+            let mut with = extractor(kind, 0);
+            let mut without = extractor(kind, 0);
+            without.write_identity_text(false);
+            let columns = with.columns().to_vec();
+            let encoder = encode::RowEncoder::new(with.schema());
+            let mut stats = encode::EncodeStats::default();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut row_a, mut row_b) = (vec![0.0; encoder.width()], vec![0.0; encoder.width()]);
+            for r in &recs {
+                with.extract(r, &mut a);
+                without.extract(r, &mut b);
+                for (c, (x, y)) in columns.iter().zip(a.iter().zip(&b)) {
+                    if matches!(c.name.as_str(), "uid" | "community_id") {
+                        assert!(matches!(x, Cell::Short(_)), "{kind:?} {}: {x:?}", c.name);
+                        assert_eq!(y, &Cell::Unset, "{kind:?} {}", c.name);
+                    } else {
+                        assert_eq!(x, y, "{kind:?} {}", c.name);
+                    }
+                }
+                encoder.encode(&columns, &a, &mut row_a, &mut stats);
+                encoder.encode(&columns, &b, &mut row_b, &mut stats);
+                assert_eq!(row_a, row_b, "{kind:?}");
+            }
+            assert!(recs.len() > 1000, "{kind:?}: {} records", recs.len());
+        }
     }
 
     #[test]

@@ -244,6 +244,7 @@ pub struct UnswExtractor {
     columns: Vec<Column>,
     window: CtWindow,
     seed: u16,
+    identity_text: bool,
 }
 
 impl UnswExtractor {
@@ -274,6 +275,7 @@ impl UnswExtractor {
             columns,
             window: CtWindow::default(),
             seed: community_id_seed,
+            identity_text: true,
         })
     }
 }
@@ -285,6 +287,10 @@ impl RecordExtractor for UnswExtractor {
 
     fn columns(&self) -> &[Column] {
         &self.columns
+    }
+
+    fn write_identity_text(&mut self, on: bool) {
+        self.identity_text = on;
     }
 
     fn extract(&mut self, r: &FlowRecord, out: &mut Vec<Cell>) {
@@ -320,8 +326,12 @@ impl RecordExtractor for UnswExtractor {
         out.extend([
             Cell::Time(r.first_ts),
             Cell::Time(r.last_ts),
-            Cell::Short(super::uid_text(r)),
-            Cell::Short(r.community_id_text(self.seed)),
+            if self.identity_text { Cell::Short(super::uid_text(r)) } else { Cell::Unset },
+            if self.identity_text {
+                Cell::Short(r.community_id_text(self.seed))
+            } else {
+                Cell::Unset
+            },
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),

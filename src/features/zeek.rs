@@ -41,6 +41,7 @@ pub struct ZeekExtractor {
     schema: Schema,
     columns: Vec<Column>,
     seed: u16,
+    identity_text: bool,
 }
 
 impl ZeekExtractor {
@@ -67,7 +68,7 @@ impl ZeekExtractor {
             .iter()
             .map(|(n, t)| Column { name: n.to_string(), zeek_type: t, feature: schema.index_of(n) })
             .collect();
-        Ok(ZeekExtractor { schema, columns, seed: community_id_seed })
+        Ok(ZeekExtractor { schema, columns, seed: community_id_seed, identity_text: true })
     }
 }
 
@@ -80,6 +81,10 @@ impl RecordExtractor for ZeekExtractor {
         &self.columns
     }
 
+    fn write_identity_text(&mut self, on: bool) {
+        self.identity_text = on;
+    }
+
     fn extract(&mut self, r: &FlowRecord, out: &mut Vec<Cell>) {
         out.clear();
         let dur = r.zeek_duration_secs();
@@ -87,7 +92,7 @@ impl RecordExtractor for ZeekExtractor {
         let opt_count = |v: u64| if timed { Cell::Count(v) } else { Cell::Unset };
         out.extend([
             Cell::Time(r.first_ts),
-            Cell::Short(super::uid_text(r)),
+            if self.identity_text { Cell::Short(super::uid_text(r)) } else { Cell::Unset },
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),
@@ -101,13 +106,21 @@ impl RecordExtractor for ZeekExtractor {
             Cell::Unset,
             Cell::Unset,
             Cell::Count(r.orig.seq.missed_bytes + r.resp.seq.missed_bytes),
-            Cell::Str(r.history.as_str().to_owned()),
+            // Inline when it fits (nearly always): no allocation per record.
+            match crate::flow::ShortText::new(r.history.as_str()) {
+                Some(h) => Cell::Short(h),
+                None => Cell::Str(r.history.as_str().to_owned()),
+            },
             Cell::Count(r.orig.pkts),
             Cell::Count(r.orig.ip_bytes),
             Cell::Count(r.resp.pkts),
             Cell::Count(r.resp.ip_bytes),
             Cell::Unset,
-            Cell::Short(r.community_id_text(self.seed)),
+            if self.identity_text {
+                Cell::Short(r.community_id_text(self.seed))
+            } else {
+                Cell::Unset
+            },
         ]);
     }
 }

@@ -198,7 +198,9 @@ pub struct RowMaker {
 
 impl RowMaker {
     pub fn new(kind: crate::features::SchemaKind, community_id_seed: u16) -> RowMaker {
-        let extractor = crate::features::extractor(kind, community_id_seed);
+        let mut extractor = crate::features::extractor(kind, community_id_seed);
+        // Rows only: the uid and community ID are not model inputs.
+        extractor.write_identity_text(false);
         let encoder = RowEncoder::new(extractor.schema());
         let columns = extractor.columns().to_vec();
         let row = vec![0.0; encoder.width()];

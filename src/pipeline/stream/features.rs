@@ -33,6 +33,8 @@ pub(super) fn features_stage(
     metrics: &Metrics,
 ) -> (EncodeStats, ReorderStats) {
     let mut order: Reorder<Exported> = Reorder::new(workers, hold_limit);
+    // Rows kept only for the model (no flow records written): no uid or community ID text.
+    extractor.write_identity_text(keep_cells);
     let encoder = RowEncoder::new(extractor.schema());
     let width = encoder.width();
     let columns = extractor.columns().to_vec();
