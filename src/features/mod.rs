@@ -90,6 +90,28 @@ pub trait RecordExtractor: Send {
     fn write_identity_text(&mut self, on: bool);
 }
 
+/// A flow's text identity as both extractors write it: its uid and its community ID (under
+/// `seed`), or neither when a stage only encodes rows ([`RecordExtractor::write_identity_text`]).
+#[derive(Debug, Clone, Copy)]
+struct IdentityText {
+    seed: u16,
+    on: bool,
+}
+
+impl IdentityText {
+    fn new(community_id_seed: u16) -> IdentityText {
+        IdentityText { seed: community_id_seed, on: true }
+    }
+
+    fn uid(&self, rec: &FlowRecord) -> Cell {
+        if self.on { Cell::Short(uid_text(rec)) } else { Cell::Unset }
+    }
+
+    fn community_id(&self, rec: &FlowRecord) -> Cell {
+        if self.on { Cell::Short(rec.community_id_text(self.seed)) } else { Cell::Unset }
+    }
+}
+
 /// Why a schema cannot be served by an extractor.
 #[derive(Debug, thiserror::Error)]
 #[error("schema {schema}: feature {feature:?} has no extractor (known: {known})")]

@@ -243,8 +243,7 @@ pub struct UnswExtractor {
     fields: Vec<Field>,
     columns: Vec<Column>,
     window: CtWindow,
-    seed: u16,
-    identity_text: bool,
+    identity: super::IdentityText,
 }
 
 impl UnswExtractor {
@@ -274,8 +273,7 @@ impl UnswExtractor {
             fields,
             columns,
             window: CtWindow::default(),
-            seed: community_id_seed,
-            identity_text: true,
+            identity: super::IdentityText::new(community_id_seed),
         })
     }
 }
@@ -290,7 +288,7 @@ impl RecordExtractor for UnswExtractor {
     }
 
     fn write_identity_text(&mut self, on: bool) {
-        self.identity_text = on;
+        self.identity.on = on;
     }
 
     fn extract(&mut self, r: &FlowRecord, out: &mut Vec<Cell>) {
@@ -326,12 +324,8 @@ impl RecordExtractor for UnswExtractor {
         out.extend([
             Cell::Time(r.first_ts),
             Cell::Time(r.last_ts),
-            if self.identity_text { Cell::Short(super::uid_text(r)) } else { Cell::Unset },
-            if self.identity_text {
-                Cell::Short(r.community_id_text(self.seed))
-            } else {
-                Cell::Unset
-            },
+            self.identity.uid(r),
+            self.identity.community_id(r),
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),

@@ -40,8 +40,7 @@ const CONN_LOG: [(&str, &str); 22] = [
 pub struct ZeekExtractor {
     schema: Schema,
     columns: Vec<Column>,
-    seed: u16,
-    identity_text: bool,
+    identity: super::IdentityText,
 }
 
 impl ZeekExtractor {
@@ -68,7 +67,7 @@ impl ZeekExtractor {
             .iter()
             .map(|(n, t)| Column { name: n.to_string(), zeek_type: t, feature: schema.index_of(n) })
             .collect();
-        Ok(ZeekExtractor { schema, columns, seed: community_id_seed, identity_text: true })
+        Ok(ZeekExtractor { schema, columns, identity: super::IdentityText::new(community_id_seed) })
     }
 }
 
@@ -82,7 +81,7 @@ impl RecordExtractor for ZeekExtractor {
     }
 
     fn write_identity_text(&mut self, on: bool) {
-        self.identity_text = on;
+        self.identity.on = on;
     }
 
     fn extract(&mut self, r: &FlowRecord, out: &mut Vec<Cell>) {
@@ -92,7 +91,7 @@ impl RecordExtractor for ZeekExtractor {
         let opt_count = |v: u64| if timed { Cell::Count(v) } else { Cell::Unset };
         out.extend([
             Cell::Time(r.first_ts),
-            if self.identity_text { Cell::Short(super::uid_text(r)) } else { Cell::Unset },
+            self.identity.uid(r),
             Cell::Addr(r.orig_addr),
             Cell::Port(r.orig_port),
             Cell::Addr(r.resp_addr),
@@ -116,11 +115,7 @@ impl RecordExtractor for ZeekExtractor {
             Cell::Count(r.resp.pkts),
             Cell::Count(r.resp.ip_bytes),
             Cell::Unset,
-            if self.identity_text {
-                Cell::Short(r.community_id_text(self.seed))
-            } else {
-                Cell::Unset
-            },
+            self.identity.community_id(r),
         ]);
     }
 }

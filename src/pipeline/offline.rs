@@ -168,7 +168,7 @@ pub fn encoded_rows(
     config: &FlowConfig,
     mut on_row: impl FnMut(&FlowRecord, &[f32]),
 ) -> Result<OfflineStats, CaptureError> {
-    let mut rows = RowMaker::new(kind, config.community_id_seed);
+    let mut rows = RowMaker::new(kind);
     run_captures(captures, &config.for_cut(kind.cut_policy()), |rec| on_row(rec, rows.row(rec)))
 }
 
@@ -197,9 +197,9 @@ pub struct RowMaker {
 }
 
 impl RowMaker {
-    pub fn new(kind: crate::features::SchemaKind, community_id_seed: u16) -> RowMaker {
-        let mut extractor = crate::features::extractor(kind, community_id_seed);
-        // Rows only: the uid and community ID are not model inputs.
+    pub fn new(kind: crate::features::SchemaKind) -> RowMaker {
+        // Rows only: the uid and community ID (and so its seed) are not model inputs.
+        let mut extractor = crate::features::extractor(kind, 0);
         extractor.write_identity_text(false);
         let encoder = RowEncoder::new(extractor.schema());
         let columns = extractor.columns().to_vec();

@@ -120,7 +120,7 @@ pub fn record(
     let flow = &flow.for_cut(kind.cut_policy());
     let mut table = FlowTable::new(flow.clone());
     let mut order: Reorder<FlowRecord> = Reorder::new(1, flow.max_held_records);
-    let mut to_row = Rows::new(kind, flow);
+    let mut to_row = Rows::new(kind);
     let mut last_progress = Instant::now();
     let ended_by = loop {
         if stop.load(Ordering::Relaxed) {
@@ -194,8 +194,8 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(kind: SchemaKind, flow: &FlowConfig) -> Rows {
-        Rows { maker: RowMaker::new(kind, flow.community_id_seed), rows: Vec::new(), flows: 0 }
+    fn new(kind: SchemaKind) -> Rows {
+        Rows { maker: RowMaker::new(kind), rows: Vec::new(), flows: 0 }
     }
 
     fn add(&mut self, rec: &FlowRecord) {
